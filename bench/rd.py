@@ -1,0 +1,499 @@
+"""Rate-quality benchmark: ``python -m bench.rd [IMAGE_DIR] [options]``.
+
+For every image, codec and quality setting it measures (protocol §4 of
+``ssvae-codec.md``):
+
+- bpp from the byte count of the whole file (or of the prefix a progressive
+  decoder needs, see :meth:`bench.codecs.Codec.operating_points`),
+- PSNR and MS-SSIM on 8-bit RGB,
+- encode and decode wall time: median of ``--repeats`` runs after one warm-up.
+
+and writes to ``--out`` (a path stem, e.g. ``bench/results/kodak``):
+
+- ``STEM.json``: meta (machine, versions, settings), per-image rows,
+  per-curve averaged points, BD-rate / BD-PSNR of every test curve against
+  every other lossy curve, PSNR at 0.25/0.5/0.75/1.0 bpp;
+- ``STEM.md``: the tables;
+- ``STEM_psnr.png``, ``STEM_msssim.png``: RD plots, one line per curve.
+
+Averaging over images: per (curve, point key) the mean of bpp, PSNR, MS-SSIM
+and times over images, plus the PSNR of the mean MSE.  BD-rates and PSNR at
+fixed rates are computed on these averaged curves (as CompressAI does).
+
+A learned codec plugs in as one more registered :class:`~bench.codecs.Codec`
+(several curves through ``operating_points``); ``--plugin MODULE`` imports the
+module that registers it, e.g. ``--plugin bench.learned --codecs ssvae,jpeg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import codecs as codecs_mod
+from bench.bdrate import bd_psnr, bd_rate, quality_at_rate
+from bench.metrics import bpp, ms_ssim, ms_ssim_db, mse, psnr_from_mse
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE_DIR = REPO_ROOT / ".." / "shared" / "data" / "kodak"
+DEFAULT_CODECS = (
+    "jpeg", "webp", "jpeg2000", "jpeg2000-layers", "avif", "jpegxl",
+    "webp-lossless", "jpegxl-lossless", "jpeg2000-lossless", "png",
+)
+TARGET_BPPS = (0.25, 0.5, 0.75, 1.0)
+IMAGE_EXTS = (".png", ".ppm", ".bmp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------
+# measuring
+def load_images(image_dir: Path, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """All images in ``image_dir`` (sorted by name) as uint8 HxWx3 RGB."""
+    from PIL import Image
+
+    files = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise FileNotFoundError(f"no images in {image_dir}")
+    out = []
+    for p in files:
+        with Image.open(p) as im:
+            out.append((p.name, np.asarray(im.convert("RGB"))))
+    return out
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    """Run ``fn`` once (warm-up) and ``repeats`` more times; return the last
+    result and the median wall time of the timed runs in seconds."""
+    result = fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return result, statistics.median(times)
+
+
+def measure(codec: codecs_mod.Codec, image_name: str, img: np.ndarray, q: Any, repeats: int) -> list[dict]:
+    """Rows (one per operating point) for one codec setting on one image."""
+    h, w = img.shape[:2]
+    data, enc_s = timed(lambda: codec.encode(img, q), repeats)
+    rows = []
+    for pt in codec.operating_points(data, q):
+        rec, dec_s = timed(pt.decode, repeats)
+        if rec.shape != img.shape or rec.dtype != np.uint8:
+            raise ValueError(f"{pt.curve} {pt.key}: decoded {rec.dtype} {rec.shape}, expected uint8 {img.shape}")
+        m = mse(img, rec)
+        s = ms_ssim(img, rec)
+        rows.append({
+            "image": image_name, "codec": codec.name, "curve": pt.curve, "key": pt.key,
+            "q": q if not isinstance(q, tuple) else list(q),
+            "lossless": bool(codec.lossless), "n_bytes": int(pt.n_bytes),
+            "bpp": bpp(pt.n_bytes, h, w), "mse": m, "psnr": psnr_from_mse(m),
+            "ms_ssim": s, "exact": m == 0.0, "enc_s": enc_s, "dec_s": dec_s,
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------
+# aggregation
+def aggregate(rows: Iterable[dict]) -> dict[str, dict]:
+    """Average rows per (curve, key) over images.
+
+    Returns ``{curve: {"codec", "lossless", "points": [...]}}`` with points
+    sorted by mean bpp; each point has mean ``bpp``, ``psnr``, ``ms_ssim``,
+    ``ms_ssim_db``, ``enc_s``, ``dec_s``, ``psnr_mean_mse`` (PSNR of the mean
+    MSE), ``exact`` (all images bit-exact) and ``n_images``.
+    """
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    order: list[tuple[str, str]] = []
+    for r in rows:
+        k = (r["curve"], r["key"])
+        if k not in groups:
+            order.append(k)
+        groups[k].append(r)
+    curves: dict[str, dict] = {}
+    for curve, key in order:
+        g = groups[(curve, key)]
+        ms = float(np.mean([r["ms_ssim"] for r in g]))
+        pt = {
+            "key": key,
+            "n_images": len(g),
+            "bpp": float(np.mean([r["bpp"] for r in g])),
+            "psnr": float(np.mean([r["psnr"] for r in g])),
+            "psnr_mean_mse": psnr_from_mse(float(np.mean([r["mse"] for r in g]))),
+            "ms_ssim": ms,
+            "ms_ssim_db": ms_ssim_db(ms),
+            "exact": all(r["exact"] for r in g),
+            "enc_s": float(np.mean([r["enc_s"] for r in g])),
+            "dec_s": float(np.mean([r["dec_s"] for r in g])),
+        }
+        c = curves.setdefault(curve, {"codec": g[0]["codec"], "lossless": g[0]["lossless"], "points": []})
+        c["points"].append(pt)
+    n_max = {c: max(p["n_images"] for p in v["points"]) for c, v in curves.items()}
+    for name, c in curves.items():
+        c["points"].sort(key=lambda p: p["bpp"])
+        c["complete"] = all(p["n_images"] == n_max[name] for p in c["points"])
+    return curves
+
+
+def _lossy(curves: dict[str, dict]) -> list[str]:
+    return [n for n, c in curves.items() if not c["lossless"] and len(c["points"]) >= 2]
+
+
+def _xy(curve: dict, metric: str = "psnr") -> tuple[list[float], list[float]]:
+    return [p["bpp"] for p in curve["points"]], [p[metric] for p in curve["points"]]
+
+
+def bd_tables(curves: dict[str, dict], tests: Sequence[str] | None = None) -> dict[str, dict]:
+    """BD-rate (%) and BD-PSNR (dB) of each test curve vs every other lossy curve.
+
+    ``tests`` defaults to all lossy curves (full matrix).  Returned as
+    ``{"bd_rate": {test: {anchor: value}}, "bd_psnr": {...}}``.
+    """
+    lossy = _lossy(curves)
+    tests = [t for t in (tests or lossy) if t in lossy]
+    out: dict[str, dict] = {"bd_rate": {}, "bd_psnr": {}}
+    for t in tests:
+        tr, tp = _xy(curves[t])
+        out["bd_rate"][t] = {}
+        out["bd_psnr"][t] = {}
+        for a in lossy:
+            if a == t:
+                continue
+            ar, ap = _xy(curves[a])
+            out["bd_rate"][t][a] = bd_rate(ar, ap, tr, tp)
+            out["bd_psnr"][t][a] = bd_psnr(ar, ap, tr, tp)
+    return out
+
+
+def psnr_at_bpp(curves: dict[str, dict], targets: Sequence[float] = TARGET_BPPS) -> dict[str, dict[str, float]]:
+    out = {}
+    for n in _lossy(curves):
+        r, p = _xy(curves[n])
+        out[n] = {f"{t:g}": v for t, v in zip(targets, quality_at_rate(r, p, targets))}
+    return out
+
+
+# --------------------------------------------------------------------------
+# reporting
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def library_versions() -> dict[str, str | None]:
+    v: dict[str, str | None] = {}
+    try:
+        import PIL
+        from PIL import features
+
+        v["pillow"] = PIL.__version__
+        for f in ("jpg", "webp", "jpg_2000", "avif", "zlib"):
+            try:
+                v[f"pillow:{f}"] = features.version(f)
+            except ValueError:
+                v[f"pillow:{f}"] = None
+    except ImportError:
+        pass
+    try:
+        import imagecodecs
+
+        v["imagecodecs"] = imagecodecs.__version__
+        v["libjxl"] = imagecodecs.jpegxl_version() if hasattr(imagecodecs, "jpegxl_version") else None
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        v["torch"] = torch.__version__
+        v["torch_threads"] = str(torch.get_num_threads())
+    except ImportError:
+        pass
+    return v
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: non-finite floats become ``None``, tuples lists."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def markdown(result: dict, anchor: str = "jpeg") -> str:
+    curves, meta = result["curves"], result["meta"]
+    lossy = _lossy(curves)
+    bdr, bdp = result["bd_rate"], result["bd_psnr"]
+    at = result["psnr_at_bpp"]
+    lines = [
+        f"# Rate-quality benchmark: {meta['image_dir_name']} ({meta['n_images']} images)",
+        "",
+        f"{meta['date']}; {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
+        f"threads {meta['threads']}; times = mean over images of the median of {meta['repeats']} runs after a warm-up.",
+        "",
+        f"| curve | points | bpp range | PSNR@0.25 | @0.5 | @0.75 | @1.0 | BD-rate vs {anchor} | BD-PSNR vs {anchor} | enc ms | dec ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in lossy:
+        pts = curves[n]["points"]
+        r = bdr.get(n, {}).get(anchor) if n != anchor else 0.0
+        p = bdp.get(n, {}).get(anchor) if n != anchor else 0.0
+        enc = float(np.mean([q["enc_s"] for q in pts])) * 1e3
+        dec = float(np.mean([q["dec_s"] for q in pts])) * 1e3
+        qa = at.get(n, {})
+        lines.append(
+            f"| {n} | {len(pts)} | {pts[0]['bpp']:.3f}–{pts[-1]['bpp']:.3f} | "
+            + " | ".join(_f(qa.get(f"{t:g}")) for t in TARGET_BPPS)
+            + f" | {_f(r, '{:+.1f} %')} | {_f(p, '{:+.2f}')} | {enc:.1f} | {dec:.1f} |"
+        )
+    lossless = [n for n, c in curves.items() if c["lossless"]]
+    if lossless:
+        lines += ["", "Lossless:", "", "| codec | bpp | bit-exact | enc ms | dec ms |", "|---|---|---|---|---|"]
+        for n in lossless:
+            pt = curves[n]["points"][0]
+            lines.append(f"| {n} | {pt['bpp']:.3f} | {'yes' if pt['exact'] else 'NO'} | {pt['enc_s']*1e3:.1f} | {pt['dec_s']*1e3:.1f} |")
+    if bdr:
+        anchors = lossy
+        lines += ["", "BD-rate (%) of row (test) vs column (anchor), PCHIP over the overlapping PSNR range:", "",
+                  "| test \\ anchor | " + " | ".join(anchors) + " |", "|---" * (len(anchors) + 1) + "|"]
+        for t, row in bdr.items():
+            lines.append(f"| {t} | " + " | ".join("·" if a == t else _f(row.get(a), "{:+.1f}") for a in anchors) + " |")
+    lines += ["", "Points (mean over images):", "",
+              "| curve | key | bpp | PSNR | PSNR(mean MSE) | MS-SSIM | MS-SSIM dB | enc ms | dec ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for n, c in curves.items():
+        for pt in c["points"]:
+            lines.append(
+                f"| {n} | {pt['key']} | {pt['bpp']:.4f} | {_f(pt['psnr'])} | {_f(pt['psnr_mean_mse'])} | "
+                f"{pt['ms_ssim']:.5f} | {_f(pt['ms_ssim_db'])} | {pt['enc_s']*1e3:.1f} | {pt['dec_s']*1e3:.1f} |"
+            )
+    if result.get("unavailable"):
+        lines += ["", "Unavailable: " + "; ".join(f"{k} ({v})" for k, v in result["unavailable"].items())]
+    if result.get("errors"):
+        lines += ["", f"Errors: {len(result['errors'])} (see JSON)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict[str, dict], stem: Path, title: str, max_bpp: float = 2.0) -> list[Path]:
+    """PSNR-bpp and MS-SSIM(dB)-bpp plots, one line per lossy curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric, label, suffix in (
+        ("psnr", "PSNR [dB] (RGB)", "psnr"),
+        ("ms_ssim_db", "MS-SSIM [dB] = −10 log10(1 − MS-SSIM)", "msssim"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        ys = []
+        for n in _lossy(curves):
+            x, y = _xy(curves[n], metric)
+            ax.plot(x, y, marker=".", label=n, linestyle="--" if curves[n]["codec"] != n else "-")
+            ys += [v for u, v in zip(x, y) if u <= max_bpp and math.isfinite(v)]
+        ax.set_xlim(0, max_bpp)
+        if ys:
+            ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = stem.with_name(f"{stem.name}_{suffix}.png")
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# --------------------------------------------------------------------------
+# driver
+def parse_sweeps(specs: Sequence[str]) -> dict[str, str]:
+    """``["jpeg=10,50,90", ...]`` -> ``{"jpeg": "10,50,90"}``."""
+    out = {}
+    for s in specs:
+        name, _, values = s.partition("=")
+        if not values:
+            raise ValueError(f"bad --sweep {s!r}; expected CODEC=V1,V2,...")
+        out[name.strip()] = values
+    return out
+
+
+def parse_values(text: str, progressive: bool = False) -> tuple[Any, ...]:
+    """``"10,50,90"`` -> ``(10, 50, 90)``; a progressive codec gets one tuple."""
+    vals = tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in text.split(","))
+    return (vals,) if progressive else vals
+
+
+def run(
+    image_dir: Path,
+    codec_names: Sequence[str],
+    *,
+    limit: int | None = None,
+    repeats: int = 5,
+    threads: int | None = None,
+    sweeps: dict[str, str] | None = None,
+    tests: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Measure every codec on every image; return the result dict (unsanitised)."""
+    from tqdm import tqdm
+
+    threads = threads or os.cpu_count() or 1
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    images = load_images(image_dir, limit)
+    sweeps = sweeps or {}
+    unavailable: dict[str, str] = {}
+    active: list[tuple[codecs_mod.Codec, tuple]] = []
+    for name in codec_names:
+        try:
+            c = codecs_mod.get_codec(name, threads=threads)
+        except codecs_mod.CodecUnavailable as e:
+            unavailable[name] = str(e).split(": ", 1)[-1]
+            print(f"skipping unavailable codec {e}", file=sys.stderr)
+            continue
+        qs = parse_values(sweeps[name], c.progressive) if name in sweeps else tuple(c.qualities)
+        active.append((c, qs))
+    unknown = set(sweeps) - set(codec_names)
+    if unknown:
+        raise KeyError(f"--sweep for codecs not selected: {sorted(unknown)}")
+
+    rows: list[dict] = []
+    errors: list[dict] = []
+    total = len(images) * sum(len(qs) for _, qs in active)
+    with tqdm(total=total, disable=not progress, unit="enc", dynamic_ncols=True) as bar:
+        for image_name, img in images:
+            for c, qs in active:
+                for q in qs:
+                    bar.set_description(f"{image_name} {c.name}")
+                    try:
+                        rows += measure(c, image_name, img, q, repeats)
+                    except Exception as e:  # one failing setting must not end the run
+                        errors.append({"image": image_name, "codec": c.name, "q": str(q), "error": repr(e)})
+                        print(f"error: {c.name} q={q} on {image_name}: {e!r}", file=sys.stderr)
+                    bar.update(1)
+
+    curves = aggregate(rows)
+    bd = bd_tables(curves, tests)
+    return {
+        "meta": {
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "image_dir": str(Path(image_dir).resolve()),
+            "image_dir_name": Path(image_dir).resolve().name,
+            "n_images": len(images),
+            "images": [n for n, _ in images],
+            "repeats": repeats,
+            "threads": threads,
+            "machine": machine_info(),
+            "versions": library_versions(),
+            "sweeps": {c.name: [list(q) if isinstance(q, tuple) else q for q in qs] for c, qs in active},
+            "command": " ".join(sys.argv),
+        },
+        "unavailable": unavailable,
+        "errors": errors,
+        "curves": curves,
+        "bd_rate": bd["bd_rate"],
+        "bd_psnr": bd["bd_psnr"],
+        "psnr_at_bpp": psnr_at_bpp(curves),
+        "rows": rows,
+    }
+
+
+def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = True) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    clean = _clean(result)
+    js = stem.with_suffix(".json")
+    js.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    md = stem.with_suffix(".md")
+    md.write_text(markdown(clean, anchor))
+    paths = [js, md]
+    if plots:
+        paths += plot(result["curves"], stem, f"{result['meta']['image_dir_name']} ({result['meta']['n_images']} images)")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n\n")[0])
+    ap.add_argument("image_dir", nargs="?", type=Path, default=DEFAULT_IMAGE_DIR)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "kodak",
+                    help="output path stem: writes STEM.json, STEM.md, STEM_psnr.png, STEM_msssim.png")
+    ap.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
+                    help="comma-separated registry names, or 'all' (default: %(default)s)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement after a warm-up")
+    ap.add_argument("--threads", type=int, default=None, help="torch/codec threads (default: all cores)")
+    ap.add_argument("--sweep", action="append", default=[], metavar="CODEC=V1,V2,...",
+                    help="override a codec's quality sweep (for a progressive codec: its layer rates)")
+    ap.add_argument("--test", default=None,
+                    help="comma-separated test curves for the BD tables (default: every lossy curve)")
+    ap.add_argument("--anchor", default="jpeg", help="anchor column of the markdown summary")
+    ap.add_argument("--plugin", action="append", default=[], help="module to import that registers more codecs")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--list", action="store_true", help="list registered codecs and exit")
+    args = ap.parse_args(argv)
+
+    for mod in args.plugin:
+        importlib.import_module(mod)
+    if args.list:
+        for n, reason in codecs_mod.available_codecs().items():
+            print(f"{n:20s} {'available' if reason is None else 'UNAVAILABLE: ' + reason}")
+        return 0
+    names = codecs_mod.codec_names() if args.codecs == "all" else [c.strip() for c in args.codecs.split(",") if c.strip()]
+    for n in names:
+        if n not in codecs_mod.REGISTRY:
+            ap.error(f"unknown codec {n!r}; known: {', '.join(codecs_mod.codec_names())}")
+    result = run(
+        args.image_dir, names, limit=args.limit, repeats=args.repeats, threads=args.threads,
+        sweeps=parse_sweeps(args.sweep), tests=args.test.split(",") if args.test else None,
+        progress=not args.no_progress,
+    )
+    paths = write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots)
+    print(markdown(_clean(result), args.anchor).split("\nPoints")[0])
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

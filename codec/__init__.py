@@ -1,0 +1,1 @@
+"""The ssvcodec codec: quantization, entropy coding, the bitstream container and the API."""

@@ -1,0 +1,479 @@
+"""The ssvcodec container: a versioned header, then length-prefixed chunks, each with its own CRC.
+
+This module only lays out bytes. It knows nothing about models or entropy coding, and payloads
+are opaque. ``docs/bitstream.md`` documents the format byte by byte:
+
+    stream = header (42 bytes) + chunk*
+    chunk  = head (type, level, tile, length, head CRC: 14 bytes) + payload + CRC (4 bytes)
+
+The ``level`` of a chunk is the index of its variable in the hierarchy: ``u = z_0`` is level 0,
+``z_k`` and ``y_k`` are level k, and ``x = y_{K+1}`` is level K+1. The progressive level of a
+chunk is ``level + 1``. Writers put chunks in non-decreasing level order, so every prefix that
+ends on a chunk boundary is a valid stream with fewer levels (see ``truncate_levels``).
+
+Every problem the reader finds raises a ``BitstreamError`` with a one-line message. The one
+exception is data that ends inside a chunk, which is not an error: the reader returns the whole
+chunks before the cut and sets ``truncated=True``.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# --- format constants -----------------------------------------------------------------------
+MAGIC = b"SSVC"
+FORMAT_VERSION = 1                          # the version this module writes
+SUPPORTED_VERSIONS = frozenset({1})         # the versions this module reads
+
+# --- validation limits (absurd values are errors, on write and on read) ---------------------
+MAX_SIDE = 1 << 18                          # image height and width, pixels
+MAX_PIXELS = 1 << 32                        # height * width
+MAX_LEVELS = 8                              # K, the model's level count (0 = plain VAE)
+MIN_TILE_SIDE = 16                          # a tiled stream's tile height and width, pixels
+MAX_TILE_SIDE = 0xFFFF                      # largest value a u16 can hold
+MAX_PAYLOAD = 1 << 31                       # bytes in one chunk payload
+MAX_QUALITY = 655.35                        # stored as a u16 in hundredths
+CHANNELS = (1, 3, 4)                        # grey, RGB, RGBA (describes the original only)
+FINGERPRINT_SIZE = 16
+
+# --- byte layout (all little-endian) --------------------------------------------------------
+# magic, version, flags, channels, levels, fingerprint, height, width, tile_h, tile_w, quality
+_HEADER_FIELDS = struct.Struct("<4sBBBB16sIIHHH")
+_CHUNK_FIELDS = struct.Struct("<BBII")      # type, level, tile, payload length
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size          # 42
+CHUNK_HEAD_SIZE = _CHUNK_FIELDS.size + _CRC.size       # 14
+CHUNK_OVERHEAD = CHUNK_HEAD_SIZE + _CRC.size           # 18 bytes around each payload
+
+
+# --- errors ---------------------------------------------------------------------------------
+class BitstreamError(ValueError):
+    """Base class of every error the container raises: the data is not a usable ssvcodec stream."""
+
+
+class BadMagic(BitstreamError):
+    """The data does not start with ``MAGIC``: it is not an ssvcodec file."""
+
+
+class UnsupportedVersion(BitstreamError):
+    """The header names a format version this reader does not know."""
+
+
+class HeaderError(BitstreamError):
+    """The header is truncated, fails its CRC, or holds absurd or invalid values."""
+
+
+class ChunkError(BitstreamError):
+    """A chunk head passed its CRC but is invalid: unknown type, or level, tile or length out of
+    range, or a type the header's flags do not allow."""
+
+
+class ChunkCRCError(BitstreamError):
+    """A chunk's head or body failed its CRC check: the data is corrupted."""
+
+
+class StreamOrderError(BitstreamError):
+    """The chunks break the order rules: a level lower than the one before, or a repeated chunk."""
+
+
+class WeightsMismatch(BitstreamError):
+    """The stream was encoded with other model weights than the ones loaded."""
+
+
+# --- data model -----------------------------------------------------------------------------
+class ChunkType(enum.IntEnum):
+    """Chunk type ids. They are stable: never renumber, never derive them from any ordering.
+
+    0 is invalid; 5..255 are reserved for future format versions.
+    """
+
+    U = 1   # latent u (level 0)
+    Z = 2   # latent z_k (level k, 1 <= k <= K)
+    Y = 3   # lossless y_k (level k, 1 <= k <= K)
+    X = 4   # lossless x (level K + 1)
+
+
+class HeaderFlags(enum.IntFlag):
+    """Header flag bits. Bits not named here are reserved: they must be 0 (else ``HeaderError``)."""
+
+    NONE = 0
+    Y_CHUNKS = 1    # the stream may hold Y chunks
+    LOSSLESS = 2    # the stream may hold an X chunk (progressive-to-lossless)
+
+
+_KNOWN_FLAGS = int(HeaderFlags.Y_CHUNKS | HeaderFlags.LOSSLESS)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs before the first chunk.
+
+    Args:
+        height, width: true image size in pixels, before any padding.
+        channels: channels of the original image (1, 3 or 4). Informative only.
+        levels: K, the model's level count (0 = plain VAE).
+        quality: the quantization knob. Must be a multiple of 0.01 in [0, 655.35].
+        fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
+        flags: ``HeaderFlags``.
+        tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
+        version: format version. Writers always use ``FORMAT_VERSION``.
+    """
+
+    height: int
+    width: int
+    channels: int
+    levels: int
+    quality: float
+    fingerprint: bytes
+    flags: HeaderFlags = HeaderFlags.NONE
+    tile_height: int = 0
+    tile_width: int = 0
+    version: int = FORMAT_VERSION
+
+    @property
+    def tiled(self) -> bool:
+        return self.tile_height > 0
+
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """(rows, columns) of tiles; (1, 1) when the image is not tiled."""
+        if not self.tiled:
+            return (1, 1)
+        return (-(-self.height // self.tile_height), -(-self.width // self.tile_width))
+
+    @property
+    def n_tiles(self) -> int:
+        rows, cols = self.tile_grid
+        return rows * cols
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk: a coded variable of one level and one tile.
+
+    Args:
+        type: ``ChunkType``.
+        level: hierarchy index of the variable: 0 for U, k for Z/Y (``z_k``, ``y_k``), K+1 for X.
+        payload: opaque bytes (any bytes-like object; stored as ``bytes``).
+        tile: tile index in raster order (row * columns + column); 0 when untiled.
+    """
+
+    type: ChunkType
+    level: int
+    payload: bytes = b""
+    tile: int = 0
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPE_IDS:
+            raise ChunkError(f"unknown chunk type {self.type!r} ({_KNOWN_TYPES})")
+        object.__setattr__(self, "type", ChunkType(self.type))
+        if not isinstance(self.payload, bytes):
+            object.__setattr__(self, "payload", bytes(self.payload))
+
+    @property
+    def progressive_level(self) -> int:
+        """The progressive level this chunk belongs to: ``level + 1`` (1 = u only)."""
+        return self.level + 1
+
+    @property
+    def label(self) -> str:
+        """A short human name, e.g. ``"Z level 2"`` or ``"Z level 2, tile 5"``."""
+        return _label(self.type, self.level, self.tile)
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """Where a chunk lies in the stream: ``offset`` of its first byte, ``size`` in bytes."""
+
+    offset: int
+    size: int           # total bytes, head and CRC included
+
+    @property
+    def payload_size(self) -> int:
+        return self.size - CHUNK_OVERHEAD
+
+
+@dataclass(frozen=True)
+class ParsedStream:
+    """The result of ``read_stream``.
+
+    ``chunks`` are the whole, CRC-valid chunks in stream order and ``spans[i]`` says where
+    ``chunks[i]`` lies. ``truncated`` is True when the data ends inside a chunk; ``valid_length``
+    is the length of the valid prefix (header plus whole chunks).
+    """
+
+    header: Header
+    chunks: list[Chunk]
+    spans: list[ChunkSpan]
+    truncated: bool
+    valid_length: int
+
+    @property
+    def max_level(self) -> int:
+        """Highest progressive level with at least one chunk (0 when there are no chunks)."""
+        return max((c.progressive_level for c in self.chunks), default=0)
+
+
+_TYPE_IDS = frozenset(int(t) for t in ChunkType)
+_KNOWN_TYPES = "known: " + ", ".join(f"{t.name}={int(t)}" for t in ChunkType)
+
+
+def _label(ctype: ChunkType, level: int, tile: int) -> str:
+    return f"{ctype.name} level {level}" + (f", tile {tile}" if tile else "")
+
+
+# --- helpers --------------------------------------------------------------------------------
+def fingerprint(data: bytes) -> bytes:
+    """Weights fingerprint: the first 16 bytes of SHA-256 of ``data`` (e.g. the weights file)."""
+    return hashlib.sha256(data).digest()[:FINGERPRINT_SIZE]
+
+
+def check_weights(header: Header, expected: bytes) -> None:
+    """Raise ``WeightsMismatch`` unless the stream was encoded with the weights ``expected``."""
+    if header.fingerprint != expected:
+        raise WeightsMismatch(
+            f"this file was encoded with weights {header.fingerprint.hex()}, but the loaded "
+            f"weights are {bytes(expected).hex()}: load the matching weights"
+        )
+
+
+# --- validation shared by writer and reader -------------------------------------------------
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HeaderError(f"{name} must be a Python int, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise HeaderError(f"{name} {value} is out of range {lo}..{hi}")
+
+
+def _check_flags(flags: int) -> None:
+    if flags & ~_KNOWN_FLAGS:
+        raise HeaderError(f"flags 0x{flags:02x} set reserved bits "
+                          f"(known bits: 0x{_KNOWN_FLAGS:02x})")
+
+
+def _validate_header(h: Header) -> None:
+    """Raise ``HeaderError`` if any header field is invalid or absurd."""
+    _check_int("height", h.height, 1, MAX_SIDE)
+    _check_int("width", h.width, 1, MAX_SIDE)
+    if h.height * h.width > MAX_PIXELS:
+        raise HeaderError(
+            f"image of {h.height}x{h.width} pixels exceeds the limit of {MAX_PIXELS} pixels"
+        )
+    if not isinstance(h.channels, int) or isinstance(h.channels, bool) \
+            or h.channels not in CHANNELS:
+        raise HeaderError(f"channels {h.channels!r} must be one of {CHANNELS}")
+    _check_int("level count K", h.levels, 0, MAX_LEVELS)
+    q = h.quality
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) \
+            or not 0 <= q <= MAX_QUALITY or round(q * 100) / 100 != q:
+        raise HeaderError(f"quality {q!r} must be a multiple of 0.01 in [0, {MAX_QUALITY}]")
+    if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_SIZE:
+        raise HeaderError(f"weights fingerprint must be {FINGERPRINT_SIZE} bytes, "
+                          f"got {h.fingerprint!r}")
+    _check_int("flags", h.flags, 0, 0xFF)
+    _check_flags(int(h.flags))
+    if (h.tile_height == 0) != (h.tile_width == 0):
+        raise HeaderError(
+            f"tile size {h.tile_height}x{h.tile_width}: both sides must be 0 (untiled) or neither"
+        )
+    if h.tile_height or h.tile_width:
+        _check_int("tile height", h.tile_height, MIN_TILE_SIDE, MAX_TILE_SIDE)
+        _check_int("tile width", h.tile_width, MIN_TILE_SIDE, MAX_TILE_SIDE)
+
+
+def _level_range(ctype: ChunkType, k: int) -> tuple[int, int]:
+    if ctype is ChunkType.U:
+        return (0, 0)
+    if ctype is ChunkType.X:
+        return (k + 1, k + 1)
+    return (1, k)
+
+
+def _validate_chunk_head(h: Header, where: str, type_id: int, level: int, tile: int,
+                         length: int) -> ChunkType:
+    """Raise ``ChunkError`` if a chunk head does not fit the header; return its type."""
+    if type_id not in _TYPE_IDS:
+        raise ChunkError(
+            f"{where} has unknown type {type_id} ({_KNOWN_TYPES}): "
+            "the file needs a newer ssvcodec or is corrupted"
+        )
+    ctype = ChunkType(type_id)
+    lo, hi = _level_range(ctype, h.levels)
+    if not isinstance(level, int) or not lo <= level <= hi:
+        expected = f"{lo}" if lo == hi else f"{lo}..{hi}" if lo <= hi else "none (K = 0)"
+        raise ChunkError(f"{where} is a {ctype.name} chunk of level {level!r}, "
+                         f"but with K = {h.levels} its level must be {expected}")
+    if ctype is ChunkType.Y and not h.flags & HeaderFlags.Y_CHUNKS:
+        raise ChunkError(f"{where} is a Y chunk, but the header's Y_CHUNKS flag is not set")
+    if ctype is ChunkType.X and not h.flags & HeaderFlags.LOSSLESS:
+        raise ChunkError(f"{where} is an X chunk, but the header's LOSSLESS flag is not set")
+    if not isinstance(tile, int) or not 0 <= tile < h.n_tiles:
+        raise ChunkError(f"{where} has tile index {tile!r}, but the image has {h.n_tiles} tile(s)")
+    if length > MAX_PAYLOAD:
+        raise ChunkError(f"{where} claims a payload of {length} bytes, "
+                         f"over the {MAX_PAYLOAD}-byte limit")
+    return ctype
+
+
+class _OrderCheck:
+    """Enforces non-decreasing levels and at most one chunk per (type, level, tile)."""
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.seen: set[tuple[int, int, int]] = set()
+
+    def __call__(self, where: str, ctype: ChunkType, level: int, tile: int) -> None:
+        label = _label(ctype, level, tile)
+        if level < self.level:
+            raise StreamOrderError(f"{where} ({label}) comes after a chunk of level {self.level}: "
+                                   "chunks must be in non-decreasing level order")
+        key = (int(ctype), level, tile)
+        if key in self.seen:
+            raise StreamOrderError(f"{where} ({label}) repeats an earlier chunk")
+        self.level = level
+        self.seen.add(key)
+
+
+# --- writer ---------------------------------------------------------------------------------
+def _encode_header(h: Header) -> bytes:
+    fields = _HEADER_FIELDS.pack(MAGIC, FORMAT_VERSION, int(h.flags), h.channels, h.levels,
+                                 h.fingerprint, h.height, h.width, h.tile_height, h.tile_width,
+                                 round(h.quality * 100))
+    return fields + _CRC.pack(zlib.crc32(fields))
+
+
+def write_stream(header: Header, chunks: Iterable[Chunk]) -> bytes:
+    """Serialize ``header`` and ``chunks``, checking every rule the reader checks.
+
+    Raises ``HeaderError``, ``ChunkError`` or ``StreamOrderError`` (all ``BitstreamError``) on
+    invalid input, so whatever this returns, ``read_stream`` accepts.
+    """
+    if header.version != FORMAT_VERSION:
+        raise UnsupportedVersion(f"this writer only writes format version {FORMAT_VERSION}, "
+                                 f"not {header.version}")
+    _validate_header(header)
+    parts = [_encode_header(header)]
+    order = _OrderCheck()
+    for index, chunk in enumerate(chunks):
+        where = f"chunk {index}"
+        _validate_chunk_head(header, where, int(chunk.type), chunk.level, chunk.tile,
+                             len(chunk.payload))
+        order(where, chunk.type, chunk.level, chunk.tile)
+        head = _CHUNK_FIELDS.pack(int(chunk.type), chunk.level, chunk.tile, len(chunk.payload))
+        head += _CRC.pack(zlib.crc32(head))
+        crc = zlib.crc32(chunk.payload, zlib.crc32(head))
+        parts += [head, chunk.payload, _CRC.pack(crc)]
+    return b"".join(parts)
+
+
+# --- reader ---------------------------------------------------------------------------------
+def read_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse and validate the header at the start of ``data`` (the chunks are not looked at)."""
+    view = memoryview(data).cast("B")
+    n = len(view)
+    if n < len(MAGIC):
+        if n == 0:
+            raise HeaderError("empty input: not an ssvcodec file")
+        if bytes(view) != MAGIC[:n]:
+            raise BadMagic(f"not an ssvcodec file (bad magic {bytes(view)!r})")
+    elif bytes(view[:4]) != MAGIC:
+        raise BadMagic(f"not an ssvcodec file (bad magic {bytes(view[:4])!r})")
+    if n > 4 and view[4] not in SUPPORTED_VERSIONS:
+        version = view[4]
+        hint = "a newer ssvcodec is needed" if version > FORMAT_VERSION else "the file is corrupted"
+        raise UnsupportedVersion(
+            f"unsupported ssvcodec format version {version} (this reader supports "
+            f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}): {hint}"
+        )
+    if n < HEADER_SIZE:
+        raise HeaderError(f"truncated header: {n} of {HEADER_SIZE} bytes")
+    (crc,) = _CRC.unpack_from(view, _HEADER_FIELDS.size)
+    if zlib.crc32(view[:_HEADER_FIELDS.size]) != crc:
+        raise HeaderError("the header failed its CRC check: the file is corrupted")
+    (_, version, flags, channels, levels, fp, height, width, tile_h, tile_w,
+     quality) = _HEADER_FIELDS.unpack_from(view, 0)
+    _check_flags(flags)
+    header = Header(height=height, width=width, channels=channels, levels=levels,
+                    quality=quality / 100, fingerprint=fp, flags=HeaderFlags(flags),
+                    tile_height=tile_h, tile_width=tile_w, version=version)
+    _validate_header(header)
+    return header
+
+
+def read_stream(data: bytes | bytearray | memoryview) -> ParsedStream:
+    """Parse a whole stream, or the prefix of one.
+
+    Returns every whole chunk. If the data ends inside a chunk (its head, payload or CRC), the
+    chunks before it are returned with ``truncated=True``. Everything else that is wrong raises a
+    ``BitstreamError``: a chunk that fails its CRC is never returned.
+    """
+    view = memoryview(data).cast("B")
+    header = read_header(view)
+    n = len(view)
+    pos = HEADER_SIZE
+    chunks: list[Chunk] = []
+    spans: list[ChunkSpan] = []
+    order = _OrderCheck()
+    truncated = False
+    while pos < n:
+        where = f"chunk {len(chunks)} at byte {pos}"
+        if n - pos < CHUNK_HEAD_SIZE:
+            truncated = True
+            break
+        type_id, level, tile, length = _CHUNK_FIELDS.unpack_from(view, pos)
+        (head_crc,) = _CRC.unpack_from(view, pos + _CHUNK_FIELDS.size)
+        if zlib.crc32(view[pos:pos + _CHUNK_FIELDS.size]) != head_crc:
+            raise ChunkCRCError(f"{where}: the chunk head failed its CRC check: "
+                                "the file is corrupted")
+        ctype = _validate_chunk_head(header, where, type_id, level, tile, length)
+        order(where, ctype, level, tile)
+        body = pos + CHUNK_HEAD_SIZE
+        end = body + length + _CRC.size
+        if end > n:
+            truncated = True
+            break
+        (crc,) = _CRC.unpack_from(view, end - _CRC.size)
+        if zlib.crc32(view[pos:end - _CRC.size]) != crc:
+            raise ChunkCRCError(f"{where} ({_label(ctype, level, tile)}) failed its CRC check: "
+                                "the file is corrupted")
+        chunks.append(Chunk(ctype, level, bytes(view[body:body + length]), tile))
+        spans.append(ChunkSpan(pos, end - pos))
+        pos = end
+    return ParsedStream(header, chunks, spans, truncated, valid_length=pos)
+
+
+def truncate_levels(data: bytes | bytearray | memoryview, levels: int) -> bytes:
+    """The prefix of ``data`` with the header and every chunk of progressive level <= ``levels``.
+
+    ``levels=0`` keeps the header only; a value past the last level keeps every whole chunk (a
+    truncated tail is dropped). Raises ``BitstreamError`` if ``data`` is not a valid stream.
+    """
+    if not isinstance(levels, int) or levels < 0:
+        raise ValueError(f"levels must be an integer >= 0, got {levels!r}")
+    parsed = read_stream(data)
+    end = HEADER_SIZE
+    for chunk, span in zip(parsed.chunks, parsed.spans):
+        if chunk.progressive_level > levels:
+            break
+        end = span.offset + span.size
+    return bytes(memoryview(data).cast("B")[:end])
+
+
+def describe(parsed: ParsedStream) -> list[dict[str, Any]]:
+    """One dict per chunk, for an ``info`` command.
+
+    Keys: ``index``, ``type`` (name), ``level``, ``progressive_level``, ``tile``, ``offset``,
+    ``payload_bytes`` and ``bytes`` (total, with the 18 bytes of head and CRC).
+    """
+    return [
+        {"index": i, "type": c.type.name, "level": c.level,
+         "progressive_level": c.progressive_level, "tile": c.tile,
+         "offset": s.offset, "payload_bytes": s.payload_size, "bytes": s.size}
+        for i, (c, s) in enumerate(zip(parsed.chunks, parsed.spans))
+    ]

@@ -1,0 +1,123 @@
+"""Model configurations: one frozen dataclass and named presets.
+
+A preset overrides only what differs from the defaults. Nothing here reads argv, files or the
+environment: a test can build any number of configurations in one process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a K-level ssVAE (thesis §5.2.4, eq. 5.4); ``levels=0`` is the plain VAE.
+
+    Image pyramid: ``y_{K+1} = x`` and ``y_k = d(y_{k+1})``. Every latent (``u = z_0`` and
+    ``z_1..z_K``) lives at the same resolution, ``latent_stride`` times smaller than ``x``, as in
+    the thesis (all latents 16x8x8 for 32x32 and 64x64 images).
+    """
+
+    levels: int = 1                      # K: number of compressed representations y_k
+    transform: str = "downscale"         # d(.): "downscale" (2x box filter), "sketch", "grey"
+    prior: str = "realnvp"               # p(u): "normal", "mog", "realnvp"
+    latent_channels: int = 16
+    latent_stride: int = 4               # x pixels per latent position along each side
+    n_mix: int = 10                      # logistic mixture components of every pixel likelihood
+    mog_components: int = 10             # for prior="mog"
+    # network widths
+    width: int = 64                      # channels of the low-resolution trunks
+    growth: int = 32                     # DenseNet growth rate G (1x1 to 4G, 3x3 to G)
+    dense_layers: int = 3                # dense layers per dense block
+    head_width: int = 32                 # channels of the full-resolution stage of each decoder
+    head_layers: int = 1                 # 3x3 convs at full resolution in each decoder
+    dense_every_scale: bool = False      # thesis network: dense blocks at every resolution
+    head_dense: bool = False             # thesis reference: a dense network at full resolution
+    head_growth: int = 64
+    head_blocks: int = 3
+    head_block_layers: int = 5
+    # RealNVP prior
+    flow_hidden: int = 64
+    flow_checker_in: int = 3             # checkerboard couplings before the squeeze
+    flow_channel: int = 3                # channel-mask couplings after the squeeze
+    flow_checker_out: int = 2            # checkerboard couplings after un-squeezing
+    logvar_clamp: float = 7.0            # Gaussian log-variances clamped to [-7, 7] (§5.3)
+    min_log_scale: float = -7.0          # logistic log-scales floored at -7
+
+    def __post_init__(self) -> None:
+        if self.levels < 0 or self.levels > 6:
+            raise ValueError(f"levels must be in 0..6, got {self.levels}")
+        if self.transform not in ("downscale", "sketch", "grey"):
+            raise ValueError(f"unknown transform {self.transform!r}")
+        if self.prior not in ("normal", "mog", "realnvp"):
+            raise ValueError(f"unknown prior {self.prior!r}")
+        scale = 2 ** self.levels if self.transform == "downscale" else 1
+        if self.latent_stride < scale or self.latent_stride % scale:
+            raise ValueError(
+                f"latent_stride {self.latent_stride} must be a multiple of the pyramid's total "
+                f"downscale {scale}")
+        if self.latent_stride & (self.latent_stride - 1):
+            raise ValueError("latent_stride must be a power of two")
+
+    @property
+    def pad_multiple(self) -> int:
+        """Image sides must be a multiple of this (the flow squeezes the latent map by 2)."""
+        return self.latent_stride * (2 if self.prior == "realnvp" else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _preset(base: ModelConfig, **changes: Any) -> ModelConfig:
+    return dataclasses.replace(base, **changes)
+
+
+_DEFAULT = ModelConfig()
+
+#: Thesis reference sizes for CIFAR-10 (Table 7.2 "ssVAE"): 32x32 x, 16x16 y, latents 16x8x8,
+#: a dense network of 3 blocks x 5 layers (growth 64) at full resolution.
+THESIS = _preset(_DEFAULT, levels=1, latent_stride=4, width=128, growth=64, dense_layers=4,
+                 dense_every_scale=True, head_width=100, head_dense=True, head_growth=64, head_blocks=3, head_block_layers=5,
+                 flow_hidden=128)
+#: Thesis "VAE + RealNVP" (Tables 7.1/7.2) at the same sizes.
+THESIS_VAE = _preset(THESIS, levels=0)
+#: Table 7.1 baselines.
+THESIS_VAE_NORMAL = _preset(THESIS_VAE, prior="normal")
+THESIS_VAE_MOG = _preset(THESIS_VAE, prior="mog")
+#: The codec default: the thesis' building blocks, decoding within the MAC budget of megapixel
+#: images (design doc §3.6): two 2x-downscale levels, latents at 1/16, light full-res heads.
+CODEC = _preset(_DEFAULT, levels=2, latent_stride=16, width=64, growth=32, dense_layers=3,
+                head_width=32, head_layers=1, n_mix=5, flow_hidden=64)
+#: A small CIFAR-10 model that trains on 2 CPU cores.
+CIFAR_SMALL = _preset(_DEFAULT, levels=1, latent_stride=4, width=64, growth=32, dense_layers=3,
+                      dense_every_scale=True, head_width=48, head_layers=2, n_mix=10)
+
+PRESETS: dict[str, ModelConfig] = {
+    "thesis": THESIS,
+    "thesis-vae": THESIS_VAE,
+    "thesis-vae-normal": THESIS_VAE_NORMAL,
+    "thesis-vae-mog": THESIS_VAE_MOG,
+    "codec": CODEC,
+    "cifar-small": CIFAR_SMALL,
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Return a named configuration; unknown names are a clear error."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None

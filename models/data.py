@@ -1,0 +1,94 @@
+"""Training and evaluation data: CIFAR-10 mosaic shards and random crops of photographs
+(``../shared/README.md``). Everything is uint8 (N, 3, H, W) numpy; sampling is driven by a
+``numpy.random.Generator`` whose state the trainer checkpoints, so a resumed run draws the same
+batches it would have drawn."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def load_cifar_shard(path: Path) -> np.ndarray:
+    """One lossless WebP mosaic of 1,000 CIFAR-10 images (25 rows x 40 columns of 32x32 tiles)
+    -> (1000, 3, 32, 32) uint8, in the shard's order."""
+    mosaic = np.asarray(Image.open(path).convert("RGB"))
+    if mosaic.shape != (800, 1280, 3):
+        raise ValueError(f"{path}: expected an 800x1280 mosaic, got {mosaic.shape}")
+    tiles = mosaic.reshape(25, 32, 40, 32, 3).transpose(0, 2, 4, 1, 3)
+    return np.ascontiguousarray(tiles.reshape(1000, 3, 32, 32))
+
+
+def load_cifar(split: str, data_dir: Path = DEFAULT_DATA, shards: int | None = None) -> np.ndarray:
+    """All (or the first ``shards``) shards of ``split`` ("train" or "test")."""
+    files = sorted((data_dir / "cifar10").glob(f"{split}_*.webp"))
+    if not files:
+        raise FileNotFoundError(f"no CIFAR-10 {split} shards in {data_dir / 'cifar10'}")
+    files = files[:shards] if shards else files
+    return np.concatenate([load_cifar_shard(f) for f in files])
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file as (3, H, W) uint8 RGB."""
+    return np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1))
+
+
+def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Path]:
+    """Photographs for training ("train": BSDS500 train+test and SUN-Hays 80) or validation
+    ("val": BSDS500 val, held out)."""
+    root = data_dir / "photos"
+    if split == "val":
+        return sorted((root / "bsds500" / "val").glob("*.jpg"))
+    return sorted((root / "bsds500" / "train").glob("*.jpg")) + sorted(
+        (root / "bsds500" / "test").glob("*.jpg")) + sorted((root / "sunhays80").glob("*.jpg"))
+
+
+def load_photos(files: list[Path], min_side: int = 160) -> list[np.ndarray]:
+    """Decode and downscale the photos so JPEG artefacts and blurred chroma shrink below a pixel:
+    BSDS500 (quality ~90) by 2, SUN-Hays (quality ~50) to a longest side of 320."""
+    out = []
+    for f in files:
+        im = Image.open(f).convert("RGB")
+        factor = 2.0 if "bsds500" in f.parts else max(im.size) / 320.0
+        size = (max(min_side, round(im.width / factor)), max(min_side, round(im.height / factor)))
+        out.append(np.asarray(im.resize(size, Image.LANCZOS)).transpose(2, 0, 1).copy())
+    return out
+
+
+class CropSampler:
+    """Random crops of ``size`` at random scales (x1 to x``max_zoom_out``) with horizontal flips."""
+
+    def __init__(self, images: list[np.ndarray], size: int, max_zoom_out: float = 1.5) -> None:
+        self.images, self.size, self.max_zoom_out = images, size, max_zoom_out
+
+    def batch(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        out = np.empty((n, 3, self.size, self.size), dtype=np.uint8)
+        for i in range(n):
+            img = self.images[rng.integers(len(self.images))]
+            _, h, w = img.shape
+            zoom = rng.uniform(1.0, min(self.max_zoom_out, h / self.size, w / self.size))
+            side = int(self.size * zoom)
+            top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+            crop = img[:, top:top + side, left:left + side]
+            if side != self.size:
+                pil = Image.fromarray(crop.transpose(1, 2, 0)).resize((self.size, self.size), Image.BOX)
+                crop = np.asarray(pil).transpose(2, 0, 1)
+            out[i] = crop[:, :, ::-1] if rng.random() < 0.5 else crop
+        return out
+
+
+class ArraySampler:
+    """Random images (with horizontal flips) from a fixed array such as CIFAR-10."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def batch(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        idx = rng.integers(len(self.images), size=n)
+        b = self.images[idx]
+        flip = rng.random(n) < 0.5
+        b[flip] = b[flip][..., ::-1]
+        return np.ascontiguousarray(b)

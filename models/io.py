@@ -1,0 +1,49 @@
+"""Shipped weights: safetensors tensors + a JSON file with the configuration and metadata.
+Never pickle. The fingerprint (first 16 bytes of the SHA-256 of the safetensors file) identifies
+the weights inside every bitstream."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .ssvae import SSVAE, build_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssvae-codec.safetensors"
+
+
+def save_weights(model: SSVAE, path: Path, meta: dict[str, Any] | None = None) -> None:
+    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` (config + ``meta``)."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path))
+    info = {"config": model.config.to_dict(), "meta": meta or {}}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def weights_fingerprint(path: Path) -> bytes:
+    return hashlib.sha256(Path(path).read_bytes()).digest()[:16]
+
+
+def load_model(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> SSVAE:
+    """Build the model described by the JSON beside ``path`` and load its weights (strict)."""
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
+    info = json.loads(cfg_path.read_text())
+    model = build_model(ModelConfig.from_dict(info["config"]))
+    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return model.to(device).eval()
+
+
+def read_meta(path: Path = DEFAULT_WEIGHTS) -> dict[str, Any]:
+    return json.loads(Path(path).with_suffix(".json").read_text()).get("meta", {})

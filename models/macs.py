@@ -1,0 +1,61 @@
+"""Count multiply-accumulates of decoding and encoding, per megapixel, with
+``torch.utils.flop_counter`` (one MAC = 2 FLOPs of a convolution or matrix product).
+
+    python -m models.macs [--preset codec] [--size 512x768]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import ModelConfig, get_preset
+from .ssvae import SSVAE, build_model
+
+
+def _macs(fn) -> int:  # type: ignore[no-untyped-def]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops() // 2
+
+
+def count_macs(model: SSVAE, height: int, width: int) -> dict[str, float]:
+    """GMAC per megapixel of: decoding to x from u alone or with more latents (the top-down pass
+    is the same length for every level: every level renders a full-resolution image), the
+    encoder's posteriors, and each network of the top-down pass."""
+    x = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
+    mp = height * width / 1e6
+    lat, ys = model.infer(x)
+    res: dict[str, float] = {}
+    res["decode (any level; mean image)"] = _macs(lambda: model.decode(lat.u, lat.z[:0])) / 1e9 / mp
+    res["encode: posteriors q(u), q(z_k)"] = _macs(lambda: model.infer(x)) / 1e9 / mp
+    if hasattr(model.prior_u, "forward") and model.config.prior == "realnvp":
+        res["  flow f(v)"] = _macs(lambda: model.prior_u(torch.zeros_like(lat.u))) / 1e9 / mp
+    res["  p(y_1 | u)"] = _macs(lambda: model.p_y(0, None, lat.u)) / 1e9 / mp
+    for k in range(1, model.levels + 1):
+        zp = lat.u if k == 1 else lat.z[k - 2]
+        res[f"  p(z_{k} | y_{k}, z_{k-1})"] = _macs(lambda: model.p_z(k, ys[k - 1], zp)) / 1e9 / mp
+        name = "x" if k == model.levels else f"y_{k + 1}"
+        res[f"  p({name} | y_{k}, z_{k})"] = _macs(lambda: model.p_y(k, ys[k - 1], lat.z[k - 1])) / 1e9 / mp
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="codec")
+    ap.add_argument("--size", default="512x768", help="HxW of the image to count on")
+    a = ap.parse_args(argv)
+    h, w = (int(v) for v in a.size.lower().split("x"))
+    cfg: ModelConfig = get_preset(a.preset)
+    model = build_model(cfg).eval()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"preset {a.preset}: {params / 1e6:.2f} M parameters, image {h}x{w}")
+    for k, v in count_macs(model, h, w).items():
+        print(f"{k:40s} {v:8.2f} GMAC/MP  ({v * 1e3:8.1f} kMAC/pixel)")
+    print("reference: CompressAI bmshj2018-hyperprior decodes at 43.5 GMAC/MP; ceiling 100 GMAC/MP")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Train an ssVAE by maximising the ELBO (thesis eq. 5.4) with the recipe of §6.2: AdaMax,
+lr 2e-3 with per-step exponential decay floored at 1e-4, weight normalisation with data-dependent
+initialisation on the first batch, random horizontal flips (and random crop scales for photos).
+
+    python -m models.train --preset codec --data photos+cifar --out runs/codec --minutes 60
+    python -m models.train --preset cifar-small --data cifar --out runs/cifar --steps 20000
+
+Resumable: re-running with the same ``--out`` continues exactly (model, optimiser, step, every
+RNG) from ``OUT/checkpoint.pt``, written every ``--ckpt-minutes`` and on exit. ``--init-from``
+starts from shipped safetensors weights with a fresh optimiser. Logs every step to
+``OUT/log.csv`` (bpd and every RE/KL term) with a tqdm progress bar. Updates whose loss is not
+finite or whose gradient norm exceeds ``--skip-grad-norm`` are skipped and counted.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import ModelConfig, get_preset
+from .data import (DEFAULT_DATA, ArraySampler, CropSampler, load_cifar, load_photos, photo_files)
+from .io import load_model, save_weights
+from .layers import data_dependent_init
+from .ssvae import SSVAE, build_model
+
+
+def learning_rate(step: int, lr: float, decay: float, lr_min: float) -> float:
+    """Per-step exponential decay floored at ``lr_min`` (thesis §6.2)."""
+    return max(lr_min, lr * decay ** step)
+
+
+class Batches:
+    """Training batches from CIFAR-10, photo crops, or both (a CIFAR batch with probability
+    ``cifar_fraction``, holding as many pixels as a photo batch)."""
+
+    def __init__(self, kind: str, data_dir: Path, crop: int, batch: int, cifar_fraction: float) -> None:
+        self.kind, self.batch, self.crop, self.cifar_fraction = kind, batch, crop, cifar_fraction
+        self.cifar = ArraySampler(load_cifar("train", data_dir)) if "cifar" in kind else None
+        self.photos = CropSampler(load_photos(photo_files(data_dir, "train")), crop) if "photos" in kind else None
+        if self.cifar is None and self.photos is None:
+            raise ValueError(f"unknown data {kind!r}: use cifar, photos or photos+cifar")
+
+    def next(self, rng: np.random.Generator) -> np.ndarray:
+        use_cifar = self.photos is None or (self.cifar is not None and rng.random() < self.cifar_fraction)
+        if use_cifar:
+            assert self.cifar is not None
+            n = self.batch if self.photos is None else self.batch * (self.crop // 32) ** 2
+            return self.cifar.batch(rng, n)
+        assert self.photos is not None
+        return self.photos.batch(rng, self.batch)
+
+
+def validation_set(kind: str, data_dir: Path, crop: int, n: int = 64) -> np.ndarray:
+    """A fixed held-out batch: BSDS500 val crops for photo models, CIFAR-10 test images else."""
+    if "photos" in kind:
+        return CropSampler(load_photos(photo_files(data_dir, "val")), crop, 1.0).batch(np.random.default_rng(1234), n)
+    test = load_cifar("test", data_dir)  # shards are ordered by class: take a fixed random subset
+    return test[np.random.default_rng(1234).choice(len(test), n * 4, replace=False)]
+
+
+@torch.no_grad()
+def evaluate_bpd(model: SSVAE, images: np.ndarray, device: torch.device, batch: int = 64) -> float:
+    """Single-sample negative ELBO in bits/dim over ``images``."""
+    model.eval()
+    total, dims = 0.0, 0
+    g = torch.Generator(device=device).manual_seed(0)
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).to(device)
+        total += float(model(x, generator=g)["nelbo"].sum())
+        dims += x[0].numel() * len(x)
+    model.train()
+    return total / dims / math.log(2)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    ckpt_path = out / "checkpoint.pt"
+    data_dir = Path(args.data_dir)
+    batches = Batches(args.data, data_dir, args.crop, args.batch, args.cifar_fraction)
+    val = validation_set(args.data, data_dir, args.crop)
+    resume = ckpt_path.exists()
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        run_cfg = json.loads(ckpt["run"])
+        model = build_model(ModelConfig.from_dict(run_cfg["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    elif args.init_from:
+        model = load_model(Path(args.init_from))
+        run_cfg = {"preset": args.preset, "model_config": model.config.to_dict(), "init_from": args.init_from}
+    else:
+        model = build_model(get_preset(args.preset))
+        run_cfg = {"preset": args.preset, "model_config": model.config.to_dict()}
+    model.to(device).train()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.Adamax(model.parameters(), lr=args.lr)
+    if resume:
+        opt.load_state_dict(ckpt["optimizer"])
+        step, images_seen, elapsed = ckpt["step"], ckpt["images_seen"], ckpt["elapsed"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed {ckpt_path} at step {step} ({images_seen} images, {elapsed / 60:.1f} min)")
+    else:
+        step, images_seen, elapsed = 0, 0, 0.0
+        rng = np.random.default_rng(args.seed)
+        torch.manual_seed(args.seed)
+        if not args.init_from:
+            sampler = batches.photos or batches.cifar
+            assert sampler is not None
+            init = torch.from_numpy(sampler.batch(rng, args.init_batches * args.batch))
+            data_dependent_init(model, lambda: model(init.to(device)))
+            print(f"data-dependent init on {len(init)} images")
+
+    def save(reason: str) -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "images_seen": images_seen, "elapsed": elapsed,
+                 "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                 "run": json.dumps(run_cfg)}
+        _atomic_save(state, ckpt_path)
+        tqdm.write(f"[{reason}] checkpoint at step {step} -> {ckpt_path}")
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log_f = log_path.open("a", newline="")
+    writer: csv.DictWriter | None = None
+    end_step = args.steps if args.steps else 10 ** 12
+    deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
+    last_ckpt = time.time()
+    bar = tqdm(total=None if not args.steps else end_step, initial=step, unit="step", dynamic_ncols=True)
+    skipped = 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    while step < end_step and time.time() < deadline and not stop["now"]:
+        t0 = time.time()
+        x = torch.from_numpy(batches.next(rng)).to(device, non_blocking=True)
+        lr = learning_rate(step, args.lr, args.lr_decay, args.lr_min)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with autocast:
+            terms = model(x)
+        dims = x[0].numel()
+        loss = terms["nelbo"].float().mean() / dims
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm))
+        ok = math.isfinite(float(loss.detach())) and math.isfinite(grad_norm) and grad_norm < args.skip_grad_norm
+        if ok:
+            opt.step()
+        else:
+            skipped += 1
+        step += 1
+        images_seen += len(x)
+        elapsed += time.time() - t0
+        row: dict[str, Any] = {"step": step, "images": images_seen, "seconds": round(elapsed, 2), "lr": lr,
+                               "size": x.shape[-1], "bpd": float(loss.detach()) / math.log(2),
+                               "grad_norm": round(grad_norm, 3), "skipped": int(not ok), "val_bpd": ""}
+        for k, v in terms.items():
+            if k.startswith(("re_", "kl_")):
+                row[k] = round(float(v.float().mean()), 2)
+        if args.val_every and step % args.val_every == 0:
+            row["val_bpd"] = round(evaluate_bpd(model, val, device), 4)
+        if writer is None:
+            writer = csv.DictWriter(log_f, fieldnames=list(row))
+            if new_log:
+                writer.writeheader()
+        writer.writerow(row)
+        bar.update(1)
+        bar.set_postfix(bpd=f"{row['bpd']:.3f}", img_s=f"{images_seen / max(elapsed, 1e-9):.1f}",
+                        skipped=skipped, val=row["val_bpd"] or "-")
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            log_f.flush()
+            save("periodic")
+            last_ckpt = time.time()
+    bar.close()
+    log_f.close()
+    save("stop" if stop["now"] else "end")
+    if args.export:
+        meta = {"steps": step, "images_seen": images_seen, "train_seconds": round(elapsed, 1),
+                "data": args.data, "crop": args.crop, "batch": args.batch, "device": str(device),
+                "val_bpd_elbo": evaluate_bpd(model, val, device)}
+        save_weights(model, Path(args.export), meta)
+        print(f"exported {args.export}: {meta}")
+    return ckpt_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="codec")
+    ap.add_argument("--data", default="photos+cifar", help="cifar, photos or photos+cifar")
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv)")
+    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--cifar-fraction", type=float, default=0.25)
+    ap.add_argument("--steps", type=int, default=0, help="stop at this step (0: no limit)")
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr-decay", type=float, default=0.999999)
+    ap.add_argument("--lr-min", type=float, default=1e-4)
+    ap.add_argument("--clip-grad-norm", type=float, default=100.0)
+    ap.add_argument("--skip-grad-norm", type=float, default=1e4)
+    ap.add_argument("--init-batches", type=int, default=4)
+    ap.add_argument("--init-from", default="", help="start from shipped .safetensors weights")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--export", default="", help="write safetensors weights here at the end")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Tests of bench.metrics, bench.bdrate, bench.codecs and the bench.rd pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench import codecs as bc
+from bench.bdrate import bd_psnr, bd_rate, quality_at_rate
+from bench.metrics import bpp, ms_ssim, ms_ssim_scales, mse, psnr
+
+PSNR_MSE1 = 20 * math.log10(255)  # 48.1308036086791
+
+
+def smooth_image(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A compressible synthetic RGB image: gradients, a disc and mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 128 + 100 * np.sin(x / 9.0) * np.cos(y / 13.0)
+    g = 255 * x / w
+    b = 255 * ((x - w / 2) ** 2 + (y - h / 2) ** 2 < (min(h, w) / 3) ** 2)
+    img = np.stack([r, g, b], -1) + rng.normal(0, 4, (h, w, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+# --- metrics -------------------------------------------------------------
+def test_psnr_one_off_every_subpixel():
+    a = smooth_image()
+    b = a.astype(np.int16)
+    b = np.where(b < 255, b + 1, b - 1).astype(np.uint8)  # |diff| = 1 everywhere
+    assert mse(a, b) == 1.0
+    assert psnr(a, b) == pytest.approx(PSNR_MSE1, abs=1e-12)
+    assert psnr(a, b) == pytest.approx(48.1308036086791, abs=1e-9)
+
+
+def test_psnr_hand_computed_and_identical():
+    a = np.zeros((2, 2, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 12  # MSE = 144 / 12 = 12
+    assert mse(a, b) == 12.0
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 12))
+    assert psnr(a, a) == math.inf
+
+
+def test_metrics_reject_bad_input():
+    a = smooth_image()
+    with pytest.raises(TypeError):
+        psnr(a.astype(np.float32), a)
+    with pytest.raises(ValueError):
+        psnr(a, a[:-1])
+
+
+def test_bpp():
+    assert bpp(49152, 512, 768) == 1.0
+    assert bpp(1, 1, 8) == 1.0
+    assert bpp(12288, 512, 768) == 0.25
+
+
+def test_ms_ssim_identical_and_ordering():
+    pytest.importorskip("pytorch_msssim")
+    a = smooth_image(192, 192)  # 5 scales
+    assert ms_ssim_scales(192, 192) == 5
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, a.shape)
+    small = np.clip(a + 3 * noise, 0, 255).astype(np.uint8)
+    large = np.clip(a + 20 * noise, 0, 255).astype(np.uint8)
+    s_small, s_large = ms_ssim(a, small), ms_ssim(a, large)
+    assert 1.0 > s_small > s_large > 0.0
+
+
+def test_ms_ssim_small_image_fallback():
+    pytest.importorskip("pytorch_msssim")
+    a = smooth_image(64, 80)
+    assert ms_ssim_scales(64, 80) == 3  # 64 > 10 * 2**2
+    assert ms_ssim_scales(8, 8) == 0
+    b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    assert 0.0 < ms_ssim(a, b) < 1.0
+    assert ms_ssim(a[:8, :8], a[:8, :8]) == pytest.approx(1.0, abs=1e-6)
+
+
+# --- BD-rate -------------------------------------------------------------
+ANCHOR_R = [0.25, 0.5, 0.75, 1.0, 1.5]
+ANCHOR_P = [28.0, 31.0, 33.0, 34.5, 36.5]
+
+
+def test_bd_rate_scaled_rates_is_minus_ten_percent():
+    test_r = [0.9 * r for r in ANCHOR_R]
+    assert bd_rate(ANCHOR_R, ANCHOR_P, test_r, ANCHOR_P) == pytest.approx(-10.0, abs=1e-6)
+    # and the anchor is +11.1 % vs the test
+    assert bd_rate(test_r, ANCHOR_P, ANCHOR_R, ANCHOR_P) == pytest.approx(100 / 9, abs=1e-6)
+
+
+def test_bd_identical_curves_are_zero():
+    assert bd_rate(ANCHOR_R, ANCHOR_P, ANCHOR_R, ANCHOR_P) == pytest.approx(0.0, abs=1e-12)
+    assert bd_psnr(ANCHOR_R, ANCHOR_P, ANCHOR_R, ANCHOR_P) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bd_psnr_equals_shift():
+    shifted = [p + 0.7 for p in ANCHOR_P]
+    assert bd_psnr(ANCHOR_R, ANCHOR_P, ANCHOR_R, shifted) == pytest.approx(0.7, abs=1e-9)
+    assert bd_psnr(ANCHOR_R, ANCHOR_P, ANCHOR_R, [p - 1.25 for p in ANCHOR_P]) == pytest.approx(-1.25, abs=1e-9)
+    # unsorted input gives the same answer
+    order = [3, 0, 4, 1, 2]
+    r = [ANCHOR_R[i] for i in order]
+    p = [shifted[i] for i in order]
+    assert bd_psnr(ANCHOR_R, ANCHOR_P, r, p) == pytest.approx(0.7, abs=1e-9)
+
+
+def test_bd_no_overlap_is_nan():
+    far = [p + 20 for p in ANCHOR_P]
+    assert math.isnan(bd_rate(ANCHOR_R, ANCHOR_P, ANCHOR_R, far))
+    assert math.isnan(bd_psnr(ANCHOR_R, ANCHOR_P, [r * 100 for r in ANCHOR_R], ANCHOR_P))
+    assert math.isnan(bd_rate(ANCHOR_R, ANCHOR_P, [1.0], [30.0]))
+
+
+def test_bd_rate_partial_overlap_uses_overlap_only():
+    # PSNR linear in log(rate): PCHIP reproduces it exactly on any subset, so a
+    # test curve = anchor x 0.8 measured only on the upper part gives -20 %.
+    r = [0.125, 0.25, 0.5, 1.0, 2.0]
+    p = [26.0, 29.0, 32.0, 35.0, 38.0]
+    test_r = [0.8 * x for x in r[2:]]
+    assert bd_rate(r, p, test_r, p[2:]) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_psnr(r, p, r[2:], [x + 0.3 for x in p[2:]]) == pytest.approx(0.3, abs=1e-9)
+
+
+def test_quality_at_rate():
+    r = [0.25, 0.5, 1.0, 2.0]
+    p = [30.0, 32.0, 34.0, 36.0]  # linear in log2(rate): 2 dB per doubling
+    assert quality_at_rate(r, p, 0.5) == pytest.approx(32.0)
+    assert quality_at_rate(r, p, 0.25) == pytest.approx(30.0)
+    assert quality_at_rate(r, p, 2 ** -1.5) == pytest.approx(31.0)  # PCHIP exact on straight lines
+    assert quality_at_rate(r, p, math.sqrt(0.5)) == pytest.approx(33.0)
+    vals = quality_at_rate(r, p, (0.1, 0.25, 0.75, 4.0))
+    assert math.isnan(vals[0]) and math.isnan(vals[3])
+    assert vals[1] == pytest.approx(30.0)
+    assert vals[2] == pytest.approx(32.0 + 2 * math.log2(1.5))
+
+
+# --- codecs --------------------------------------------------------------
+AVAILABLE = [n for n, reason in bc.available_codecs().items() if reason is None]
+
+
+def test_registry():
+    assert {"jpeg", "webp", "jpeg2000", "jpeg2000-layers", "avif", "jpegxl", "png"} <= set(bc.REGISTRY)
+    with pytest.raises(KeyError):
+        bc.get_codec("no-such-codec")
+
+
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_codec_round_trip(name):
+    img = smooth_image()
+    codec = bc.get_codec(name, threads=1)
+    q = codec.qualities[len(codec.qualities) // 2]
+    data = codec.encode(img, q)
+    assert isinstance(data, bytes) and len(data) > 0
+    points = codec.operating_points(data, q)
+    assert points
+    quality = []
+    for pt in points:
+        rec = pt.decode()
+        assert rec.shape == img.shape and rec.dtype == np.uint8
+        assert 0 < pt.n_bytes <= len(data)
+        if codec.lossless:
+            np.testing.assert_array_equal(rec, img)
+        quality.append(psnr(img, rec))
+    if not codec.lossless:
+        assert quality[-1] > 20.0  # progressive: the last (largest) point
+    rec = codec.decode(data)
+    assert rec.shape == img.shape
+    if codec.lossless:
+        np.testing.assert_array_equal(rec, img)
+
+
+@pytest.mark.skipif("jpeg2000-layers" not in AVAILABLE, reason="no OpenJPEG in Pillow")
+def test_jpeg2000_layers_are_progressive():
+    img = smooth_image(128, 160)
+    codec = bc.get_codec("jpeg2000-layers")
+    rates = (0.25, 0.5, 1.0, 2.0)
+    data = codec.encode_layers(img, rates)
+    assert codec.num_layers(data) == 4
+    points = codec.operating_points(data, rates)
+    sizes = [p.n_bytes for p in points]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert sizes == [codec.layer_nbytes(data, k) for k in range(1, 5)]
+    quality = [psnr(img, p.decode()) for p in points]
+    assert quality == sorted(quality)
+    # each prefix is a prefix of the full PLT-less stream (plus EOC)
+    full = bc.truncate_j2k(data, 4)
+    for k in (1, 2, 3):
+        part = bc.truncate_j2k(data, k)
+        assert part[-2:] == b"\xff\xd9"
+        sot = bc.parse_j2k_layers(data).sot
+        assert full[: sot + 6] == part[: sot + 6] and full[sot + 10 : len(part) - 2] == part[sot + 10 : -2]
+    # the full stream is what an encoder without PLT writes
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG2000", no_jp2=True, irreversible=True, mct=1,
+                              progression="LRCP", quality_mode="rates", quality_layers=[24 / r for r in rates])
+    assert full == buf.getvalue()
+
+
+# --- pipeline ------------------------------------------------------------
+def test_rd_main_smoke(tmp_path):
+    pytest.importorskip("pytorch_msssim")
+    from PIL import Image
+
+    from bench import rd
+
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(64, 96, seed=i)).save(img_dir / f"im{i}.png")
+    codecs = [c for c in ("jpeg", "jpeg2000", "png") if c in AVAILABLE]
+    out = tmp_path / "res" / "smoke"
+    rc = rd.main([str(img_dir), "--out", str(out), "--codecs", ",".join(codecs), "--repeats", "1",
+                  "--threads", "1", "--sweep", "jpeg=20,50,80", "--sweep", "jpeg2000=0.5,1,2",
+                  "--no-plots", "--no-progress"])
+    assert rc == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["meta"]["n_images"] == 2
+    assert len(res["curves"]["jpeg"]["points"]) == 3
+    assert all(p["n_images"] == 2 for p in res["curves"]["jpeg"]["points"])
+    assert "jpeg2000" in res["bd_rate"]["jpeg"]
+    assert out.with_suffix(".md").read_text().startswith("# Rate-quality benchmark")

@@ -1,0 +1,503 @@
+"""Tests of codec/bitstream.py: layout, round trips, every error class, truncation and fuzzing."""
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from codec import bitstream as bs
+from codec.bitstream import (
+    BadMagic, BitstreamError, Chunk, ChunkCRCError, ChunkError, ChunkSpan, ChunkType, Header,
+    HeaderError, HeaderFlags, StreamOrderError, UnsupportedVersion, WeightsMismatch,
+    check_weights, describe, fingerprint, read_header, read_stream, truncate_levels,
+    write_stream,
+)
+
+FP = fingerprint(b"test weights")
+ALL_FLAGS = HeaderFlags.Y_CHUNKS | HeaderFlags.LOSSLESS
+
+
+def make_header(**changes: object) -> Header:
+    fields: dict[str, object] = dict(height=70, width=50, channels=3, levels=2, quality=1.25,
+                                     fingerprint=FP, flags=ALL_FLAGS)
+    fields.update(changes)
+    return Header(**fields)  # type: ignore[arg-type]
+
+
+def make_chunks() -> list[Chunk]:
+    """A K=2 stream: u, y_1 (empty), z_1, y_2, z_2, x."""
+    return [
+        Chunk(ChunkType.U, 0, b"u-payload"),
+        Chunk(ChunkType.Y, 1, b""),
+        Chunk(ChunkType.Z, 1, b"z1"),
+        Chunk(ChunkType.Y, 2, bytes(range(40))),
+        Chunk(ChunkType.Z, 2, b"z2-bits"),
+        Chunk(ChunkType.X, 3, b"lossless x" * 3),
+    ]
+
+
+# Raw builders that follow docs/bitstream.md byte by byte, independently of the module's structs.
+def raw_header(magic: bytes = b"SSVC", version: int = 1, flags: int = 3, channels: int = 3,
+               levels: int = 2, fp: bytes = FP, height: int = 70, width: int = 50,
+               tile_h: int = 0, tile_w: int = 0, quality: int = 125,
+               crc: int | None = None) -> bytes:
+    body = (magic + bytes([version, flags, channels, levels]) + fp
+            + height.to_bytes(4, "little") + width.to_bytes(4, "little")
+            + tile_h.to_bytes(2, "little") + tile_w.to_bytes(2, "little")
+            + quality.to_bytes(2, "little"))
+    assert len(body) == 38
+    return body + (zlib.crc32(body) if crc is None else crc).to_bytes(4, "little")
+
+
+def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
+              length: int | None = None) -> bytes:
+    head = (bytes([type_id, level]) + tile.to_bytes(4, "little")
+            + (len(payload) if length is None else length).to_bytes(4, "little"))
+    head += zlib.crc32(head).to_bytes(4, "little")
+    return head + payload + zlib.crc32(head + payload).to_bytes(4, "little")
+
+
+# --- layout ---------------------------------------------------------------------------------
+def test_stable_ids_and_sizes() -> None:
+    assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
+    assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 1
+    assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
+
+
+def test_layout_matches_the_documented_bytes() -> None:
+    header = make_header(tile_height=32, tile_width=16)
+    chunks = [Chunk(ChunkType.U, 0, b"abc", tile=5)]
+    data = write_stream(header, chunks)
+    assert data == raw_header(tile_h=32, tile_w=16) + raw_chunk(1, 0, b"abc", tile=5)
+    assert len(data) == 42 + 18 + 3
+    # a few fields read back at their documented offsets
+    assert struct.unpack_from("<II", data, 24) == (70, 50)
+    assert struct.unpack_from("<HHH", data, 32) == (32, 16, 125)
+    assert data[8:24] == FP
+    assert struct.unpack_from("<BBII", data, 42) == (1, 0, 5, 3)
+
+
+def test_golden_stream() -> None:
+    """Pins the exact bytes of a tiny stream: changing them needs a new format version."""
+    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5,
+                    fingerprint=bytes(range(16)))
+    data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b"")])
+    assert data.hex() == (
+        # header: magic, version 1, flags 0, channels 1, K 1, fingerprint 00..0f,
+        # height 2, width 3, tile 0x0, quality 50 (0.50), header CRC
+        "53535643" "01" "00" "01" "01" "000102030405060708090a0b0c0d0e0f"
+        "02000000" "03000000" "0000" "0000" "3200" "cee6871d"
+        # chunk 0: type U, level 0, tile 0, length 2, head CRC, payload 01 02, CRC
+        "01" "00" "00000000" "02000000" "c3cb41a6" "0102" "cef1d746"
+        # chunk 1: type Z, level 1, tile 0, length 0, head CRC, CRC
+        "02" "01" "00000000" "00000000" "08ac04f0" "1cdf4421"
+    )
+    assert data[38:42] == zlib.crc32(data[:38]).to_bytes(4, "little")
+    assert data[72:76] == zlib.crc32(data[62:72]).to_bytes(4, "little")
+    assert data[76:80] == zlib.crc32(data[62:76]).to_bytes(4, "little")
+
+
+# --- round trips ----------------------------------------------------------------------------
+def test_round_trip() -> None:
+    header, chunks = make_header(), make_chunks()
+    data = write_stream(header, chunks)
+    parsed = read_stream(data)
+    assert parsed.header == header
+    assert parsed.header.quality == 1.25
+    assert parsed.chunks == chunks
+    assert parsed.truncated is False
+    assert parsed.valid_length == len(data)
+    sizes = [18 + len(c.payload) for c in chunks]
+    assert [s.size for s in parsed.spans] == sizes
+    assert [s.offset for s in parsed.spans] == list(42 + np.cumsum([0] + sizes[:-1]))
+    assert len(data) == 42 + sum(sizes)
+    assert parsed.max_level == 4
+    # bytes-like inputs work too
+    assert read_stream(bytearray(data)) == parsed
+    assert read_stream(memoryview(data)) == parsed
+
+
+def test_round_trip_large_payload_and_tiles() -> None:
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    header = make_header(height=1000, width=3000, tile_height=512, tile_width=1024,
+                         quality=655.35, channels=4)
+    assert header.tile_grid == (2, 3) and header.n_tiles == 6
+    chunks = [Chunk(ChunkType.U, 0, bytes([t]) * t, tile=t) for t in range(6)]
+    chunks += [Chunk(ChunkType.Z, 1, big, tile=3), Chunk(ChunkType.Z, 2, b"", tile=5)]
+    parsed = read_stream(write_stream(header, chunks))
+    assert parsed.header == header and parsed.header.quality == 655.35
+    assert parsed.chunks == chunks
+    assert parsed.chunks[6].payload == big
+    assert parsed.spans[6].payload_size == 3_000_000
+
+
+@pytest.mark.parametrize("quality", [0, 0.01, 0.07, 0.1, 1, 3.33, 99.99, 655.35])
+def test_quality_round_trips_exactly(quality: float) -> None:
+    header = make_header(quality=quality)
+    assert read_header(write_stream(header, [])).quality == quality
+
+
+def test_extreme_header_values_round_trip() -> None:
+    header = make_header(height=bs.MAX_SIDE, width=bs.MAX_PIXELS // bs.MAX_SIDE, channels=1,
+                         levels=bs.MAX_LEVELS, flags=HeaderFlags.NONE,
+                         tile_height=bs.MAX_TILE_SIDE, tile_width=bs.MIN_TILE_SIDE)
+    assert read_stream(write_stream(header, [])).header == header
+
+
+def test_plain_vae_has_only_u_and_x() -> None:
+    header = make_header(levels=0)
+    chunks = [Chunk(ChunkType.U, 0, b"u"), Chunk(ChunkType.X, 1, b"x")]
+    assert read_stream(write_stream(header, chunks)).chunks == chunks
+    with pytest.raises(ChunkError, match="none"):
+        write_stream(header, [Chunk(ChunkType.Z, 1, b"")])
+
+
+def test_header_only_stream_is_valid() -> None:
+    data = write_stream(make_header(), [])
+    parsed = read_stream(data)
+    assert (parsed.chunks, parsed.truncated, parsed.valid_length) == ([], False, 42)
+
+
+def test_chunk_accepts_bytes_like_and_int_type() -> None:
+    chunk = Chunk(3, 1, bytearray(b"ab"))  # type: ignore[arg-type]
+    assert chunk.type is ChunkType.Y and chunk.payload == b"ab" and type(chunk.payload) is bytes
+    assert chunk == Chunk(ChunkType.Y, 1, b"ab")
+    assert chunk.progressive_level == 2 and chunk.label == "Y level 1"
+    assert Chunk(ChunkType.Z, 2, tile=7).label == "Z level 2, tile 7"
+
+
+def test_describe() -> None:
+    parsed = read_stream(write_stream(make_header(), make_chunks()))
+    rows = describe(parsed)
+    assert [r["type"] for r in rows] == ["U", "Y", "Z", "Y", "Z", "X"]
+    assert [r["level"] for r in rows] == [0, 1, 1, 2, 2, 3]
+    assert [r["progressive_level"] for r in rows] == [1, 2, 2, 3, 3, 4]
+    assert rows[0] == {"index": 0, "type": "U", "level": 0, "progressive_level": 1, "tile": 0,
+                       "offset": 42, "payload_bytes": 9, "bytes": 27}
+    assert rows[1]["offset"] == 69 and rows[1]["payload_bytes"] == 0 and rows[1]["bytes"] == 18
+    assert sum(r["bytes"] for r in rows) + 42 == parsed.valid_length
+
+
+def test_fingerprint_and_weights_check() -> None:
+    assert fingerprint(b"abc") == hashlib.sha256(b"abc").digest()[:16]
+    assert len(FP) == 16
+    header = read_header(write_stream(make_header(), []))
+    assert header.fingerprint == FP
+    check_weights(header, FP)
+    with pytest.raises(WeightsMismatch, match=FP.hex()):
+        check_weights(header, fingerprint(b"other"))
+
+
+# --- truncation -----------------------------------------------------------------------------
+def test_truncation_at_every_offset() -> None:
+    chunks = make_chunks()
+    data = write_stream(make_header(), chunks)
+    ends = list(42 + np.cumsum([18 + len(c.payload) for c in chunks]))
+    for cut in range(len(data) + 1):
+        prefix = data[:cut]
+        if cut < 42:
+            with pytest.raises(HeaderError, match="empty|truncated header"):
+                read_stream(prefix)
+            continue
+        parsed = read_stream(prefix)
+        whole = sum(1 for e in ends if e <= cut)
+        assert parsed.chunks == chunks[:whole], cut
+        assert parsed.truncated == (cut not in [42] + ends), cut
+        assert parsed.valid_length == ([42] + ends)[whole]
+
+
+def test_truncate_levels_is_a_prefix() -> None:
+    chunks = make_chunks()
+    data = write_stream(make_header(), chunks)
+    expected_counts = {0: 0, 1: 1, 2: 3, 3: 5, 4: 6, 5: 6, 100: 6}
+    for levels, count in expected_counts.items():
+        cut = truncate_levels(data, levels)
+        assert data.startswith(cut)
+        parsed = read_stream(cut)
+        assert parsed.chunks == chunks[:count]
+        assert not parsed.truncated
+        assert all(c.progressive_level <= levels for c in parsed.chunks)
+        assert len(cut) == 42 + sum(18 + len(c.payload) for c in chunks[:count])
+    # a truncated tail is dropped
+    assert truncate_levels(data[:-1], 9) == truncate_levels(data, 3)
+    with pytest.raises(ValueError, match="levels"):
+        truncate_levels(data, -1)
+    with pytest.raises(BadMagic):
+        truncate_levels(b"GIF89a" + data, 1)
+
+
+def test_truncate_levels_with_tiles() -> None:
+    header = make_header(tile_height=64, tile_width=32)     # 2x2 tiles
+    chunks = [Chunk(ChunkType.U, 0, b"u", tile=t) for t in range(4)]
+    chunks += [Chunk(ChunkType.Z, 1, b"z1", tile=t) for t in (3, 0, 1)]
+    data = write_stream(header, chunks)
+    assert read_stream(truncate_levels(data, 1)).chunks == chunks[:4]
+    assert truncate_levels(data, 2) == data
+
+
+# --- corruption -----------------------------------------------------------------------------
+def test_every_chunk_byte_flip_fails_the_crc() -> None:
+    data = write_stream(make_header(), make_chunks())
+    for pos in range(42, len(data)):
+        for mask in (0x01, 0x80, 0xFF):
+            corrupt = bytearray(data)
+            corrupt[pos] ^= mask
+            with pytest.raises(ChunkCRCError, match="failed its CRC check: the file is corrupted"):
+                read_stream(bytes(corrupt))
+
+
+def test_every_header_byte_flip_is_an_error() -> None:
+    data = write_stream(make_header(), make_chunks())
+    for pos in range(42):
+        for mask in (0x01, 0xFF):
+            corrupt = bytearray(data)
+            corrupt[pos] ^= mask
+            expected = BadMagic if pos < 4 else UnsupportedVersion if pos == 4 else HeaderError
+            with pytest.raises(expected):
+                read_stream(bytes(corrupt))
+
+
+def test_crc_error_names_the_chunk() -> None:
+    chunks = make_chunks()
+    data = bytearray(write_stream(make_header(), chunks))
+    offset = read_stream(bytes(data)).spans[4].offset
+    data[offset + 15] ^= 0x10       # inside the payload of chunk 4 (Z level 2)
+    with pytest.raises(ChunkCRCError) as info:
+        read_stream(bytes(data))
+    assert str(info.value) == (f"chunk 4 at byte {offset} (Z level 2) failed its CRC check: "
+                               "the file is corrupted")
+    data[offset + 15] ^= 0x10
+    data[offset + 1] ^= 0x01        # the level byte of the same chunk's head
+    with pytest.raises(ChunkCRCError, match=f"chunk 4 at byte {offset}: the chunk head failed"):
+        read_stream(bytes(data))
+
+
+def test_trailing_garbage_is_an_error() -> None:
+    data = write_stream(make_header(), make_chunks())
+    with pytest.raises(ChunkCRCError):
+        read_stream(data + bytes(range(20)))
+    assert read_stream(data + b"\x00" * 13).truncated   # too short to be a chunk head
+
+
+# --- every error class ----------------------------------------------------------------------
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n" + bytes(60), b"GIF8", b"X",
+                                  b"ssvc" + bytes(50)])
+def test_bad_magic(data: bytes) -> None:
+    with pytest.raises(BadMagic, match=r"not an ssvcodec file \(bad magic b'"):
+        read_stream(data)
+
+
+def test_bad_magic_message() -> None:
+    with pytest.raises(BadMagic) as info:
+        read_stream(b"\x89PNG\r\n\x1a\n")
+    assert str(info.value) == "not an ssvcodec file (bad magic b'\\x89PNG')"
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (2, "newer"), (255, "newer")])
+def test_unsupported_version(version: int, hint: str) -> None:
+    data = raw_header(version=version)
+    with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):
+        read_stream(data)
+    with pytest.raises(UnsupportedVersion):
+        read_stream(data[:5])           # refused before the rest of the header arrives
+    with pytest.raises(UnsupportedVersion):
+        write_stream(make_header(version=version), [])
+
+
+def test_header_crc_and_truncation() -> None:
+    good = raw_header()
+    assert read_header(good) == make_header()
+    with pytest.raises(HeaderError, match="header failed its CRC check"):
+        read_header(raw_header(crc=zlib.crc32(good[:38]) ^ 1))
+    with pytest.raises(HeaderError, match="truncated header: 41 of 42 bytes"):
+        read_header(good[:41])
+    with pytest.raises(HeaderError, match="truncated header: 2 of 42"):
+        read_header(b"SS")
+    with pytest.raises(HeaderError, match="empty input"):
+        read_header(b"")
+
+
+ABSURD_RAW_HEADERS = {
+    "height 0": dict(height=0),
+    "height over MAX_SIDE": dict(height=bs.MAX_SIDE + 1),
+    "width 2**32-1": dict(width=2**32 - 1),
+    "too many pixels": dict(height=bs.MAX_SIDE, width=bs.MAX_SIDE),
+    "channels 2": dict(channels=2),
+    "channels 0": dict(channels=0),
+    "K 9": dict(levels=bs.MAX_LEVELS + 1),
+    "reserved flag": dict(flags=0x80),
+    "half tiled": dict(tile_h=16, tile_w=0),
+    "tile too small": dict(tile_h=8, tile_w=8),
+}
+
+
+@pytest.mark.parametrize("fields", ABSURD_RAW_HEADERS.values(), ids=ABSURD_RAW_HEADERS.keys())
+def test_absurd_header_values_are_read_errors(fields: dict[str, int]) -> None:
+    with pytest.raises(HeaderError):
+        read_stream(raw_header(**fields))  # type: ignore[arg-type]
+
+
+ABSURD_HEADERS = {
+    "height 0": dict(height=0),
+    "width negative": dict(width=-5),
+    "too many pixels": dict(height=bs.MAX_SIDE, width=bs.MAX_SIDE),
+    "channels 2": dict(channels=2),
+    "channels float": dict(channels=3.0),
+    "K 9": dict(levels=9),
+    "quality not in hundredths": dict(quality=0.123),
+    "quality negative": dict(quality=-1.0),
+    "quality too large": dict(quality=655.36),
+    "quality nan": dict(quality=float("nan")),
+    "short fingerprint": dict(fingerprint=b"\x00" * 15),
+    "fingerprint not bytes": dict(fingerprint="0" * 16),
+    "reserved flag": dict(flags=4),
+    "half tiled": dict(tile_height=0, tile_width=64),
+    "tile too large": dict(tile_height=65536, tile_width=64),
+}
+
+
+@pytest.mark.parametrize("changes", ABSURD_HEADERS.values(), ids=ABSURD_HEADERS.keys())
+def test_absurd_header_values_are_write_errors(changes: dict[str, object]) -> None:
+    with pytest.raises(HeaderError):
+        write_stream(make_header(**changes), [])
+
+
+def test_header_error_message_is_one_line() -> None:
+    with pytest.raises(HeaderError) as info:
+        read_stream(raw_header(height=bs.MAX_SIDE, width=bs.MAX_SIDE))
+    assert str(info.value) == "image of 262144x262144 pixels exceeds the limit of 4294967296 pixels"
+
+
+BAD_RAW_CHUNKS = {
+    "type 0": (raw_chunk(0, 0), "unknown type 0"),
+    "type 5": (raw_chunk(5, 0), "unknown type 5"),
+    "type 200": (raw_chunk(200, 1), "unknown type 200"),
+    "U level 1": (raw_chunk(1, 1), "U chunk of level 1"),
+    "Z level 0": (raw_chunk(2, 0), "Z chunk of level 0"),
+    "Z level K+1": (raw_chunk(2, 3), "level must be 1..2"),
+    "Y level 3": (raw_chunk(3, 3), "Y chunk of level 3"),
+    "X level K": (raw_chunk(4, 2), "X chunk of level 2"),
+    "tile 1 untiled": (raw_chunk(1, 0, tile=1), "tile index 1, but the image has 1 tile"),
+    "absurd length": (raw_chunk(1, 0, length=bs.MAX_PAYLOAD + 1)[:14], "over the"),
+}
+
+
+@pytest.mark.parametrize("chunk,message", BAD_RAW_CHUNKS.values(), ids=BAD_RAW_CHUNKS.keys())
+def test_bad_chunk_heads(chunk: bytes, message: str) -> None:
+    data = raw_header() + raw_chunk(1, 0, b"u") + chunk
+    with pytest.raises(ChunkError, match=f"chunk 1 at byte 61 .*{message}"):
+        read_stream(data)
+
+
+def test_chunk_types_need_their_flags() -> None:
+    with pytest.raises(ChunkError, match="Y_CHUNKS flag"):
+        read_stream(raw_header(flags=2) + raw_chunk(3, 1))
+    with pytest.raises(ChunkError, match="LOSSLESS flag"):
+        read_stream(raw_header(flags=1) + raw_chunk(4, 3))
+    with pytest.raises(ChunkError, match="LOSSLESS flag"):
+        write_stream(make_header(flags=HeaderFlags.NONE), [Chunk(ChunkType.X, 3)])
+
+
+def test_writer_rejects_bad_chunks() -> None:
+    with pytest.raises(ChunkError, match="unknown chunk type 9"):
+        Chunk(9, 0)  # type: ignore[arg-type]
+    with pytest.raises(ChunkError, match="tile index 4, but the image has 4 tile"):
+        write_stream(make_header(tile_height=64, tile_width=32), [Chunk(ChunkType.U, 0, tile=4)])
+    with pytest.raises(ChunkError, match="level"):
+        write_stream(make_header(), [Chunk(ChunkType.Z, 300)])
+
+
+def test_out_of_order_levels() -> None:
+    data = raw_header() + raw_chunk(2, 1, b"z1") + raw_chunk(1, 0, b"u")
+    with pytest.raises(StreamOrderError) as info:
+        read_stream(data)
+    assert str(info.value) == ("chunk 1 at byte 62 (U level 0) comes after a chunk of level 1: "
+                               "chunks must be in non-decreasing level order")
+    with pytest.raises(StreamOrderError):
+        write_stream(make_header(), [Chunk(ChunkType.Z, 2), Chunk(ChunkType.Z, 1)])
+
+
+def test_repeated_chunk() -> None:
+    with pytest.raises(StreamOrderError, match="repeats an earlier chunk"):
+        read_stream(raw_header() + raw_chunk(1, 0, b"a") + raw_chunk(1, 0, b"b"))
+    with pytest.raises(StreamOrderError, match="repeats"):
+        write_stream(make_header(), [Chunk(ChunkType.U, 0), Chunk(ChunkType.U, 0)])
+
+
+def test_all_errors_are_value_errors() -> None:
+    for cls in (BadMagic, UnsupportedVersion, HeaderError, ChunkError, ChunkCRCError,
+                StreamOrderError, WeightsMismatch):
+        assert issubclass(cls, BitstreamError) and issubclass(cls, ValueError)
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+def _mutate(rng: np.random.Generator, data: bytes) -> bytes:
+    buf = bytearray(data)
+    op = int(rng.integers(0, 8))
+    if op == 0:                                     # flip 1-4 random bytes
+        for pos in rng.integers(0, len(buf), int(rng.integers(1, 5))):
+            buf[pos] ^= int(rng.integers(1, 256))
+    elif op == 1:                                   # insert random bytes
+        pos = int(rng.integers(0, len(buf) + 1))
+        buf[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8).tobytes()
+    elif op == 2:                                   # delete a range
+        pos = int(rng.integers(0, len(buf)))
+        del buf[pos:pos + int(rng.integers(1, 20))]
+    elif op == 3:                                   # truncate
+        del buf[int(rng.integers(0, len(buf) + 1)):]
+    elif op == 4:                                   # random bytes
+        buf = bytearray(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes())
+    elif op == 5:                                   # random bytes behind a valid magic + version
+        buf = bytearray(b"SSVC\x01" + rng.integers(0, 256, int(rng.integers(0, 200)),
+                                                   dtype=np.uint8).tobytes())
+    elif op == 6:                                   # random header fields with a valid CRC
+        fields = bytearray(b"SSVC\x01" + rng.integers(0, 256, 33, dtype=np.uint8).tobytes())
+        fields[5] &= int(rng.choice([0, 1, 3, 0xFF]))
+        fields[6:8] = bytes([int(rng.choice([1, 3, 4, 2])), int(rng.integers(0, 10))])
+        buf = fields + zlib.crc32(bytes(fields)).to_bytes(4, "little") + buf[42:]
+    else:                                           # a random chunk head with valid CRCs
+        payload = rng.integers(0, 256, int(rng.integers(0, 8)), dtype=np.uint8).tobytes()
+        buf += raw_chunk(int(rng.integers(0, 6)), int(rng.integers(0, 5)), payload,
+                         tile=int(rng.integers(0, 3)))
+    return bytes(buf)
+
+
+@pytest.mark.timeout(60)
+def test_fuzz_only_bitstream_errors() -> None:
+    rng = np.random.default_rng(20240611)
+    bases = [
+        write_stream(make_header(), make_chunks()),
+        write_stream(make_header(tile_height=64, tile_width=32, levels=1),
+                     [Chunk(ChunkType.U, 0, b"a", tile=t) for t in range(4)]
+                     + [Chunk(ChunkType.Z, 1, b"zz", tile=0), Chunk(ChunkType.X, 2, b"xyz")]),
+        write_stream(make_header(flags=HeaderFlags.NONE), [Chunk(ChunkType.U, 0, bytes(100))]),
+    ]
+    outcomes: dict[str, int] = {}
+    start = time.perf_counter()
+    for i in range(3000):
+        data = _mutate(rng, bases[i % len(bases)])
+        if rng.random() < 0.3:                      # sometimes mutate twice
+            data = _mutate(rng, data)
+        try:
+            parsed = read_stream(data)
+        except BitstreamError as error:
+            assert "\n" not in str(error) and str(error)
+            outcomes[type(error).__name__] = outcomes.get(type(error).__name__, 0) + 1
+            continue
+        # a successful parse returns only real chunks: re-serializing gives the valid prefix
+        assert write_stream(parsed.header, parsed.chunks) == data[:parsed.valid_length]
+        assert parsed.truncated == (parsed.valid_length < len(data))
+        outcomes["ok"] = outcomes.get("ok", 0) + 1
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0, f"fuzzing took {elapsed:.1f} s"
+    assert sum(outcomes.values()) == 3000
+    for name in ("ok", "BadMagic", "UnsupportedVersion", "HeaderError", "ChunkError",
+                 "ChunkCRCError", "StreamOrderError"):
+        assert outcomes.get(name, 0) > 0, outcomes
