@@ -45,6 +45,7 @@ class ModelConfig:
     flow_checker_out: int = 2            # checkerboard couplings after un-squeezing
     logvar_clamp: float = 7.0            # Gaussian log-variances clamped to [-7, 7] (§5.3)
     min_log_scale: float = -7.0          # logistic log-scales floored at -7
+    log_scale_offset: float = -4.0       # added to the network's log-scales: start ~5 grey levels wide
 
     def __post_init__(self) -> None:
         if self.levels < 0 or self.levels > 6:

@@ -71,6 +71,10 @@ class WNConv2d(_WeightNormMixin, nn.Module):
     def _op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding)
 
+    def forward_float64(self, x: Tensor) -> Tensor:
+        """The same convolution computed in float64 (the codec snaps its outputs to a grid)."""
+        return F.conv2d(x.double(), self._weight().double(), self.b.double(), self.stride, self.padding)
+
 
 class WNConvTranspose2d(_WeightNormMixin, nn.Module):
     """Weight-normalised transposed convolution that upsamples exactly by ``stride``."""

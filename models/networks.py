@@ -126,10 +126,14 @@ class MixtureHead(nn.Module):
         out_c = dmol_param_channels(c_img, cfg.n_mix)
         self.out = WNConv2d(hw if (self.dense or cfg.head_layers) else c_in, out_c, 1, init_scale=0.1)
 
-    def forward(self, feats: Tensor, base: Tensor) -> Tensor:
+    def hidden(self, feats: Tensor, base: Tensor) -> Tensor:
+        """Features entering the last (1x1) layer."""
         if self.dense:
             feats = torch.cat([feats, base * 2.0 - 1.0], dim=1)
-        return self.out(self.body(feats))
+        return self.body(feats)
+
+    def forward(self, feats: Tensor, base: Tensor) -> Tensor:
+        return self.out(self.hidden(feats, base))
 
 
 class TopDecoder(nn.Module):
@@ -144,11 +148,16 @@ class TopDecoder(nn.Module):
                       else conv_elu(fw, fw))
         self.head = MixtureHead(fw, c_img, cfg)
 
-    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (mixture parameters, base image in [0, 1] the means are relative to)."""
+    def features(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(input of the head's last layer, base image in [0, 1] the means are relative to)."""
         feats = self.block(self.up(u))
         base = feats.new_full((feats.shape[0], self.c_img, *feats.shape[2:]), 0.5)
-        return self.head(feats, base), base
+        return self.head.hidden(feats, base), base
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (mixture parameters, base image)."""
+        h, base = self.features(u)
+        return self.head.out(h), base
 
 
 class SuperResDecoder(nn.Module):
@@ -177,8 +186,13 @@ class SuperResDecoder(nn.Module):
             b = b.expand(-1, self.c_out, -1, -1)
         return b
 
-    def forward(self, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    def features(self, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(input of the head's last layer, base image in [0, 1] the means are relative to)."""
         feats = self.block(torch.cat([self.embed(y.to(torch.float32) / 127.5 - 1.0), self.up(z)], dim=1))
         feats = F.elu(self.expand(feats))
         base = self.base_image(y)
-        return self.head(feats, base), base
+        return self.head.hidden(feats, base), base
+
+    def forward(self, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        h, base = self.features(y, z)
+        return self.head.out(h), base

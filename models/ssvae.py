@@ -115,7 +115,8 @@ class SSVAE(nn.Module):
             assert y_prev is not None
             params, base = self.decoder_y[k - 1](y_prev, z)
             c = self._chan[k]
-        return DiscretizedLogisticMixture(params, c, self.config.n_mix, base, self.config.min_log_scale)
+        return DiscretizedLogisticMixture(params, c, self.config.n_mix, base, self.config.min_log_scale,
+                                          self.config.log_scale_offset)
 
     # ----- the bound --------------------------------------------------------------------------
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:

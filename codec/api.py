@@ -1,0 +1,231 @@
+"""The codec's Python API: encode an image to bytes, decode bytes (optionally up to a level), decode
+progressively. Any size (padded, cropped back), grey / RGBA / 16-bit input converted with a
+notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles in bounded memory.
+
+    codec = Codec()                                   # the shipped default weights
+    data = codec.encode(image, levels=3, quality=4)   # PIL image or HxW(x3/4) uint8/uint16 array
+    for step in codec.decode_progressive(data):       # one image per whole level in the stream
+        print(step.level, step.bytes_used, step.image.shape)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
+
+from .bitstream import (HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, read_stream,
+                        write_stream)
+from .progressive import CodedChunk, CodingOptions, TileCoder
+from .quantize import DEFAULT_QUALITY
+
+TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles
+DEFAULT_TILE = 1024
+
+
+@dataclass
+class RGBImage:
+    """An 8-bit RGB array (H, W, 3) plus what the conversion did."""
+
+    pixels: np.ndarray
+    channels: int = 3                      # channels of the original (1, 3 or 4)
+    notices: list[str] = field(default_factory=list)
+
+
+def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
+    """Convert any PIL image or array to 8-bit RGB, saying what was changed."""
+    notices: list[str] = []
+    if isinstance(image, Image.Image):
+        mode = image.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(image).astype(np.float64)
+            scale = 257.0 if arr.max() > 255 else 1.0
+            notices.append("16-bit grey image reduced to 8 bits")
+            return to_rgb8(np.round(arr / scale).clip(0, 255).astype(np.uint8))
+        if mode in ("L", "LA", "1"):
+            if mode == "LA":
+                notices.append("alpha channel dropped (ssvcodec codes colour only)")
+            g = np.asarray(image.convert("L"))
+            return RGBImage(np.repeat(g[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
+        if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in image.info):
+            notices.append("alpha channel dropped (ssvcodec codes colour only)")
+            return RGBImage(np.asarray(image.convert("RGBA"))[:, :, :3].copy(), 4, notices)
+        if mode != "RGB":
+            notices.append(f"{mode} image converted to RGB")
+        return RGBImage(np.asarray(image.convert("RGB")).copy(), 3, notices)
+    arr = np.asarray(image)
+    if arr.dtype == np.uint16:
+        notices.append("16-bit image reduced to 8 bits")
+        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"unsupported array type {arr.dtype}: give uint8 or uint16 pixels")
+    if arr.ndim == 2:
+        return RGBImage(np.repeat(arr[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"unsupported image shape {arr.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+    if arr.shape[2] == 1:
+        return to_rgb8(arr[:, :, 0]) if not notices else RGBImage(np.repeat(arr, 3, axis=2), 1, notices)
+    if arr.shape[2] == 4:
+        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + ["alpha channel dropped (ssvcodec codes colour only)"])
+    return RGBImage(np.ascontiguousarray(arr), 3, notices)
+
+
+def load_image(path: str | Path) -> RGBImage:
+    """Open an image file (PNG, JPEG, WebP, ... anything Pillow reads) as 8-bit RGB."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb8(im)
+
+
+@dataclass
+class LevelImage:
+    """One step of a progressive decode."""
+
+    level: int              # progressive level (1 = u only, ..., K+1 = all latents, K+2 = lossless)
+    label: str              # RS1, RS2, ..., CR, lossless
+    image: np.ndarray       # (H, W, 3) uint8, or (H, W) for a grey original
+    bytes_used: int         # header + every chunk of levels <= level
+
+
+@dataclass
+class StreamInfo:
+    header: Header
+    chunks: list[dict[str, Any]]
+    truncated: bool
+    total_bytes: int
+
+
+def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    return [(r, min(h, r + tile), c, min(w, c + tile)) for r in range(0, h, tile) for c in range(0, w, tile)]
+
+
+class Codec:
+    """A trained ssVAE wrapped as a progressive codec."""
+
+    def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}: use cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        self.weights = Path(weights)
+        self.model = load_model(self.weights)        # the decoder side always runs on the CPU
+        self.fingerprint = weights_fingerprint(self.weights)
+        self.coder = TileCoder(self.model)
+        self.K = self.model.levels
+        self.device = device
+
+    # ----- encoding ---------------------------------------------------------------------------
+    def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
+               quality: float = DEFAULT_QUALITY, with_y: bool = False, lossless: bool = False,
+               tile: int | None = None, progress: bool = False) -> bytes:
+        """Encode an image; ``levels`` defaults to every latent level (K+1). ``lossless`` adds
+        a last chunk with x itself (and implies ``with_y``): the decode is then bit-exact."""
+        return self.encode_with_report(image, levels, quality, with_y, lossless, tile, progress)[0]
+
+    def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
+                           quality: float = DEFAULT_QUALITY, with_y: bool = False, lossless: bool = False,
+                           tile: int | None = None, progress: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
+        """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size."""
+        rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
+        px = rgb.pixels
+        h, w = px.shape[:2]
+        if h == 0 or w == 0:
+            raise ValueError("empty image")
+        levels = self.K + 1 if levels is None else levels
+        with_y = with_y or lossless
+        quality = round(float(quality), 2)
+        opts = CodingOptions(levels, quality, with_y, lossless)
+        if tile is None:
+            tile = DEFAULT_TILE if h * w > TILE_ABOVE_PIXELS else 0
+        if tile:
+            m = self.model.config.pad_multiple
+            if tile % m or tile < m:
+                raise ValueError(f"tile size must be a positive multiple of {m}")
+        boxes = _tiles(h, w, tile) if tile else [(0, h, 0, w)]
+        per_tile: list[tuple[int, CodedChunk]] = []
+        for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
+            x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
+            for c in self.coder.encode(self.model.pad(x), opts):
+                per_tile.append((t, c))
+        order = {ChunkType.U: 0, ChunkType.Y: 1, ChunkType.Z: 2, ChunkType.X: 3}
+        per_tile.sort(key=lambda tc: (tc[1].progressive_level, order[tc[1].type], tc[0]))
+        flags = (HeaderFlags.Y_CHUNKS if with_y else HeaderFlags.NONE) | (HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE)
+        header = Header(height=h, width=w, channels=rgb.channels, levels=self.K, quality=quality,
+                        fingerprint=self.fingerprint, flags=flags, tile_height=tile, tile_width=tile)
+        data = write_stream(header, [Chunk(c.type, c.level, c.payload, t) for t, c in per_tile])
+        report = [{"type": c.type.name, "level": c.level, "tile": t, "bytes": len(c.payload),
+                   "estimated_bits": c.estimated_bits} for t, c in per_tile]
+        return data, report
+
+    # ----- decoding ---------------------------------------------------------------------------
+    def info(self, data: bytes) -> StreamInfo:
+        parsed = read_stream(data)
+        rows = []
+        for chunk, span in zip(parsed.chunks, parsed.spans):
+            rows.append({"type": chunk.type.name, "level": chunk.level, "progressive_level": chunk.progressive_level,
+                         "tile": chunk.tile, "bytes": span.size, "payload_bytes": len(chunk.payload)})
+        return StreamInfo(parsed.header, rows, parsed.truncated, len(data))
+
+    def decode(self, data: bytes, levels: int | None = None) -> np.ndarray:
+        """The image at ``levels`` (default: the highest whole level in the stream)."""
+        last = None
+        for step in self.decode_progressive(data, levels, only_last=True):
+            last = step
+        assert last is not None
+        return last.image
+
+    def decode_progressive(self, data: bytes, levels: int | None = None, only_last: bool = False,
+                           progress: bool = False) -> Iterator[LevelImage]:
+        """Yield the image of every whole level (1, 2, ...) up to ``levels``, with the bytes used."""
+        parsed = read_stream(data)
+        hd = parsed.header
+        check_weights(hd, self.fingerprint)
+        if hd.levels != self.K:
+            raise ValueError(f"stream has {hd.levels} model levels, these weights have {self.K}")
+        if not parsed.chunks:
+            raise ValueError("the stream holds no level: nothing to decode" + (" (file truncated)" if parsed.truncated else ""))
+        tile = hd.tile_height if hd.tiled else 0
+        boxes = _tiles(hd.height, hd.width, tile) if tile else [(0, hd.height, 0, hd.width)]
+        by_tile: list[dict[tuple[ChunkType, int], bytes]] = [{} for _ in boxes]
+        end_of_level: dict[int, int] = {}
+        for chunk, span in zip(parsed.chunks, parsed.spans):
+            by_tile[chunk.tile][(chunk.type, chunk.level)] = chunk.payload
+            end_of_level[chunk.progressive_level] = span.offset + span.size
+        decoders = []
+        for (r0, r1, c0, c1), chunks in zip(boxes, by_tile):
+            hp, wp = (self.model.pad(torch.zeros(1, 1, r1 - r0, c1 - c0)).shape[-2:])
+            lat = self.model.latent_shape(1, hp, wp)
+            down = self.model._down
+
+            def pixel_shape(j: int, hp: int = hp, wp: int = wp) -> tuple[int, ...]:
+                return (1, self.model._chan[j - 1], hp // down[j - 1], wp // down[j - 1])
+
+            decoders.append(self.coder.decoder(chunks, lat, pixel_shape, hd.quality))
+        available = min(d.max_level() for d in decoders)
+        if available == 0:
+            raise ValueError("the stream is truncated before its first whole level")
+        top = available if levels is None else levels
+        if not 1 <= top <= available:
+            raise ValueError(f"level {top} is not in this stream (it holds levels 1..{available})")
+        start = top if only_last else 1
+        for level in range(start, top + 1):
+            canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
+            for (r0, r1, c0, c1), dec in zip(tqdm(boxes, desc=f"level {level}", unit="tile",
+                                                  disable=not progress or len(boxes) == 1), decoders):
+                x = dec.render(level)
+                canvas[r0:r1, c0:c1] = x[0, :, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
+            img = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
+            yield LevelImage(level, self.level_label(level, bool(hd.flags & HeaderFlags.Y_CHUNKS)), img,
+                             end_of_level.get(level, HEADER_SIZE))
+
+    def level_label(self, level: int, with_y: bool) -> str:
+        if level == self.K + 2:
+            return "lossless"
+        return ("CR" if with_y and level > 1 else "RS") + str(level)

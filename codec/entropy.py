@@ -1,0 +1,98 @@
+"""Entropy coding: the only module that imports ``constriction`` (Bamler 2022, arXiv:2201.12857).
+
+A range coder (first in, first out) writes one chunk's symbols in the order the decoder reads
+them, so tables can be built and consumed slice by slice. Two model families are used:
+
+* quantized Gaussians with mean 0 and a standard deviation taken from a fixed table, for the
+  integer latent symbols (the table index is data in the chunk, so both sides build bit-identical
+  models without any floating-point network output in the loop);
+* categorical tables over 0..255, for the lossless y_k and x sub-pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+#: largest latent symbol magnitude; the encoder clips (and reconstructs from the clipped value)
+MAX_SYMBOL = 1023
+
+
+def _gaussian_family() -> "constriction.stream.model.QuantizedGaussian":
+    return constriction.stream.model.QuantizedGaussian(-MAX_SYMBOL, MAX_SYMBOL)
+
+
+def _categorical_family() -> "constriction.stream.model.Categorical":
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+class EntropyDecodeError(ValueError):
+    """The entropy-coded payload cannot be decoded under the model (corrupt data)."""
+
+
+class ChunkEncoder:
+    """Accumulates the symbols of one chunk."""
+
+    def __init__(self) -> None:
+        self._enc = constriction.stream.queue.RangeEncoder()
+
+    def gaussian(self, symbols: np.ndarray, stds: np.ndarray) -> None:
+        """Integer symbols in [-MAX_SYMBOL, MAX_SYMBOL] under N(0, stds^2) quantized to integers."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if s.size:
+            std = np.ascontiguousarray(np.broadcast_to(stds, symbols.shape), dtype=np.float64).ravel()
+            self._enc.encode(s, _gaussian_family(), np.zeros_like(std), std)
+
+    def categorical(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
+        """Symbols in 0..n-1, each under its own row of ``probabilities`` (m, n)."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if s.size:
+            self._enc.encode(s, _categorical_family(), np.ascontiguousarray(probabilities, dtype=np.float64))
+
+    def finish(self) -> bytes:
+        return self._enc.get_compressed().astype("<u4").tobytes()
+
+
+class ChunkDecoder:
+    """Reads back what :class:`ChunkEncoder` wrote, in the same order."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % 4:
+            raise EntropyDecodeError("entropy-coded payload is not a whole number of 32-bit words")
+        self._dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+    def gaussian(self, shape: tuple[int, ...], stds: np.ndarray) -> np.ndarray:
+        n = int(np.prod(shape))
+        if n == 0:
+            return np.zeros(shape, dtype=np.int32)
+        std = np.ascontiguousarray(np.broadcast_to(stds, shape), dtype=np.float64).ravel()
+        try:
+            out = self._dec.decode(_gaussian_family(), np.zeros_like(std), std)
+        except Exception as e:  # constriction signals invalid data with AssertionError
+            raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
+        return np.asarray(out, dtype=np.int32).reshape(shape)
+
+    def categorical(self, probabilities: np.ndarray) -> np.ndarray:
+        if len(probabilities) == 0:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            out = self._dec.decode(_categorical_family(), np.ascontiguousarray(probabilities, dtype=np.float64))
+        except Exception as e:  # constriction signals invalid data with AssertionError
+            raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
+        return np.asarray(out, dtype=np.int32)
+
+
+def gaussian_bits(symbols: np.ndarray, std: float) -> float:
+    """Information content (bits) of integer symbols under N(0, std^2) quantized to integers, as
+    constriction models it up to its fixed-point approximation: the model's estimate of a chunk."""
+    from math import erf, sqrt
+
+    s = np.asarray(symbols, dtype=np.float64).ravel()
+    if s.size == 0:
+        return 0.0
+    vals, counts = np.unique(s, return_counts=True)
+    cdf = lambda t: 0.5 * (1.0 + erf(t / (std * sqrt(2.0))))  # noqa: E731
+    bits = 0.0
+    for v, c in zip(vals, counts):
+        p = max(cdf(v + 0.5) - cdf(v - 0.5), 2.0 ** -24)
+        bits -= c * np.log2(p)
+    return float(bits)

@@ -1,0 +1,310 @@
+"""Progressive coding of one tile: which latent or image is coded under which distribution, in
+which order, and how a decoder renders an image from any whole prefix of levels.
+
+Levels (design doc §3.2): level 1 is ``u`` (render RS1), level k+1 adds ``z_k`` (RS(k+1)) and,
+with ``with_y``, the lossless ``y_k`` before it (so z_k's prior is conditioned on the true y_k:
+conditional reconstruction); level K+2 is the lossless ``x``. Whatever a level does not carry is
+taken from the model: the mean of a pixel mixture, the mean of a conditional prior.
+
+Encoder and decoder run the same walk (:meth:`TileCoder.walk`) and differ only in where each
+latent and image comes from. Every quantity both sides need is computed single-threaded with the
+last layer in float64 and snapped to a grid (:mod:`codec.quantize`), so the decoder rebuilds the
+encoder's probability tables bit for bit; a CRC of the decoded symbols detects a desynchronised
+decode instead of rendering it.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.distributions import DiscretizedLogisticMixture
+from models.ssvae import SSVAE
+
+from .bitstream import BitstreamError, ChunkType
+from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits
+from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, snap_gaussian,
+                       snap_mixture_params, stds_for, step_for_quality)
+
+PIXEL_SLICE_ROWS = 16  # rows of categorical tables built at a time (bounded memory, §3.5)
+TABLE_DTYPE = torch.float32
+
+
+class DesyncError(BitstreamError):
+    """The decoder did not rebuild the encoder's probabilities (checksum mismatch)."""
+
+
+@dataclass(frozen=True)
+class CodingOptions:
+    """What a stream carries. ``levels`` counts latent levels (1..K+1); ``lossless`` adds x."""
+
+    levels: int
+    quality: float
+    with_y: bool = False
+    lossless: bool = False
+
+
+@dataclass
+class CodedChunk:
+    type: ChunkType
+    level: int
+    payload: bytes
+    estimated_bits: float   # information content under the coding model (honest accounting)
+
+    @property
+    def progressive_level(self) -> int:
+        return self.level + 1
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Thread-count-independent arithmetic: PyTorch's CPU kernels choose different reduction
+    orders for different thread counts, so everything the decoder must reproduce runs on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+LatentSource = Callable[[ChunkType, int, Tensor, "Tensor | float"], "Tensor | None"]
+PixelSource = Callable[[int, DiscretizedLogisticMixture], "Tensor | None"]
+
+
+class TileCoder:
+    """Codes one (padded) tile with a trained ssVAE."""
+
+    def __init__(self, model: SSVAE) -> None:
+        self.model = model
+        self.K = model.levels
+        self.cfg = model.config
+
+    # ----- quantities both sides compute identically ------------------------------------------
+    def u_from_base(self, v_hat: Tensor) -> Tensor:
+        """u = f(v) (the flow's forward map; identity for non-flow priors)."""
+        if self.cfg.prior == "realnvp":
+            return self.model.prior_u(v_hat.float())[0]
+        return v_hat.float()
+
+    def prior(self, k: int, y: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
+        net = self.model.prior_z[k - 1]
+        params = net.out.forward_float64(net.features(y, z_prev.float()))
+        return snap_gaussian(params, self.cfg.logvar_clamp)
+
+    def mixture(self, k: int, y_prev: Tensor | None, z: Tensor) -> DiscretizedLogisticMixture:
+        """p(y_1 | u) for k = 0, p(y_{k+1} | y_k, z_k) else; snapped float64 parameters."""
+        if k == 0:
+            h, _ = self.model.decoder_y1.features(z.float())
+            head, c = self.model.decoder_y1.head, self.model._chan[0]
+            base = torch.full((h.shape[0], c, *h.shape[2:]), 0.5, dtype=torch.float64)
+        else:
+            assert y_prev is not None
+            dec = self.model.decoder_y[k - 1]
+            h, _ = dec.features(y_prev, z.float())
+            head, c = dec.head, self.model._chan[k]
+            base = y_prev.double() / 255.0
+            if dec.scale > 1:
+                base = F.interpolate(base, scale_factor=dec.scale, mode="bilinear", align_corners=False)
+            base = base.expand(-1, c, -1, -1)
+        params = snap_mixture_params(head.out.forward_float64(h), c, self.cfg.n_mix)
+        return DiscretizedLogisticMixture(params, c, self.cfg.n_mix, base, self.cfg.min_log_scale,
+                                          self.cfg.log_scale_offset)
+
+    # ----- the walk shared by encoder and decoder ---------------------------------------------
+    @torch.no_grad()
+    def walk(self, level: int, latent: LatentSource, pixels: PixelSource, render: bool) -> Tensor | None:
+        """Top-down pass using the chunks of progressive levels <= ``level``; returns the
+        rendered (padded) x when ``render``."""
+        with single_thread():
+            v_hat = latent(ChunkType.U, 0, torch.zeros(()), 1.0)
+            assert v_hat is not None
+            u = self.u_from_base(v_hat)
+            mix = self.mixture(0, None, u)
+            y = pixels(1, mix) if level >= 2 else None
+            if y is None:
+                if not render and level < 2:
+                    return None
+                y = mix.mean()
+            z_prev: Tensor = u
+            for k in range(1, self.K + 1):
+                if not render and level < k + 1:
+                    return None
+                mu, sig = self.prior(k, y, z_prev)
+                z = latent(ChunkType.Z, k, mu, sig) if level >= k + 1 else None
+                z = mu if z is None else z
+                mix = self.mixture(k, y, z)
+                nxt = pixels(k + 1, mix) if level >= k + 2 else None
+                if nxt is None and (render or level >= k + 2):
+                    nxt = mix.mean()
+                y, z_prev = nxt, z  # type: ignore[assignment]
+            return y if render else None
+
+    # ----- encoder ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, xp: Tensor, opts: CodingOptions) -> list[CodedChunk]:
+        """Chunks of one padded tile (1, 3, H, W) uint8, in decoding order."""
+        K = self.K
+        if not 1 <= opts.levels <= K + 1:
+            raise ValueError(f"levels must be in 1..{K + 1} for this model (K = {K})")
+        if opts.lossless and opts.levels != K + 1:
+            raise ValueError("--lossless needs every level")
+        step = step_for_quality(opts.quality)
+        model = self.model
+        ys = model.pyramid(xp)
+        # posteriors: encoder only, so all threads may be used
+        mu_u = model.q_u(ys[0]).mu
+        v = model.prior_u.inverse(mu_u)[0] if self.cfg.prior == "realnvp" else mu_u
+        mu_z = [model.q_z(k, ys[k]).mu for k in range(1, K + 1)]
+        chunks: list[CodedChunk] = []
+
+        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor:
+            target = v if kind == ChunkType.U else mu_z[k - 1]
+            sym = quantize(target, mean, std, step)
+            payload, bits = encode_latent(sym)
+            chunks.append(CodedChunk(kind, k, payload, bits))
+            return dequantize(sym, mean, std, step)
+
+        def pixels(j: int, mix: DiscretizedLogisticMixture) -> Tensor | None:
+            is_x = j == K + 1
+            if (is_x and not opts.lossless) or (not is_x and not opts.with_y):
+                return None
+            img = ys[j - 1]
+            payload, bits = encode_pixels(img, mix)
+            chunks.append(CodedChunk(ChunkType.X if is_x else ChunkType.Y, j, payload, bits))
+            return img
+
+        top = opts.levels + (1 if opts.lossless else 0)
+        self.walk(top, latent, pixels, render=False)
+        return chunks
+
+    # ----- decoder ----------------------------------------------------------------------------
+    def decoder(self, chunks: dict[tuple[ChunkType, int], bytes], latent_shape: tuple[int, ...],
+                pixel_shape: Callable[[int], tuple[int, ...]], quality: float) -> "TileDecoder":
+        return TileDecoder(self, chunks, latent_shape, pixel_shape, step_for_quality(quality))
+
+
+class TileDecoder:
+    """Renders one tile at any level its chunks allow; decoded symbols are cached per chunk."""
+
+    def __init__(self, coder: TileCoder, chunks: dict[tuple[ChunkType, int], bytes],
+                 latent_shape: tuple[int, ...], pixel_shape: Callable[[int], tuple[int, ...]], step: float) -> None:
+        self.coder, self.chunks, self.step = coder, chunks, step
+        self.latent_shape, self.pixel_shape = latent_shape, pixel_shape
+        self._symbols: dict[tuple[ChunkType, int], np.ndarray] = {}
+        self._pixels: dict[int, Tensor] = {}
+
+    def max_level(self) -> int:
+        lv = 1 if (ChunkType.U, 0) in self.chunks else 0
+        while (ChunkType.Z, lv) in self.chunks:
+            lv += 1
+        if lv == self.coder.K + 1 and (ChunkType.X, self.coder.K + 1) in self.chunks:
+            lv += 1
+        return lv
+
+    def render(self, level: int) -> Tensor:
+        K = self.coder.K
+
+        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor | None:
+            key = (kind, k)
+            if key not in self.chunks:
+                return None
+            if key not in self._symbols:
+                self._symbols[key] = decode_latent(self.chunks[key], self.latent_shape, f"{kind.name} level {k}")
+            return dequantize(self._symbols[key], mean, std, self.step)
+
+        def pixels(j: int, mix: DiscretizedLogisticMixture) -> Tensor | None:
+            key = (ChunkType.X if j == K + 1 else ChunkType.Y, j)
+            if key not in self.chunks:
+                return None
+            if j not in self._pixels:
+                self._pixels[j] = decode_pixels(self.chunks[key], mix, self.pixel_shape(j), f"{key[0].name} level {j}")
+            return self._pixels[j]
+
+        out = self.coder.walk(level, latent, pixels, render=True)
+        assert out is not None
+        return out
+
+
+# ----- chunk payloads ---------------------------------------------------------------------------
+def _crc(a: np.ndarray | Tensor) -> int:
+    arr = a.numpy() if isinstance(a, Tensor) else a
+    return zlib.crc32(np.ascontiguousarray(arr).tobytes())
+
+
+def encode_latent(symbols: np.ndarray) -> tuple[bytes, float]:
+    """Payload ``[C table indices][crc32 of the symbols][range-coded symbols]`` and the model's
+    information content of the symbols in bits."""
+    idx = choose_std_indices(symbols)
+    enc = ChunkEncoder()
+    bits = 0.0
+    for c in range(symbols.shape[1]):
+        if idx[c]:
+            enc.gaussian(symbols[:, c], np.full(symbols[:, c].shape, STD_TABLE[idx[c]]))
+            bits += gaussian_bits(symbols[:, c], float(STD_TABLE[idx[c]]))
+    head = idx.tobytes() + struct.pack("<I", _crc(symbols.astype("<i4")))
+    return head + enc.finish(), bits + 8 * len(head)
+
+
+def decode_latent(payload: bytes, shape: tuple[int, ...], what: str) -> np.ndarray:
+    c = shape[1]
+    if len(payload) < c + 4:
+        raise DesyncError(f"{what}: payload too short")
+    idx = np.frombuffer(payload[:c], dtype=np.uint8)
+    (crc,) = struct.unpack("<I", payload[c:c + 4])
+    try:
+        dec = ChunkDecoder(payload[c + 4:])
+        out = np.zeros(shape, dtype=np.int32)
+        for i in range(c):
+            if idx[i]:
+                sub = out[:, i]
+                out[:, i] = dec.gaussian(sub.shape, np.full(sub.shape, STD_TABLE[idx[i]]))
+    except EntropyDecodeError as e:
+        raise DesyncError(f"{what}: {e}") from None
+    if _crc(out.astype("<i4")) != crc:
+        raise DesyncError(f"{what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
+    return out
+
+
+def encode_pixels(img: Tensor, mix: DiscretizedLogisticMixture) -> tuple[bytes, float]:
+    """Lossless: R under its marginal, G given R, B given R and G, in slices of rows (§3.2)."""
+    enc = ChunkEncoder()
+    bits = 0.0
+    h = img.shape[-2]
+    for r0 in range(0, h, PIXEL_SLICE_ROWS):
+        sub = mix.rows(r0, min(h, r0 + PIXEL_SLICE_ROWS))
+        block = img[:, :, r0:r0 + PIXEL_SLICE_ROWS]
+        for c in range(img.shape[1]):
+            probs = sub.probability_table(c, block[:, :c] if c else None, TABLE_DTYPE).reshape(-1, 256).numpy()
+            sym = block[:, c].reshape(-1).numpy()
+            enc.categorical(sym, probs)
+            bits -= float(np.log2(np.maximum(probs[np.arange(len(sym)), sym], 2.0 ** -24)).sum())
+    return struct.pack("<I", _crc(img)) + enc.finish(), bits + 32
+
+
+def decode_pixels(payload: bytes, mix: DiscretizedLogisticMixture, shape: tuple[int, ...], what: str) -> Tensor:
+    if len(payload) < 4:
+        raise DesyncError(f"{what}: payload too short")
+    (crc,) = struct.unpack("<I", payload[:4])
+    img = torch.zeros(shape, dtype=torch.uint8)
+    h = shape[-2]
+    try:
+        dec = ChunkDecoder(payload[4:])
+        for r0 in range(0, h, PIXEL_SLICE_ROWS):
+            r1 = min(h, r0 + PIXEL_SLICE_ROWS)
+            sub = mix.rows(r0, r1)
+            for c in range(shape[1]):
+                probs = sub.probability_table(c, img[:, :c, r0:r1] if c else None, TABLE_DTYPE).reshape(-1, 256).numpy()
+                img[:, c, r0:r1] = torch.from_numpy(dec.categorical(probs).astype(np.uint8)).view(shape[0], r1 - r0, shape[-1])
+    except EntropyDecodeError as e:
+        raise DesyncError(f"{what}: {e}") from None
+    if _crc(img) != crc:
+        raise DesyncError(f"{what}: decoded pixels fail their checksum (corrupt or desynchronised stream)")
+    return img
