@@ -1,0 +1,101 @@
+"""Plot a training log (``OUT/log.csv`` of ``models.train``): training and validation bits/dim
+against images seen, and every RE/KL term, so the next run knows where returns diminish.
+
+    python -m models.report runs/codec/log.csv --out docs/training/codec --title "codec preset"
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def read_log(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a training log as float arrays (empty cells are NaN)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no steps")
+    cols: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        cols[key] = np.array([float(r[key]) if r.get(key) not in ("", None) else np.nan for r in rows])
+    return cols
+
+
+def smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Running mean over ``window`` steps (NaNs ignored)."""
+    if window <= 1 or len(y) < window:
+        return y
+    v = np.where(np.isnan(y), 0.0, y)
+    n = (~np.isnan(y)).astype(float)
+    k = np.ones(window)
+    return np.convolve(v, k, "valid") / np.maximum(np.convolve(n, k, "valid"), 1)
+
+
+def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = log["images"]
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for size in np.unique(log["size"]):
+        sel = log["size"] == size
+        ax.plot(smooth(images[sel], window), smooth(log["bpd"][sel], window), label=f"train, {int(size)}px batches (mean of {window})")
+    val = ~np.isnan(log["val_bpd"])
+    if val.any():
+        ax.plot(images[val], log["val_bpd"][val], "o-", label="held-out -ELBO")
+    ax.set_xlabel("images seen")
+    ax.set_ylabel("bits / dim")
+    ax.set_title(f"{title}: bits/dim vs images seen")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    p = out.with_name(out.name + "_bpd.png")
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    terms = [k for k in log if k.startswith(("re_", "kl_"))]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    main_size = np.unique(log["size"])[-1]
+    sel = log["size"] == main_size
+    for k in terms:
+        ax = axes[0] if k.startswith("re_") else axes[1]
+        ax.plot(smooth(images[sel], window), smooth(log[k][sel], window), label=k)
+    for ax, name in zip(axes, ("reconstruction terms RE (nats/image)", "KL terms (nats/image)")):
+        ax.set_xlabel("images seen")
+        ax.set_title(f"{name}, {int(main_size)}px")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_yscale("log")
+    p = out.with_name(out.name + "_terms.png")
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("log")
+    ap.add_argument("--out", required=True, help="path stem of the PNGs")
+    ap.add_argument("--title", default="training")
+    ap.add_argument("--window", type=int, default=50)
+    a = ap.parse_args(argv)
+    log = read_log(Path(a.log))
+    for p in plot(log, Path(a.out), a.title, a.window):
+        print(f"wrote {p}")
+    last = {k: float(v[-1]) for k, v in log.items()}
+    val = log["val_bpd"][~np.isnan(log["val_bpd"])]
+    print(f"{int(last['step'])} steps, {int(last['images'])} images, {last['seconds'] / 60:.1f} min of steps, "
+          f"{last['images'] / last['seconds']:.1f} img/s; last held-out -ELBO {val[-1] if len(val) else float('nan'):.3f} bpd")
+
+
+if __name__ == "__main__":
+    main()
