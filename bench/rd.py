@@ -22,7 +22,19 @@ fixed rates are computed on these averaged curves (as CompressAI does).
 
 A learned codec plugs in as one more registered :class:`~bench.codecs.Codec`
 (several curves through ``operating_points``); ``--plugin MODULE`` imports the
-module that registers it, e.g. ``--plugin bench.learned --codecs ssvae,jpeg``.
+module that registers it, e.g. ``--plugin bench.learned --codecs ssvcodec,jpeg``.
+Plugin hooks (all optional):
+
+- module functions ``add_arguments(parser)`` (more command-line options),
+  ``configure(args)`` (called with the parsed options) and ``describe()``
+  (a JSON-able dict stored in ``meta["plugins"][MODULE]``);
+- an operating point may carry an ``extra`` dict: its items are added to
+  that point's rows (e.g. the options to reproduce the file);
+- a codec class may define a static method ``derived_curves(curves)``
+  returning more curves computed from the averaged ones (e.g. an envelope);
+  it is called once per distinct function after :func:`aggregate`.
+
+``--repeats 0`` runs each measurement once without a warm-up (quick runs).
 """
 
 from __future__ import annotations
@@ -78,7 +90,12 @@ def load_images(image_dir: Path, limit: int | None = None) -> list[tuple[str, np
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
     """Run ``fn`` once (warm-up) and ``repeats`` more times; return the last
-    result and the median wall time of the timed runs in seconds."""
+    result and the median wall time of the timed runs in seconds.
+    ``repeats <= 0``: a single timed run without warm-up."""
+    if repeats <= 0:
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
     result = fn()
     times = []
     for _ in range(max(1, repeats)):
@@ -99,13 +116,17 @@ def measure(codec: codecs_mod.Codec, image_name: str, img: np.ndarray, q: Any, r
             raise ValueError(f"{pt.curve} {pt.key}: decoded {rec.dtype} {rec.shape}, expected uint8 {img.shape}")
         m = mse(img, rec)
         s = ms_ssim(img, rec)
-        rows.append({
+        row = {
             "image": image_name, "codec": codec.name, "curve": pt.curve, "key": pt.key,
             "q": q if not isinstance(q, tuple) else list(q),
             "lossless": bool(codec.lossless), "n_bytes": int(pt.n_bytes),
             "bpp": bpp(pt.n_bytes, h, w), "mse": m, "psnr": psnr_from_mse(m),
             "ms_ssim": s, "exact": m == 0.0, "enc_s": enc_s, "dec_s": dec_s,
-        })
+        }
+        extra = getattr(pt, "extra", None)
+        if extra:
+            row.update({k: v for k, v in extra.items() if k not in row})
+        rows.append(row)
     return rows
 
 
@@ -414,6 +435,13 @@ def run(
                     bar.update(1)
 
     curves = aggregate(rows)
+    hooks: list[Callable[[dict], dict]] = []
+    for c, _ in active:
+        h = getattr(type(c), "derived_curves", None)
+        if h is not None and h not in hooks:
+            hooks.append(h)
+    for h in hooks:
+        curves.update(h(curves))
     bd = bd_tables(curves, tests)
     return {
         "meta": {
@@ -460,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
                     help="comma-separated registry names, or 'all' (default: %(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement after a warm-up")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement after a warm-up (0: one run, no warm-up)")
     ap.add_argument("--threads", type=int, default=None, help="torch/codec threads (default: all cores)")
     ap.add_argument("--sweep", action="append", default=[], metavar="CODEC=V1,V2,...",
                     help="override a codec's quality sweep (for a progressive codec: its layer rates)")
@@ -471,10 +499,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--list", action="store_true", help="list registered codecs and exit")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    plugins = {m: importlib.import_module(m) for m in pre.parse_known_args(argv)[0].plugin}
+    for m in plugins.values():
+        if hasattr(m, "add_arguments"):
+            m.add_arguments(ap)
     args = ap.parse_args(argv)
-
-    for mod in args.plugin:
-        importlib.import_module(mod)
+    for m in plugins.values():
+        if hasattr(m, "configure"):
+            m.configure(args)
     if args.list:
         for n, reason in codecs_mod.available_codecs().items():
             print(f"{n:20s} {'available' if reason is None else 'UNAVAILABLE: ' + reason}")
@@ -488,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweeps=parse_sweeps(args.sweep), tests=args.test.split(",") if args.test else None,
         progress=not args.no_progress,
     )
+    result["meta"]["plugins"] = {n: m.describe() for n, m in plugins.items() if hasattr(m, "describe")}
     paths = write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots)
     print(markdown(_clean(result), args.anchor).split("\nPoints")[0])
     for p in paths:

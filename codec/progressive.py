@@ -186,7 +186,7 @@ class TileCoder:
         return chunks
 
     # ----- decoder ----------------------------------------------------------------------------
-    def decoder(self, chunks: dict[tuple[ChunkType, int], bytes], latent_shape: tuple[int, ...],
+    def decoder(self, chunks: dict[tuple[ChunkType, int], bytes], latent_shape: Callable[[int], tuple[int, ...]],
                 pixel_shape: Callable[[int], tuple[int, ...]], quality: float) -> "TileDecoder":
         return TileDecoder(self, chunks, latent_shape, pixel_shape, step_for_quality(quality))
 
@@ -195,7 +195,8 @@ class TileDecoder:
     """Renders one tile at any level its chunks allow; decoded symbols are cached per chunk."""
 
     def __init__(self, coder: TileCoder, chunks: dict[tuple[ChunkType, int], bytes],
-                 latent_shape: tuple[int, ...], pixel_shape: Callable[[int], tuple[int, ...]], step: float) -> None:
+                 latent_shape: Callable[[int], tuple[int, ...]], pixel_shape: Callable[[int], tuple[int, ...]],
+                 step: float) -> None:
         self.coder, self.chunks, self.step = coder, chunks, step
         self.latent_shape, self.pixel_shape = latent_shape, pixel_shape
         self._symbols: dict[tuple[ChunkType, int], np.ndarray] = {}
@@ -217,7 +218,7 @@ class TileDecoder:
             if key not in self.chunks:
                 return None
             if key not in self._symbols:
-                self._symbols[key] = decode_latent(self.chunks[key], self.latent_shape, f"{kind.name} level {k}")
+                self._symbols[key] = decode_latent(self.chunks[key], self.latent_shape(k), f"{kind.name} level {k}")
             return dequantize(self._symbols[key], mean, std, self.step)
 
         def pixels(j: int, mix: DiscretizedLogisticMixture) -> Tensor | None:

@@ -15,16 +15,17 @@ from typing import Any
 class ModelConfig:
     """Architecture of a K-level ssVAE (thesis §5.2.4, eq. 5.4); ``levels=0`` is the plain VAE.
 
-    Image pyramid: ``y_{K+1} = x`` and ``y_k = d(y_{k+1})``. Every latent (``u = z_0`` and
-    ``z_1..z_K``) lives at the same resolution, ``latent_stride`` times smaller than ``x``, as in
-    the thesis (all latents 16x8x8 for 32x32 and 64x64 images).
+    Image pyramid: ``y_{K+1} = x`` and ``y_k = d(y_{k+1})``. ``u = z_0`` lives at 1/``latent_stride``
+    of x's resolution and ``z_k`` at 1/``z_strides[k-1]`` (by default all latents share one
+    resolution, as in the thesis: 16x8x8 for 32x32 and 64x64 images). Strides never grow with k.
     """
 
     levels: int = 1                      # K: number of compressed representations y_k
     transform: str = "downscale"         # d(.): "downscale" (2x box filter), "sketch", "grey"
     prior: str = "realnvp"               # p(u): "normal", "mog", "realnvp"
     latent_channels: int = 16
-    latent_stride: int = 4               # x pixels per latent position along each side
+    latent_stride: int = 4               # x pixels per position of u (and of every z_k by default)
+    z_strides: tuple[int, ...] = ()      # x pixels per position of z_1..z_K (empty: latent_stride)
     n_mix: int = 10                      # logistic mixture components of every pixel likelihood
     mog_components: int = 10             # for prior="mog"
     # network widths
@@ -54,13 +55,24 @@ class ModelConfig:
             raise ValueError(f"unknown transform {self.transform!r}")
         if self.prior not in ("normal", "mog", "realnvp"):
             raise ValueError(f"unknown prior {self.prior!r}")
-        scale = 2 ** self.levels if self.transform == "downscale" else 1
-        if self.latent_stride < scale or self.latent_stride % scale:
-            raise ValueError(
-                f"latent_stride {self.latent_stride} must be a multiple of the pyramid's total "
-                f"downscale {scale}")
-        if self.latent_stride & (self.latent_stride - 1):
-            raise ValueError("latent_stride must be a power of two")
+        if isinstance(self.z_strides, list):
+            object.__setattr__(self, "z_strides", tuple(self.z_strides))
+        if self.z_strides and len(self.z_strides) != self.levels:
+            raise ValueError(f"z_strides needs one stride per level ({self.levels}), got {self.z_strides}")
+        sc = 2 if self.transform == "downscale" else 1
+        strides = self.strides
+        for k, s in enumerate(strides):
+            need = sc ** (self.levels + 1 - max(k, 1))  # y_k's downscale: the prior (or q(u|y_1)) reads it
+            if s & (s - 1) or s < need or s % need:
+                raise ValueError(f"stride {s} of {'u' if k == 0 else f'z_{k}'} must be a power of two "
+                                 f"and a multiple of {need}")
+            if k and s > strides[k - 1]:
+                raise ValueError("latent strides must not grow with the level")
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """x pixels per latent position of u, z_1, ..., z_K."""
+        return (self.latent_stride,) + (self.z_strides or (self.latent_stride,) * self.levels)
 
     @property
     def pad_multiple(self) -> int:
@@ -99,9 +111,11 @@ THESIS_VAE = _preset(THESIS, levels=0)
 THESIS_VAE_NORMAL = _preset(THESIS_VAE, prior="normal")
 THESIS_VAE_MOG = _preset(THESIS_VAE, prior="mog")
 #: The codec default: the thesis' building blocks, decoding within the MAC budget of megapixel
-#: images (design doc §3.6): two 2x-downscale levels, latents at 1/16, light full-res heads.
-CODEC = _preset(_DEFAULT, levels=2, latent_stride=16, width=64, growth=32, dense_layers=3,
-                head_width=32, head_layers=1, n_mix=5, flow_hidden=64)
+#: images (design doc §3.6): two 2x-downscale levels, light full-res heads, and each latent at
+#: stride 4 of the image it explains (u: y_1 = x/4; z_1: y_2 = x/2; z_2: x), so every level adds
+#: detail a progressive decoder can show.
+CODEC = _preset(_DEFAULT, levels=2, latent_stride=16, z_strides=(8, 4), width=64, growth=32,
+                dense_layers=3, head_width=32, head_layers=1, n_mix=5, flow_hidden=64)
 #: A small CIFAR-10 model that trains on 2 CPU cores.
 CIFAR_SMALL = _preset(_DEFAULT, levels=1, latent_stride=4, width=64, growth=32, dense_layers=3,
                       dense_every_scale=True, head_width=48, head_layers=2, n_mix=10)

@@ -33,7 +33,7 @@ class Downsampler(nn.Module):
     3x3 convs, a dense block at the latent resolution (and at every scale when
     ``dense_every_scale``, as in the thesis network)."""
 
-    def __init__(self, c_in: int, stride: int, cfg: ModelConfig) -> None:
+    def __init__(self, c_in: int, stride: int, cfg: ModelConfig, final_block: bool = True) -> None:
         super().__init__()
         w = cfg.width
         layers: list[nn.Module] = [conv_elu(c_in, w)]
@@ -41,7 +41,8 @@ class Downsampler(nn.Module):
             if cfg.dense_every_scale:
                 layers.append(DenseBlock(w, w, cfg.growth, cfg.dense_layers))
             layers.append(conv_elu(w, w, 3, stride=2))
-        layers.append(DenseBlock(w, w, cfg.growth, cfg.dense_layers))
+        if final_block:
+            layers.append(DenseBlock(w, w, cfg.growth, cfg.dense_layers))
         self.net = nn.Sequential(*layers)
 
     def forward(self, img: Tensor) -> Tensor:
@@ -66,10 +67,13 @@ class ConditionalPriorNet(nn.Module):
     ``out`` is kept separate so the codec can evaluate it in float64 before snapping the
     parameters to its fixed table (design doc §3.5)."""
 
-    def __init__(self, c_y: int, stride: int, cfg: ModelConfig) -> None:
+    def __init__(self, c_y: int, stride: int, cfg: ModelConfig, z_up: int = 1) -> None:
         super().__init__()
-        self.trunk = Downsampler(c_y, stride, cfg)
-        self.embed = conv_elu(cfg.latent_channels, cfg.width)
+        self.trunk = Downsampler(c_y, stride, cfg, final_block=False)  # ``mix`` is the dense block
+        embed: list[nn.Module] = [conv_elu(cfg.latent_channels, cfg.width)]
+        for _ in range(_n_halvings(z_up)):  # z_{k-1} may be coarser than z_k
+            embed += [WNConvTranspose2d(cfg.width, cfg.width, 2), nn.ELU()]
+        self.embed = nn.Sequential(*embed)
         self.mix = DenseBlock(2 * cfg.width, cfg.width, cfg.growth, cfg.dense_layers)
         self.out = WNConv2d(cfg.width, 2 * cfg.latent_channels, 3, init_scale=0.1)
 

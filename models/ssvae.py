@@ -51,6 +51,7 @@ class SSVAE(nn.Module):
         self.config = cfg = config
         self.transform = make_transform(cfg.transform)
         K, S = cfg.levels, cfg.latent_stride
+        st = cfg.strides
         self.levels = K
         sc = self.transform.scale
         # resolution of y_k relative to x (y_{K+1} = x) and its channels
@@ -67,11 +68,12 @@ class SSVAE(nn.Module):
             self.prior_u = StandardNormalPrior()
         self.decoder_y1 = TopDecoder(self._chan[0], S // self._down[0], cfg)
         self.posterior_z = nn.ModuleList(
-            [PosteriorNet(self._chan[k], S // self._down[k], cfg) for k in range(1, K + 1)])
+            [PosteriorNet(self._chan[k], st[k] // self._down[k], cfg) for k in range(1, K + 1)])
         self.prior_z = nn.ModuleList(
-            [ConditionalPriorNet(self._chan[k - 1], S // self._down[k - 1], cfg) for k in range(1, K + 1)])
+            [ConditionalPriorNet(self._chan[k - 1], st[k] // self._down[k - 1], cfg, st[k - 1] // st[k])
+             for k in range(1, K + 1)])
         self.decoder_y = nn.ModuleList(
-            [SuperResDecoder(self._chan[k - 1], self._chan[k], S // self._down[k - 1], sc, cfg)
+            [SuperResDecoder(self._chan[k - 1], self._chan[k], st[k] // self._down[k - 1], sc, cfg)
              for k in range(1, K + 1)])
 
     # ----- building blocks (also the codec's API) ---------------------------------------------
@@ -90,8 +92,9 @@ class SSVAE(nn.Module):
             ys.insert(0, self.transform(ys[0]))
         return ys
 
-    def latent_shape(self, batch: int, h: int, w: int) -> tuple[int, int, int, int]:
-        s = self.config.latent_stride
+    def latent_shape(self, batch: int, h: int, w: int, level: int = 0) -> tuple[int, int, int, int]:
+        """Shape of u (level 0) or z_level for a padded h x w image."""
+        s = self.config.strides[level]
         return (batch, self.config.latent_channels, h // s, w // s)
 
     def q_u(self, y1: Tensor) -> DiagonalGaussian:

@@ -16,9 +16,16 @@ from .conftest import tiny_config
 
 @pytest.mark.parametrize("levels", [0, 1, 2, 3])
 @pytest.mark.parametrize("prior", ["realnvp", "normal", "mog"])
-def test_every_level_count_works_at_odd_sizes(levels: int, prior: str) -> None:
+@pytest.mark.parametrize("finer_z", [False, True])
+def test_every_level_count_works_at_odd_sizes(levels: int, prior: str, finer_z: bool) -> None:
     torch.manual_seed(levels)
-    model = build_model(tiny_config(levels, prior=prior))
+    # finer_z: each z_k at the finest stride its prior allows (codec-style), else all at u's stride
+    z_strides = tuple(2 ** (levels + 1 - k) for k in range(1, levels + 1)) if finer_z else ()
+    if finer_z and levels == 0:
+        pytest.skip("a VAE has no z_k")
+    model = build_model(tiny_config(levels, prior=prior, z_strides=z_strides))
+    for k in range(1, levels + 1):
+        assert model.latent_shape(1, 48, 64, k)[2] == 48 // model.config.strides[k]
     x = torch.randint(0, 256, (2, 3, 40, 56), dtype=torch.uint8)
     terms = model(x)
     assert set(terms) >= {"re_x", "kl_u", "nelbo", "bpd", "log_weight"} | {f"re_y{k}" for k in range(1, levels + 1)} \

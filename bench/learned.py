@@ -1,0 +1,268 @@
+"""ssvcodec in the rate-quality benchmark: ``python -m bench.rd --plugin bench.learned ...``.
+
+Registers three :class:`bench.codecs.Codec` entries, all backed by one :class:`codec.api.Codec`
+(one model load, shared):
+
+``ssvcodec``
+    per quality ``Q`` ONE stream with every latent level and no ``y`` chunks, exactly
+    ``ssvcodec encode IMAGE -o F.ssv --quality Q``.  One operating point per progressive level
+    ``L = 1..K+1`` on the curve ``ssvcodec/RS<L>``, key ``q=Q``.  Its byte count is what a
+    progressive decoder needs to show level ``L``: header + every chunk of level <= L, i.e.
+    ``LevelImage.bytes_used`` of :meth:`codec.api.Codec.decode_progressive`, which equals the
+    size of ``ssvcodec truncate F.ssv --levels L`` and of ``ssvcodec encode ... --levels L``.
+    The point is decoded from that prefix alone, so its decode time is that of a decoder that
+    received only the prefix (entropy decoding of levels 1..L + one render of level L).
+``ssvcodec+y``
+    the same with ``--with-y``: curves ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional
+    reconstruction).  Its level 1 (u only) is the same as ``ssvcodec/RS1`` and is not repeated.
+``ssvcodec-lossless``
+    ``ssvcodec encode ... --quality Q --lossless`` (implies ``--with-y``): one lossless point
+    per quality (whole file; bench.rd checks bit-exactness).  Default quality: the CLI's default.
+
+Derived curve ``ssvcodec/best``: the upper envelope (Pareto front) of PSNR over bpp of every
+*averaged* point of the ``ssvcodec/*`` and ``ssvcodec+y/*`` curves in the run: sorted by mean bpp,
+a point is kept when its mean PSNR beats every cheaper point.  Each of its points is a fixed
+setting (quality, levels, with or without y) applied to every image, so it is a rate an encoder
+can actually hit with ``ssvcodec encode --quality Q --levels L [--with-y]``; its key names the
+source, e.g. ``RS2@q=4``.  (Per image the front is not re-optimised: no oracle choices.)
+
+Quality sweeps: ``--sweep ssvcodec=0.5,1,2,4,8,16`` (the default), ``--sweep ssvcodec+y=...``,
+``--sweep ssvcodec-lossless=...``.  Weights: ``--weights PATH`` (added to bench.rd by this
+plugin), else ``$SSVCODEC_WEIGHTS``, else the shipped ``weights/ssvae-codec.safetensors``.
+
+Every row of an ssvcodec point carries ``quality``, ``level``, ``label``, ``with_y``,
+``lossless_stream`` and ``cli`` (the command(s) whose output file has exactly ``n_bytes`` bytes);
+``meta["plugins"]["bench.learned"]`` records the weights file and fingerprint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bench.codecs import Codec, OperatingPoint, register
+
+WEIGHTS_ENV = "SSVCODEC_WEIGHTS"
+DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+CURVE_PREFIXES = ("ssvcodec/", "ssvcodec+y/")
+BEST = "ssvcodec/best"
+
+_settings: dict[str, Any] = {"weights": None}
+_loaded: dict[str, Any] = {}
+
+
+def default_weights() -> Path:
+    from models.io import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS
+
+
+def weights_path() -> Path:
+    """``set_weights``/``--weights``, else ``$SSVCODEC_WEIGHTS``, else the shipped weights."""
+    w = _settings["weights"] or os.environ.get(WEIGHTS_ENV) or default_weights()
+    return Path(w).expanduser().resolve()
+
+
+def set_weights(path: str | Path | None) -> None:
+    _settings["weights"] = str(path) if path else None
+
+
+def load_codec(weights: Path | None = None):  # -> codec.api.Codec
+    """The API codec for ``weights`` (default :func:`weights_path`), loaded once per path."""
+    from codec.api import Codec as ApiCodec
+
+    key = str(weights or weights_path())
+    if key not in _loaded:
+        _loaded[key] = ApiCodec(key)
+    return _loaded[key]
+
+
+def qkey(q: Any) -> str:
+    """The quality as the stream stores it (2 decimals), as text: ``4``, ``0.5``."""
+    return f"{round(float(q), 2):g}"
+
+
+def level_ends(data: bytes) -> dict[int, int]:
+    """``{progressive level: bytes a decoder needs for it}`` (header + chunks of levels <= L):
+    the same numbers as ``LevelImage.bytes_used`` and ``len(truncate_levels(data, L))``."""
+    from codec.bitstream import read_stream
+
+    parsed = read_stream(data)
+    ends: dict[int, int] = {}
+    for chunk, span in zip(parsed.chunks, parsed.spans):
+        ends[chunk.progressive_level] = span.offset + span.size
+    return dict(sorted(ends.items()))
+
+
+@dataclass(frozen=True)
+class LearnedPoint(OperatingPoint):
+    """An operating point with ``extra`` row fields (bench.rd adds them to the row)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _SSVBase(Codec):
+    """Shared mechanics; ``encode(img, q)`` is ``codec.api.Codec.encode(img, quality=q, ...)``."""
+
+    with_y: ClassVar[bool] = False
+    lossless_stream: ClassVar[bool] = False
+    qualities = DEFAULT_QUALITIES
+    quality_label = "q"
+
+    def __init__(self, threads: int = 1, weights: str | Path | None = None):
+        super().__init__(threads)
+        self.weights = Path(weights).resolve() if weights else weights_path()
+        self.api = load_codec(self.weights)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        w = weights_path()
+        if not w.exists():
+            return f"weights {w} not found (give --weights PATH or ${WEIGHTS_ENV})"
+        return None
+
+    def point_key(self, q: Any) -> str:
+        return f"q={qkey(q)}"
+
+    def encode(self, img: np.ndarray, q: Any) -> bytes:
+        return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.api.decode(data)
+
+    def cli(self, q: Any, level: int | None = None) -> str:
+        """Shell commands whose last output file has exactly the point's bytes."""
+        opts = f"--quality {qkey(q)}"
+        if self.lossless_stream:
+            opts += " --lossless"
+        elif self.with_y:
+            opts += " --with-y"
+        if self.weights != default_weights().resolve():
+            opts += f" --weights {self.weights}"
+        cmd = f"ssvcodec encode IMAGE -o s.ssv {opts}"
+        if level is not None:
+            cmd += f"  (level {level}: ssvcodec truncate s.ssv --levels {level} -o s{level}.ssv," \
+                   f" same bytes as encode --levels {level})"
+        return cmd
+
+    def _extra(self, q: Any, level: int, label: str, data: bytes, n_bytes: int, top: int) -> dict[str, Any]:
+        return {"quality": round(float(q), 2), "level": level, "label": label, "with_y": self.with_y,
+                "lossless_stream": self.lossless_stream, "stream_bytes": len(data),
+                "cli": self.cli(q, None if level == top else level)}
+
+    derived_curves = None  # set below (a staticmethod shared by the two lossy classes)
+
+
+def pareto_best(curves: dict[str, dict], name: str = BEST) -> dict[str, dict]:
+    """``{name: curve}``: upper envelope of mean PSNR over mean bpp of the averaged points of the
+    ``ssvcodec/*`` and ``ssvcodec+y/*`` curves (only points averaged over every image)."""
+    cands = []
+    for cname, c in curves.items():
+        if cname == name or c.get("lossless") or not cname.startswith(CURVE_PREFIXES):
+            continue
+        n_max = max(p["n_images"] for p in c["points"])
+        for p in c["points"]:
+            if p["n_images"] == n_max:
+                cands.append((cname, p))
+    if not cands:
+        return {}
+    cands.sort(key=lambda cp: (cp[1]["bpp"], -cp[1]["psnr"]))
+    front, best_psnr = [], -float("inf")
+    for cname, p in cands:
+        if p["psnr"] > best_psnr:
+            best_psnr = p["psnr"]
+            q = dict(p)
+            q["key"] = f"{cname.split('/', 1)[1]}@{p['key']}"
+            q["source"] = cname
+            front.append(q)
+    return {name: {"codec": "ssvcodec", "lossless": False, "points": front, "complete": True,
+                   "derived": "upper envelope of PSNR vs bpp over the averaged ssvcodec points"}}
+
+
+@register
+class SSVCodec(_SSVBase):
+    """One stream per quality (all latent levels, no y): curves ssvcodec/RS1..RS(K+1)."""
+
+    name = "ssvcodec"
+    derived_curves = staticmethod(pareto_best)
+
+    def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
+        from codec.bitstream import truncate_levels
+
+        ends = level_ends(data)
+        top = max(ends)
+        pts: list[OperatingPoint] = []
+        for level, n in ends.items():
+            label = self.api.level_label(level, self.with_y)
+            if self.with_y and label.startswith("RS"):
+                continue  # u only: identical to ssvcodec/RS1
+            prefix = truncate_levels(data, level)
+            assert len(prefix) == n
+            pts.append(LearnedPoint(f"{self.name}/{label}", self.point_key(q), n,
+                                    lambda p=prefix: self.api.decode(p),
+                                    self._extra(q, level, label, data, n, top)))
+        return pts
+
+
+@register
+class SSVCodecY(SSVCodec):
+    """As ``ssvcodec`` with ``--with-y``: curves ssvcodec+y/CR2..CR(K+1)."""
+
+    name = "ssvcodec+y"
+    with_y = True
+
+
+@register
+class SSVCodecLossless(_SSVBase):
+    """``--lossless``: one bit-exact point per quality (the whole file)."""
+
+    name = "ssvcodec-lossless"
+    lossless = True
+    lossless_stream = True
+    with_y = True
+    qualities = (4.0,)  # the CLI default (codec.quantize.DEFAULT_QUALITY)
+
+    def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
+        info = self.api.info(data)
+        level = max(c["progressive_level"] for c in info.chunks)
+        extra = self._extra(q, level, "lossless", data, len(data), level)
+        extra["payload_bytes"] = int(sum(c["payload_bytes"] for c in info.chunks))
+        return [LearnedPoint(self.name, self.point_key(q), len(data), lambda: self.api.decode(data), extra)]
+
+
+LEARNED_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless")
+
+
+# ----- bench.rd plugin hooks -------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None,
+                        help=f"ssvcodec weights (default: ${WEIGHTS_ENV} or the shipped {default_weights().name})")
+
+
+def configure(args: argparse.Namespace) -> None:
+    if getattr(args, "weights", None):
+        set_weights(args.weights)
+
+
+def describe() -> dict[str, Any]:
+    from models.io import weights_fingerprint
+
+    w = weights_path()
+    out: dict[str, Any] = {"weights": str(w), "exists": w.exists()}
+    if w.exists():
+        out["fingerprint"] = weights_fingerprint(w).hex()
+        api = load_codec(w)
+        out["levels_K"] = api.K
+        meta = w.with_suffix(".json")
+        if meta.exists():
+            import json
+
+            out["weights_json"] = json.loads(meta.read_text())
+    out["curves"] = ("ssvcodec/RS<L>: stream of `ssvcodec encode --quality Q` truncated after level L; "
+                     "ssvcodec+y/CR<L>: the same with --with-y; ssvcodec-lossless: --lossless; "
+                     "ssvcodec/best: upper envelope of the averaged ssvcodec points")
+    return out
