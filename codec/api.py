@@ -23,7 +23,7 @@ from models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
 
 from .bitstream import (HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, read_stream,
                         write_stream)
-from .progressive import CodedChunk, CodingOptions, TileCoder
+from .progressive import CodedChunk, CodingOptions, TileCoder, latent_bits
 from .quantize import DEFAULT_QUALITY
 
 TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles
@@ -94,14 +94,6 @@ class LevelImage:
     bytes_used: int         # header + every chunk of levels <= level
 
 
-@dataclass
-class StreamInfo:
-    header: Header
-    chunks: list[dict[str, Any]]
-    truncated: bool
-    total_bytes: int
-
-
 def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
     return [(r, min(h, r + tile), c, min(w, c + tile)) for r in range(0, h, tile) for c in range(0, w, tile)]
 
@@ -117,7 +109,7 @@ class Codec:
         self.weights = Path(weights)
         self.model = load_model(self.weights)        # the decoder side always runs on the CPU
         self.fingerprint = weights_fingerprint(self.weights)
-        self.coder = TileCoder(self.model)
+        self.coder = TileCoder(self.model, load_model(self.weights, "cuda") if device == "cuda" else None)
         self.K = self.model.levels
         self.device = device
 
@@ -165,13 +157,23 @@ class Codec:
         return data, report
 
     # ----- decoding ---------------------------------------------------------------------------
-    def info(self, data: bytes) -> StreamInfo:
+    def latent_estimates(self, data: bytes) -> list[float | None]:
+        """Per chunk of ``data``: the model's estimate (bits) for latent chunks, None for pixel
+        chunks (those need the whole decoder). Needs the stream's weights."""
         parsed = read_stream(data)
-        rows = []
-        for chunk, span in zip(parsed.chunks, parsed.spans):
-            rows.append({"type": chunk.type.name, "level": chunk.level, "progressive_level": chunk.progressive_level,
-                         "tile": chunk.tile, "bytes": span.size, "payload_bytes": len(chunk.payload)})
-        return StreamInfo(parsed.header, rows, parsed.truncated, len(data))
+        check_weights(parsed.header, self.fingerprint)
+        hd = parsed.header
+        tile = hd.tile_height if hd.tiled else 0
+        boxes = _tiles(hd.height, hd.width, tile) if tile else [(0, hd.height, 0, hd.width)]
+        out: list[float | None] = []
+        for chunk in parsed.chunks:
+            if chunk.type not in (ChunkType.U, ChunkType.Z):
+                out.append(None)
+                continue
+            r0, r1, c0, c1 = boxes[chunk.tile]
+            hp, wp = self.model.pad(torch.zeros(1, 1, r1 - r0, c1 - c0)).shape[-2:]
+            out.append(latent_bits(chunk.payload, self.model.latent_shape(1, hp, wp, chunk.level)))
+        return out
 
     def decode(self, data: bytes, levels: int | None = None) -> np.ndarray:
         """The image at ``levels`` (default: the highest whole level in the stream)."""

@@ -154,23 +154,32 @@ def decode(stream: str, output: str, levels: int | None, progressive: bool, weig
 
 @cli.command()
 @click.argument("stream", type=click.Path(dir_okay=False))
-def info(stream: str) -> None:
-    """Print the header and the bytes and bpp of every chunk and level."""
+@weights_option
+def info(stream: str, weights: str | None) -> None:
+    """Print the header, the bytes and bpp of every chunk and level, and for latent chunks the
+    model's estimate of their size (when the stream's weights are at hand)."""
     data = _read(stream)
     try:
         parsed = read_stream(data)
     except BitstreamError as e:
         raise CodecFailure(str(e)) from None
+    estimates: list[float | None] = [None] * len(parsed.chunks)
+    try:
+        estimates = _codec(weights).latent_estimates(data)
+    except (CodecFailure, BitstreamError, ValueError) as e:
+        click.echo(f"note: no size estimates ({e})", err=True)
     hd = parsed.header
     px = hd.height * hd.width
     click.echo(f"{stream}: ssvcodec v{hd.version}, {hd.width}x{hd.height} (original channels {hd.channels}), "
                f"model levels K={hd.levels}, quality {hd.quality}, flags {hd.flags!s}, "
                f"tiles {hd.tile_grid if hd.tiled else 'none'}, weights {hd.fingerprint.hex()}")
-    click.echo(f"{'chunk':<24}{'prog. level':>12}{'bytes':>10}{'bpp':>10}")
+    click.echo(f"{'chunk':<24}{'prog. level':>12}{'bytes':>10}{'bpp':>10}{'payload':>10}{'model est.':>12}{'diff':>8}")
     by_level: dict[int, int] = {}
-    for chunk, span in zip(parsed.chunks, parsed.spans):
+    for chunk, span, est in zip(parsed.chunks, parsed.spans, estimates):
         by_level[chunk.progressive_level] = by_level.get(chunk.progressive_level, 0) + span.size
-        click.echo(f"{chunk.label:<24}{chunk.progressive_level:>12}{span.size:>10}{8 * span.size / px:>10.4f}")
+        n = len(chunk.payload)
+        e = f"{est / 8:>12.1f}{100 * (n - est / 8) / max(est / 8, 1):>7.2f}%" if est is not None else f"{'-':>12}{'-':>8}"
+        click.echo(f"{chunk.label:<24}{chunk.progressive_level:>12}{span.size:>10}{8 * span.size / px:>10.4f}{n:>10}{e}")
     cum = HEADER_SIZE
     for lv in sorted(by_level):
         cum += by_level[lv]

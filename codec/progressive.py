@@ -82,8 +82,11 @@ PixelSource = Callable[[int, DiscretizedLogisticMixture], "Tensor | None"]
 class TileCoder:
     """Codes one (padded) tile with a trained ssVAE."""
 
-    def __init__(self, model: SSVAE) -> None:
+    def __init__(self, model: SSVAE, posterior_model: SSVAE | None = None) -> None:
+        """``posterior_model``: an optional copy of the model on another device (CUDA) that runs
+        the encoder-only posterior networks; everything a decoder repeats stays on the CPU."""
         self.model = model
+        self.posterior_model = posterior_model or model
         self.K = model.levels
         self.cfg = model.config
 
@@ -159,10 +162,13 @@ class TileCoder:
         step = step_for_quality(opts.quality)
         model = self.model
         ys = model.pyramid(xp)
-        # posteriors: encoder only, so all threads may be used
-        mu_u = model.q_u(ys[0]).mu
-        v = model.prior_u.inverse(mu_u)[0] if self.cfg.prior == "realnvp" else mu_u
-        mu_z = [model.q_z(k, ys[k]).mu for k in range(1, K + 1)]
+        # posteriors: encoder only, so all threads (or a GPU) may be used
+        pm = self.posterior_model
+        dev = next(pm.parameters()).device
+        ys_dev = [y.to(dev) for y in ys]
+        mu_u = pm.q_u(ys_dev[0]).mu
+        v = (pm.prior_u.inverse(mu_u)[0] if self.cfg.prior == "realnvp" else mu_u).cpu()
+        mu_z = [pm.q_z(k, ys_dev[k]).mu.cpu() for k in range(1, K + 1)]
         chunks: list[CodedChunk] = []
 
         def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor:
@@ -252,6 +258,18 @@ def encode_latent(symbols: np.ndarray) -> tuple[bytes, float]:
             bits += gaussian_bits(symbols[:, c], float(STD_TABLE[idx[c]]))
     head = idx.tobytes() + struct.pack("<I", _crc(symbols.astype("<i4")))
     return head + enc.finish(), bits + 8 * len(head)
+
+
+def latent_bits(payload: bytes, shape: tuple[int, ...]) -> float:
+    """The model's information content (bits) of a latent chunk's symbols: what ``info``
+    reports beside the chunk's actual size."""
+    sym = decode_latent(payload, shape, "latent chunk")
+    idx = np.frombuffer(payload[:shape[1]], dtype=np.uint8)
+    bits = 8.0 * (shape[1] + 4)
+    for c in range(shape[1]):
+        if idx[c]:
+            bits += gaussian_bits(sym[:, c], float(STD_TABLE[idx[c]]))
+    return bits
 
 
 def decode_latent(payload: bytes, shape: tuple[int, ...], what: str) -> np.ndarray:

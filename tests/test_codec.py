@@ -251,3 +251,14 @@ def test_chunk_sizes_match_the_models_estimate(shipped: Codec) -> None:
             assert abs(r["bytes"] - est) <= 0.02 * est, r
     total_est = sum(r["estimated_bits"] for r in report) / 8
     assert abs(sum(r["bytes"] for r in report) - total_est) <= 0.02 * total_est
+
+
+def test_info_estimates_agree_with_the_encoders_report(tiny: Codec) -> None:
+    data, report = tiny.encode_with_report(synthetic(48, 64, 5), quality=8, with_y=True)
+    est = tiny.latent_estimates(data)
+    latent = [r for r in report if r["type"] in ("U", "Z")]
+    got = [e for e in est if e is not None]
+    assert len(got) == len(latent) == 3
+    for r, e in zip(latent, got):
+        assert e == pytest.approx(r["estimated_bits"], rel=1e-9)
+        assert abs(r["bytes"] - e / 8) <= max(8, 0.02 * e / 8)   # range-coder overhead: a few bytes
