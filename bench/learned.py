@@ -227,10 +227,12 @@ class SSVCodecLossless(_SSVBase):
     qualities = (4.0,)  # the CLI default (codec.quantize.DEFAULT_QUALITY)
 
     def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
-        info = self.api.info(data)
-        level = max(c["progressive_level"] for c in info.chunks)
+        from codec.bitstream import describe, read_stream
+
+        chunks = describe(read_stream(data))
+        level = max(c["progressive_level"] for c in chunks)
         extra = self._extra(q, level, "lossless", data, len(data), level)
-        extra["payload_bytes"] = int(sum(c["payload_bytes"] for c in info.chunks))
+        extra["payload_bytes"] = int(sum(c["payload_bytes"] for c in chunks))
         return [LearnedPoint(self.name, self.point_key(q), len(data), lambda: self.api.decode(data), extra)]
 
 

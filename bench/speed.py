@@ -189,7 +189,8 @@ def markdown(result: dict) -> str:
         lines += ["", "MACs of the model (models.macs.count_macs) at the image size:", "",
                   "| part | GMAC/MP | MAC/pixel |", "|---|---|---|"]
         for k, v in gm.items():  # 1 GMAC/MP = 1000 MAC/pixel
-            lines.append(f"| {k.strip()} | {v:.2f} | {v * 1e3:.0f} |")
+            part = k.strip().replace("|", "\\|")
+            lines.append(f"| {part} | {v:.2f} | {v * 1e3:.0f} |")
     lines += ["", "Per image:", "", "| image | ssvcodec bpp | enc s | dec top s | dec progressive s | "
               + " | ".join(f"{n} enc / dec s" for n in s["classical"]) + " |",
               "|---" * (5 + len(s["classical"])) + "|"]

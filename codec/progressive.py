@@ -76,7 +76,20 @@ def single_thread() -> Iterator[None]:
 
 
 LatentSource = Callable[[ChunkType, int, Tensor, "Tensor | float"], "Tensor | None"]
-PixelSource = Callable[[int, DiscretizedLogisticMixture], "Tensor | None"]
+#: (index j of y_j, a function that builds p(y_j | ...)) -> the true y_j if this stream codes it
+PixelSource = Callable[[int, Callable[[], DiscretizedLogisticMixture]], "Tensor | None"]
+
+
+def _lazy(fn: Callable[[], DiscretizedLogisticMixture]) -> Callable[[], DiscretizedLogisticMixture]:
+    """Build a mixture at most once, and only if someone asks for it."""
+    box: list[DiscretizedLogisticMixture] = []
+
+    def get() -> DiscretizedLogisticMixture:
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return get
 
 
 class TileCoder:
@@ -123,30 +136,53 @@ class TileCoder:
 
     # ----- the walk shared by encoder and decoder ---------------------------------------------
     @torch.no_grad()
-    def walk(self, level: int, latent: LatentSource, pixels: PixelSource, render: bool) -> Tensor | None:
+    def walk(self, level: int, latent: LatentSource, pixels: PixelSource, render: bool,
+             cache: dict[tuple[str, ...], object] | None = None) -> Tensor | None:
         """Top-down pass using the chunks of progressive levels <= ``level``; returns the
-        rendered (padded) x when ``render``."""
+        rendered (padded) x when ``render``.
+
+        ``cache`` (decoder) keeps results keyed by the path taken so far (which y_k were true or
+        estimated, which z_k coded or prior means): rendering levels 1, 2, ... in turn then
+        recomputes only what a level changes."""
+
+        def memo(key: tuple[str, ...], fn: Callable[[], object]) -> object:
+            if cache is None:
+                return fn()
+            if key not in cache:
+                cache[key] = fn()
+            return cache[key]
+
         with single_thread():
             v_hat = latent(ChunkType.U, 0, torch.zeros(()), 1.0)
             assert v_hat is not None
-            u = self.u_from_base(v_hat)
-            mix = self.mixture(0, None, u)
-            y = pixels(1, mix) if level >= 2 else None
+            path: tuple[str, ...] = ("u",)
+            u = memo(path + ("f(v)",), lambda: self.u_from_base(v_hat))
+            get_mix = _lazy(lambda: self.mixture(0, None, u))
+            y = pixels(1, get_mix) if level >= 2 else None
             if y is None:
                 if not render and level < 2:
                     return None
-                y = mix.mean()
-            z_prev: Tensor = u
+                y = memo(path + ("mean y1",), lambda: get_mix().mean())
+                path += ("y1 estimated",)
+            else:
+                path += ("y1 true",)
+            z_prev: Tensor = u  # type: ignore[assignment]
             for k in range(1, self.K + 1):
                 if not render and level < k + 1:
                     return None
-                mu, sig = self.prior(k, y, z_prev)
+                mu, sig = memo(path + (f"prior z{k}",), lambda k=k, y=y, zp=z_prev: self.prior(k, y, zp))
                 z = latent(ChunkType.Z, k, mu, sig) if level >= k + 1 else None
-                z = mu if z is None else z
-                mix = self.mixture(k, y, z)
-                nxt = pixels(k + 1, mix) if level >= k + 2 else None
+                if z is None:
+                    z, path = mu, path + (f"z{k} prior mean",)
+                else:
+                    path += (f"z{k} coded",)
+                get_mix = _lazy(lambda k=k, y=y, z=z: self.mixture(k, y, z))
+                nxt = pixels(k + 1, get_mix) if level >= k + 2 else None
                 if nxt is None and (render or level >= k + 2):
-                    nxt = mix.mean()
+                    nxt = memo(path + (f"mean y{k + 1}",), lambda g=get_mix: g().mean())
+                    path += (f"y{k + 1} estimated",)
+                else:
+                    path += (f"y{k + 1} true",)
                 y, z_prev = nxt, z  # type: ignore[assignment]
             return y if render else None
 
@@ -178,12 +214,12 @@ class TileCoder:
             chunks.append(CodedChunk(kind, k, payload, bits))
             return dequantize(sym, mean, std, step)
 
-        def pixels(j: int, mix: DiscretizedLogisticMixture) -> Tensor | None:
+        def pixels(j: int, get_mix: Callable[[], DiscretizedLogisticMixture]) -> Tensor | None:
             is_x = j == K + 1
             if (is_x and not opts.lossless) or (not is_x and not opts.with_y):
                 return None
             img = ys[j - 1]
-            payload, bits = encode_pixels(img, mix)
+            payload, bits = encode_pixels(img, get_mix())
             chunks.append(CodedChunk(ChunkType.X if is_x else ChunkType.Y, j, payload, bits))
             return img
 
@@ -207,6 +243,7 @@ class TileDecoder:
         self.latent_shape, self.pixel_shape = latent_shape, pixel_shape
         self._symbols: dict[tuple[ChunkType, int], np.ndarray] = {}
         self._pixels: dict[int, Tensor] = {}
+        self._cache: dict[tuple[str, ...], object] = {}
 
     def max_level(self) -> int:
         lv = 1 if (ChunkType.U, 0) in self.chunks else 0
@@ -227,15 +264,16 @@ class TileDecoder:
                 self._symbols[key] = decode_latent(self.chunks[key], self.latent_shape(k), f"{kind.name} level {k}")
             return dequantize(self._symbols[key], mean, std, self.step)
 
-        def pixels(j: int, mix: DiscretizedLogisticMixture) -> Tensor | None:
+        def pixels(j: int, get_mix: Callable[[], DiscretizedLogisticMixture]) -> Tensor | None:
             key = (ChunkType.X if j == K + 1 else ChunkType.Y, j)
             if key not in self.chunks:
                 return None
             if j not in self._pixels:
-                self._pixels[j] = decode_pixels(self.chunks[key], mix, self.pixel_shape(j), f"{key[0].name} level {j}")
+                self._pixels[j] = decode_pixels(self.chunks[key], get_mix(), self.pixel_shape(j),
+                                                f"{key[0].name} level {j}")
             return self._pixels[j]
 
-        out = self.coder.walk(level, latent, pixels, render=True)
+        out = self.coder.walk(level, latent, pixels, render=True, cache=self._cache)
         assert out is not None
         return out
 
