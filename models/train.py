@@ -5,7 +5,8 @@ initialisation on the first batch, random horizontal flips (and random crop scal
     python -m models.train --preset codec --data photos+cifar --out runs/codec --minutes 60
     python -m models.train --preset cifar-small --data cifar --out runs/cifar --steps 20000
 
-Resumable: re-running with the same ``--out`` continues exactly (model, optimiser, step, every
+``--kl-warmup-steps N`` weights the KL terms by step/N for the first N steps (the logged bpd is
+always the true negative ELBO). Resumable: re-running with the same ``--out`` continues exactly (model, optimiser, step, every
 RNG) from ``OUT/checkpoint.pt``, written every ``--ckpt-minutes`` and on exit. ``--init-from``
 starts from shipped safetensors weights with a fresh optimiser. Logs every step to
 ``OUT/log.csv`` (bpd and every RE/KL term) with a tqdm progress bar. Updates whose loss is not
@@ -34,6 +35,13 @@ from .layers import data_dependent_init
 from .ssvae import SSVAE, build_model
 
 
+def kl_weight(step: int, warmup_steps: int) -> float:
+    """KL warm-up (Sonderby et al. 2016, arXiv:1602.02282): the KL terms are weighted by a
+    factor rising linearly from 0 to 1 over ``warmup_steps``, so the latents are used before the
+    decoders learn to do without them; afterwards the loss is the negative ELBO itself."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
+
+
 def learning_rate(step: int, lr: float, decay: float, lr_min: float) -> float:
     """Per-step exponential decay floored at ``lr_min`` (thesis §6.2)."""
     return max(lr_min, lr * decay ** step)
@@ -43,9 +51,10 @@ class Batches:
     """Training batches from CIFAR-10, photo crops, or both (a CIFAR batch with probability
     ``cifar_fraction``, holding as many pixels as a photo batch)."""
 
-    def __init__(self, kind: str, data_dir: Path, crop: int, batch: int, cifar_fraction: float) -> None:
+    def __init__(self, kind: str, data_dir: Path, crop: int, batch: int, cifar_fraction: float,
+                 cifar_shards: int = 0) -> None:
         self.kind, self.batch, self.crop, self.cifar_fraction = kind, batch, crop, cifar_fraction
-        self.cifar = ArraySampler(load_cifar("train", data_dir)) if "cifar" in kind else None
+        self.cifar = ArraySampler(load_cifar("train", data_dir, cifar_shards or None)) if "cifar" in kind else None
         self.photos = CropSampler(load_photos(photo_files(data_dir, "train")), crop) if "photos" in kind else None
         if self.cifar is None and self.photos is None:
             raise ValueError(f"unknown data {kind!r}: use cifar, photos or photos+cifar")
@@ -100,9 +109,10 @@ def train(args: argparse.Namespace) -> Path:
         torch.backends.cudnn.benchmark = True
     ckpt_path = out / "checkpoint.pt"
     data_dir = Path(args.data_dir)
-    batches = Batches(args.data, data_dir, args.crop, args.batch, args.cifar_fraction)
+    batches = Batches(args.data, data_dir, args.crop, args.batch, args.cifar_fraction, args.cifar_shards)
     val = validation_set(args.data, data_dir, args.crop)
     resume = ckpt_path.exists()
+    torch.manual_seed(args.seed)  # before building: the initial weights are part of the run
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         run_cfg = json.loads(ckpt["run"])
@@ -118,6 +128,7 @@ def train(args: argparse.Namespace) -> Path:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adamax(model.parameters(), lr=args.lr)
+    forward = torch.compile(model) if args.compile else model  # pays off on GPU for long runs
     if resume:
         opt.load_state_dict(ckpt["optimizer"])
         step, images_seen, elapsed = ckpt["step"], ckpt["images_seen"], ckpt["elapsed"]
@@ -164,9 +175,12 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast:
-            terms = model(x)
+            terms = forward(x)
         dims = x[0].numel()
-        loss = terms["nelbo"].float().mean() / dims
+        beta = kl_weight(step, args.kl_warmup_steps)
+        kl = sum(v for k, v in terms.items() if k.startswith("kl_"))
+        nelbo = terms["nelbo"].float().mean() / dims
+        loss = nelbo if beta >= 1.0 else (terms["nelbo"] - (1.0 - beta) * kl).float().mean() / dims
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm))
@@ -179,7 +193,7 @@ def train(args: argparse.Namespace) -> Path:
         images_seen += len(x)
         elapsed += time.time() - t0
         row: dict[str, Any] = {"step": step, "images": images_seen, "seconds": round(elapsed, 2), "lr": lr,
-                               "size": x.shape[-1], "bpd": float(loss.detach()) / math.log(2),
+                               "size": x.shape[-1], "bpd": float(nelbo.detach()) / math.log(2), "kl_weight": round(beta, 4),
                                "grad_norm": round(grad_norm, 3), "skipped": int(not ok), "val_bpd": ""}
         for k, v in terms.items():
             if k.startswith(("re_", "kl_")):
@@ -219,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cifar-fraction", type=float, default=0.25)
+    ap.add_argument("--cifar-shards", type=int, default=0, help="CIFAR-10 train shards to load (0: all 50)")
     ap.add_argument("--steps", type=int, default=0, help="stop at this step (0: no limit)")
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -226,11 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-min", type=float, default=1e-4)
     ap.add_argument("--clip-grad-norm", type=float, default=100.0)
     ap.add_argument("--skip-grad-norm", type=float, default=1e4)
+    ap.add_argument("--kl-warmup-steps", type=int, default=0, help="KL weight rises 0 -> 1 over these steps")
     ap.add_argument("--init-batches", type=int, default=4)
     ap.add_argument("--init-from", default="", help="start from shipped .safetensors weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--export", default="", help="write safetensors weights here at the end")
