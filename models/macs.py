@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"preset {a.preset}: {params / 1e6:.2f} M parameters, image {h}x{w}")
     for k, v in count_macs(model, h, w).items():
-        print(f"{k:40s} {v:8.2f} GMAC/MP  ({v * 1e3:8.1f} kMAC/pixel)")
+        print(f"{k:40s} {v:8.2f} GMAC/MP  ({v * 1e3:8.0f} MAC/pixel)")
     print("reference: CompressAI bmshj2018-hyperprior decodes at 43.5 GMAC/MP; ceiling 100 GMAC/MP")
 
 
