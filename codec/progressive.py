@@ -30,8 +30,8 @@ from models.ssvae import SSVAE
 
 from .bitstream import BitstreamError, ChunkType
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits
-from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, snap_gaussian,
-                       snap_mixture_params, stds_for, step_for_quality)
+from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior,
+                       snap_gaussian, snap_mixture_params, step_for_quality)
 
 PIXEL_SLICE_ROWS = 16  # rows of categorical tables built at a time (bounded memory, §3.5)
 TABLE_DTYPE = torch.float32
@@ -204,12 +204,17 @@ class TileCoder:
         ys_dev = [y.to(dev) for y in ys]
         mu_u = pm.q_u(ys_dev[0]).mu
         v = (pm.prior_u.inverse(mu_u)[0] if self.cfg.prior == "realnvp" else mu_u).cpu()
-        mu_z = [pm.q_z(k, ys_dev[k]).mu.cpu() for k in range(1, K + 1)]
+        q_z = [pm.q_z(k, ys_dev[k]) for k in range(1, K + 1)]
+        mu_z = [q.mu.cpu() for q in q_z]
+        std_z = [q.std.cpu() for q in q_z]
         chunks: list[CodedChunk] = []
 
         def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor:
-            target = v if kind == ChunkType.U else mu_z[k - 1]
-            sym = quantize(target, mean, std, step)
+            if kind == ChunkType.U:   # base space of the flow: N(0, I), no posterior width there
+                sym = quantize(v, mean, std, step)
+            else:
+                assert isinstance(std, Tensor)
+                sym = quantize_posterior(mu_z[k - 1], std_z[k - 1], mean, std, step)
             payload, bits = encode_latent(sym)
             chunks.append(CodedChunk(kind, k, payload, bits))
             return dequantize(sym, mean, std, step)

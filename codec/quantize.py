@@ -70,6 +70,22 @@ def quantize(value: Tensor, mean: Tensor, std: Tensor | float, step: float) -> n
     return k.clamp(-MAX_SYMBOL, MAX_SYMBOL).to(torch.int32).numpy()
 
 
+#: a dimension whose posterior is at least this wide relative to its prior carries no information
+UNUSED_STD_RATIO = 0.9
+
+
+def quantize_posterior(mu_q: Tensor, std_q: Tensor, mean: Tensor, std: Tensor, step: float) -> np.ndarray:
+    """Symbols for a Gaussian posterior N(mu_q, std_q^2) coded under the (snapped) prior
+    N(mean, std^2): nearest grid point, except that dimensions the model does not use (posterior
+    about as wide as the prior) are sent as 0, the prior mean, which costs almost nothing. The
+    choice is the encoder's alone (in the spirit of Yang, Bamler & Mandt 2020, VBQ): the decoder
+    needs no side information."""
+    sym = quantize(mu_q, mean, std, step)
+    unused = (std_q.double() / std.double() >= UNUSED_STD_RATIO).numpy()
+    sym[unused] = 0
+    return sym
+
+
 def dequantize(symbols: np.ndarray, mean: Tensor, std: Tensor | float, step: float) -> Tensor:
     """``mean + k * step * std`` in float64."""
     return mean.double() + torch.from_numpy(symbols).double() * step * std
@@ -89,8 +105,3 @@ def choose_std_indices(symbols: np.ndarray) -> np.ndarray:
         cands = range(max(1, centre - 12), min(len(STD_TABLE), centre + 13))
         out[i] = min(cands, key=lambda j: gaussian_bits(s, float(STD_TABLE[j])))
     return out
-
-
-def stds_for(indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Per-symbol standard deviations (1, C, h, w) of the channels' table indices."""
-    return np.broadcast_to(STD_TABLE[indices].reshape(1, -1, 1, 1), shape)
