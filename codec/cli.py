@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bench.metrics import bpp
 
-from .api import Codec, load_image
+from .api import DEFAULT_REFINE, Codec, load_image
 from .bitstream import HEADER_SIZE, BitstreamError, read_stream, truncate_levels
 from .quantize import DEFAULT_QUALITY, MAX_QUALITY, MIN_QUALITY
 
@@ -84,10 +84,12 @@ threads_option = click.option("--threads", type=click.IntRange(1, 256), default=
 @click.option("--lossless", is_flag=True, help="add a last chunk with x itself: bit-exact decode (implies --with-y)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--tile", type=int, default=None, help="tile side for large images (default: 1024 above 4 MP)")
+@click.option("--refine", type=click.IntRange(0, 1000), default=DEFAULT_REFINE, show_default=True,
+              help="gradient steps fitting each latent to what the decoder will render (0: posterior means)")
 @weights_option
 @threads_option
 def encode(image: str, output: str, levels: int | None, quality: float, with_y: bool, lossless: bool,
-           device: str, tile: int | None, weights: str | None, threads: int | None) -> None:
+           device: str, tile: int | None, refine: int, weights: str | None, threads: int | None) -> None:
     """Encode IMAGE (PNG, JPEG, WebP, ...) into an ssvcodec file."""
     import torch
 
@@ -105,7 +107,7 @@ def encode(image: str, output: str, levels: int | None, quality: float, with_y: 
     h, w = rgb.pixels.shape[:2]
     t0 = time.perf_counter()
     try:
-        data, report = codec.encode_with_report(rgb, levels, quality, with_y, lossless, tile, progress=True)
+        data, _ = codec.encode_with_report(rgb, levels, quality, with_y, lossless, tile, progress=True, refine=refine)
     except ValueError as e:
         raise CodecFailure(str(e)) from None
     dt = time.perf_counter() - t0

@@ -29,6 +29,7 @@ from models.distributions import DiscretizedLogisticMixture
 from models.ssvae import SSVAE
 
 from .bitstream import BitstreamError, ChunkType
+from .refine import refine_latent
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits
 from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior,
                        snap_gaussian, snap_mixture_params, step_for_quality)
@@ -49,6 +50,8 @@ class CodingOptions:
     quality: float
     with_y: bool = False
     lossless: bool = False
+    refine_steps: int = 10       # encoder-side latent refinement (codec/refine.py); 0: posterior means
+    rate_weight: float = 30.0    # rate proxy weight of the refinement (MSE in 8-bit units per z-score^2)
 
 
 @dataclass
@@ -75,7 +78,9 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-LatentSource = Callable[[ChunkType, int, Tensor, "Tensor | float"], "Tensor | None"]
+#: (kind, level k, snapped prior mean, prior std, the decoder's current y_k or None for u)
+#: -> the dequantized latent, or None if the stream does not carry it
+LatentSource = Callable[[ChunkType, int, Tensor, "Tensor | float", "Tensor | None"], "Tensor | None"]
 #: (index j of y_j, a function that builds p(y_j | ...)) -> the true y_j if this stream codes it
 PixelSource = Callable[[int, Callable[[], DiscretizedLogisticMixture]], "Tensor | None"]
 
@@ -153,7 +158,7 @@ class TileCoder:
             return cache[key]
 
         with single_thread():
-            v_hat = latent(ChunkType.U, 0, torch.zeros(()), 1.0)
+            v_hat = latent(ChunkType.U, 0, torch.zeros(()), 1.0, None)
             assert v_hat is not None
             path: tuple[str, ...] = ("u",)
             u = memo(path + ("f(v)",), lambda: self.u_from_base(v_hat))
@@ -171,7 +176,7 @@ class TileCoder:
                 if not render and level < k + 1:
                     return None
                 mu, sig = memo(path + (f"prior z{k}",), lambda k=k, y=y, zp=z_prev: self.prior(k, y, zp))
-                z = latent(ChunkType.Z, k, mu, sig) if level >= k + 1 else None
+                z = latent(ChunkType.Z, k, mu, sig, y) if level >= k + 1 else None
                 if z is None:
                     z, path = mu, path + (f"z{k} prior mean",)
                 else:
@@ -209,9 +214,19 @@ class TileCoder:
         std_z = [q.std.cpu() for q in q_z]
         chunks: list[CodedChunk] = []
 
-        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor:
+        threads = torch.get_num_threads()
+
+        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float, y_state: Tensor | None) -> Tensor:
             if kind == ChunkType.U:   # base space of the flow: N(0, I), no posterior width there
-                sym = quantize(v, mean, std, step)
+                target = refine_latent(v, torch.zeros_like(v), 1.0, ys[0],
+                                       lambda t: model.p_y(0, None, self.u_from_base(t)),
+                                       opts.refine_steps, opts.rate_weight, threads)
+                sym = quantize(target, mean, std, step)
+            elif opts.refine_steps:
+                assert isinstance(std, Tensor) and y_state is not None
+                target = refine_latent(mu_z[k - 1], mean, std, ys[k], lambda t: model.p_y(k, y_state, t),
+                                       opts.refine_steps, opts.rate_weight, threads)
+                sym = quantize(target, mean, std, step)
             else:
                 assert isinstance(std, Tensor)
                 sym = quantize_posterior(mu_z[k - 1], std_z[k - 1], mean, std, step)
@@ -261,7 +276,7 @@ class TileDecoder:
     def render(self, level: int) -> Tensor:
         K = self.coder.K
 
-        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float) -> Tensor | None:
+        def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float, _y: Tensor | None) -> Tensor | None:
             key = (kind, k)
             if key not in self.chunks:
                 return None

@@ -116,13 +116,17 @@ class DiscretizedLogisticMixture:
     def _to_uint8(self, v: Tensor) -> Tensor:
         return torch.round(v.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
-    def mean(self) -> Tensor:
-        """Mean image of the continuous mixture (channel coefficients applied to each component's
-        own means), clipped to [0, 255] and rounded: the MSE-optimal point estimate up to the
-        discretisation of the edge bins."""
+    def mean_continuous(self) -> Tensor:
+        """Mean image in [0, 1] of the continuous mixture (channel coefficients applied to each
+        component's own means, component means clipped to [0, 1]); differentiable."""
         weights = F.softmax(self.logits, dim=1).unsqueeze(2)
         comp = self._component_chain(self.means)
-        return self._to_uint8((weights * comp.clamp(0.0, 1.0)).sum(dim=1))
+        return (weights * comp.clamp(0.0, 1.0)).sum(dim=1)
+
+    def mean(self) -> Tensor:
+        """:meth:`mean_continuous` rounded to 8 bit: the MSE-optimal point estimate up to the
+        discretisation of the edge bins."""
+        return self._to_uint8(self.mean_continuous())
 
     def _component_chain(self, values: Tensor) -> Tensor:
         """Means of each component when earlier channels take that component's own values."""
