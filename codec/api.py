@@ -149,7 +149,7 @@ class Codec:
         per_tile: list[tuple[int, CodedChunk]] = []
         for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
             x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
-            for c in self.coder.encode(self.model.pad(x), opts):
+            for c in self.coder.encode(self.model.pad(x), opts, progress=progress and len(boxes) == 1):
                 per_tile.append((t, c))
         order = {ChunkType.U: 0, ChunkType.Y: 1, ChunkType.Z: 2, ChunkType.X: 3}
         per_tile.sort(key=lambda tc: (tc[1].progressive_level, order[tc[1].type], tc[0]))

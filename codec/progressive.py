@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from models.distributions import DiscretizedLogisticMixture
 from models.ssvae import SSVAE
@@ -193,7 +194,7 @@ class TileCoder:
 
     # ----- encoder ----------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, xp: Tensor, opts: CodingOptions) -> list[CodedChunk]:
+    def encode(self, xp: Tensor, opts: CodingOptions, progress: bool = False) -> list[CodedChunk]:
         """Chunks of one padded tile (1, 3, H, W) uint8, in decoding order."""
         K = self.K
         if not 1 <= opts.levels <= K + 1:
@@ -232,6 +233,7 @@ class TileCoder:
                 sym = quantize_posterior(mu_z[k - 1], std_z[k - 1], mean, std, step)
             payload, bits = encode_latent(sym)
             chunks.append(CodedChunk(kind, k, payload, bits))
+            bar.update(1)
             return dequantize(sym, mean, std, step)
 
         def pixels(j: int, get_mix: Callable[[], DiscretizedLogisticMixture]) -> Tensor | None:
@@ -241,10 +243,12 @@ class TileCoder:
             img = ys[j - 1]
             payload, bits = encode_pixels(img, get_mix())
             chunks.append(CodedChunk(ChunkType.X if is_x else ChunkType.Y, j, payload, bits))
+            bar.update(1)
             return img
 
         top = opts.levels + (1 if opts.lossless else 0)
         self.walk(top, latent, pixels, render=False)
+        bar.close()
         return chunks
 
     # ----- decoder ----------------------------------------------------------------------------
