@@ -214,6 +214,8 @@ class TileCoder:
         mu_z = [q.mu.cpu() for q in q_z]
         std_z = [q.std.cpu() for q in q_z]
         chunks: list[CodedChunk] = []
+        n_chunks = opts.levels + (opts.levels - 1 if opts.with_y else 0) + (1 if opts.lossless else 0)
+        bar = tqdm(total=n_chunks, desc="encode", unit="chunk", disable=not progress, leave=False)
 
         threads = torch.get_num_threads()
 
