@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", help=".safetensors file (with its .json beside it)")
     ap.add_argument("--k", type=int, default=512, help="importance samples (0: ELBO only)")
-    ap.add_argument("--n", type=int, default=10000, help="CIFAR-10 test images (fixed random subset if < 10000)")
+    ap.add_argument("--n", type=int, default=10000, help="CIFAR-10 test images (fixed random subset if < 10000; 0: none)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--kodak", action="store_true", help="also bits/dim of the 24 Kodak images at full resolution")
     ap.add_argument("--kodak-k", type=int, default=16)
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     if a.n > 0:
         res = evaluate_images(model, cifar_subset(a.n, data_dir), a.k, a.batch, a.seed, "CIFAR-10 test")
-        print(f"CIFAR-10 test, {res['images']:.0f} images, IWAE-{a.k} ({time.time() - t0:.0f} s, "
+        how = f"IWAE-{a.k}" if a.k > 0 else "NLL column = single-sample -ELBO (k=0)"
+        print(f"CIFAR-10 test, {res['images']:.0f} images, {how} ({time.time() - t0:.0f} s, "
               f"{torch.get_num_threads()} threads)")
         print(TABLE_HEADER)
         print(table_72_row(f"{name} (this)", res, model.levels))
@@ -151,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             per.append(r)
         nll = float(np.mean([r["nll_bpd"] for r in per]))
         elbo = float(np.mean([r["elbo_bpd"] for r in per]))
-        print(f"Kodak, {len(files)} images at full resolution: IWAE-{a.kodak_k} {nll:.3f} bpd, "
-              f"-ELBO {elbo:.3f} bpd ({time.time() - t1:.0f} s)")
+        how = f"IWAE-{a.kodak_k} {nll:.3f} bpd, " if a.kodak_k > 0 else ""
+        print(f"Kodak, {len(files)} images at full resolution: {how}-ELBO {elbo:.3f} bpd ({time.time() - t1:.0f} s)")
 
 
 if __name__ == "__main__":
