@@ -208,13 +208,13 @@ class Codec:
         decoders = []
         for (r0, r1, c0, c1), chunks in zip(boxes, by_tile):
             hp, wp = (self.model.pad(torch.zeros(1, 1, r1 - r0, c1 - c0)).shape[-2:])
-            down = self.model._down
+            down = self.model.image_down
 
             def lat(level: int, hp: int = hp, wp: int = wp) -> tuple[int, ...]:
                 return self.model.latent_shape(1, hp, wp, level)
 
             def pixel_shape(j: int, hp: int = hp, wp: int = wp) -> tuple[int, ...]:
-                return (1, self.model._chan[j - 1], hp // down[j - 1], wp // down[j - 1])
+                return (1, self.model.image_channels[j - 1], hp // down[j - 1], wp // down[j - 1])
 
             decoders.append(self.coder.decoder(chunks, lat, pixel_shape, hd.quality))
         available = min(d.max_level() for d in decoders)

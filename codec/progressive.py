@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -30,10 +29,10 @@ from models.distributions import DiscretizedLogisticMixture
 from models.ssvae import SSVAE
 
 from .bitstream import BitstreamError, ChunkType
-from .refine import refine_latent
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits
 from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior,
                        snap_gaussian, snap_mixture_params, step_for_quality)
+from .refine import refine_latent
 
 PIXEL_SLICE_ROWS = 16  # rows of categorical tables built at a time (bounded memory, §3.5)
 TABLE_DTYPE = torch.float32
@@ -123,19 +122,15 @@ class TileCoder:
 
     def mixture(self, k: int, y_prev: Tensor | None, z: Tensor) -> DiscretizedLogisticMixture:
         """p(y_1 | u) for k = 0, p(y_{k+1} | y_k, z_k) else; snapped float64 parameters."""
+        c = self.model.image_channels[k]
         if k == 0:
             h, _ = self.model.decoder_y1.features(z.float())
-            head, c = self.model.decoder_y1.head, self.model._chan[0]
-            base = torch.full((h.shape[0], c, *h.shape[2:]), 0.5, dtype=torch.float64)
+            head, base = self.model.decoder_y1.head, self.model.decoder_y1.base_image(h, torch.float64)
         else:
             assert y_prev is not None
             dec = self.model.decoder_y[k - 1]
             h, _ = dec.features(y_prev, z.float())
-            head, c = dec.head, self.model._chan[k]
-            base = y_prev.double() / 255.0
-            if dec.scale > 1:
-                base = F.interpolate(base, scale_factor=dec.scale, mode="bilinear", align_corners=False)
-            base = base.expand(-1, c, -1, -1)
+            head, base = dec.head, dec.base_image(y_prev, torch.float64)
         params = snap_mixture_params(head.out.forward_float64(h), c, self.cfg.n_mix)
         return DiscretizedLogisticMixture(params, c, self.cfg.n_mix, base, self.cfg.min_log_scale,
                                           self.cfg.log_scale_offset)

@@ -152,10 +152,14 @@ class TopDecoder(nn.Module):
                       else conv_elu(fw, fw))
         self.head = MixtureHead(fw, c_img, cfg)
 
+    def base_image(self, like: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The constant grey (0.5) the top level's means are relative to, shaped like ``like``."""
+        return torch.full((like.shape[0], self.c_img, *like.shape[2:]), 0.5, dtype=dtype, device=like.device)
+
     def features(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """(input of the head's last layer, base image in [0, 1] the means are relative to)."""
         feats = self.block(self.up(u))
-        base = feats.new_full((feats.shape[0], self.c_img, *feats.shape[2:]), 0.5)
+        base = self.base_image(feats)
         return self.head.hidden(feats, base), base
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,9 +185,10 @@ class SuperResDecoder(nn.Module):
         self.expand: nn.Module = (WNConvTranspose2d(fw, hw, scale) if scale > 1 else WNConv2d(fw, hw, 3))
         self.head = MixtureHead(hw, c_out, cfg)
 
-    def base_image(self, y: Tensor) -> Tensor:
-        """y_k upsampled to the next resolution, in [0, 1], broadcast to the output channels."""
-        b = y.to(torch.float32) / 255.0
+    def base_image(self, y: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """y_k upsampled (bilinear) to the next resolution, in [0, 1], broadcast to the output
+        channels: the means are a residual on it."""
+        b = y.to(dtype) / 255.0
         if self.scale > 1:
             b = F.interpolate(b, scale_factor=self.scale, mode="bilinear", align_corners=False)
         if b.shape[1] != self.c_out:

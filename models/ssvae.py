@@ -54,10 +54,10 @@ class SSVAE(nn.Module):
         st = cfg.strides
         self.levels = K
         sc = self.transform.scale
-        # resolution of y_k relative to x (y_{K+1} = x) and its channels
-        self._down = [sc ** (K + 1 - k) for k in range(1, K + 2)]
-        self._chan = [self.transform.out_channels] * K + [3]
-        self.posterior_u = PosteriorNet(self._chan[0], S // self._down[0], cfg)
+        #: downscale factor and channels of y_1, ..., y_K, y_{K+1} = x (index k-1 for y_k)
+        self.image_down = [sc ** (K + 1 - k) for k in range(1, K + 2)]
+        self.image_channels = [self.transform.out_channels] * K + [3]
+        self.posterior_u = PosteriorNet(self.image_channels[0], S // self.image_down[0], cfg)
         self.prior_u: nn.Module
         if cfg.prior == "realnvp":
             self.prior_u = RealNVPPrior(cfg.latent_channels, cfg.flow_hidden, cfg.flow_checker_in,
@@ -66,14 +66,14 @@ class SSVAE(nn.Module):
             self.prior_u = MixtureOfGaussiansPrior(cfg.latent_channels, cfg.mog_components)
         else:
             self.prior_u = StandardNormalPrior()
-        self.decoder_y1 = TopDecoder(self._chan[0], S // self._down[0], cfg)
+        self.decoder_y1 = TopDecoder(self.image_channels[0], S // self.image_down[0], cfg)
         self.posterior_z = nn.ModuleList(
-            [PosteriorNet(self._chan[k], st[k] // self._down[k], cfg) for k in range(1, K + 1)])
+            [PosteriorNet(self.image_channels[k], st[k] // self.image_down[k], cfg) for k in range(1, K + 1)])
         self.prior_z = nn.ModuleList(
-            [ConditionalPriorNet(self._chan[k - 1], st[k] // self._down[k - 1], cfg, st[k - 1] // st[k])
+            [ConditionalPriorNet(self.image_channels[k - 1], st[k] // self.image_down[k - 1], cfg, st[k - 1] // st[k])
              for k in range(1, K + 1)])
         self.decoder_y = nn.ModuleList(
-            [SuperResDecoder(self._chan[k - 1], self._chan[k], st[k] // self._down[k - 1], sc, cfg)
+            [SuperResDecoder(self.image_channels[k - 1], self.image_channels[k], st[k] // self.image_down[k - 1], sc, cfg)
              for k in range(1, K + 1)])
 
     # ----- building blocks (also the codec's API) ---------------------------------------------
@@ -113,11 +113,11 @@ class SSVAE(nn.Module):
         """p(y_{k+1} | y_k, z_k) for k = 1..K, and p(y_1 | u) for k = 0 (``y_prev`` unused)."""
         if k == 0:
             params, base = self.decoder_y1(z)
-            c = self._chan[0]
+            c = self.image_channels[0]
         else:
             assert y_prev is not None
             params, base = self.decoder_y[k - 1](y_prev, z)
-            c = self._chan[k]
+            c = self.image_channels[k]
         return DiscretizedLogisticMixture(params, c, self.config.n_mix, base, self.config.min_log_scale,
                                           self.config.log_scale_offset)
 
