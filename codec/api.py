@@ -96,7 +96,14 @@ class LevelImage:
 
 
 def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) of every tile in raster order; one box when ``tile`` is 0."""
+    if not tile:
+        return [(0, h, 0, w)]
     return [(r, min(h, r + tile), c, min(w, c + tile)) for r in range(0, h, tile) for c in range(0, w, tile)]
+
+
+def _header_tiles(hd: Header) -> list[tuple[int, int, int, int]]:
+    return _tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
 
 
 class Codec:
@@ -145,7 +152,7 @@ class Codec:
             m = self.model.config.pad_multiple
             if tile % m or tile < m:
                 raise ValueError(f"tile size must be a positive multiple of {m}")
-        boxes = _tiles(h, w, tile) if tile else [(0, h, 0, w)]
+        boxes = _tiles(h, w, tile)
         per_tile: list[tuple[int, CodedChunk]] = []
         for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
             x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
@@ -167,16 +174,14 @@ class Codec:
         chunks (those need the whole decoder). Needs the stream's weights."""
         parsed = read_stream(data)
         check_weights(parsed.header, self.fingerprint)
-        hd = parsed.header
-        tile = hd.tile_height if hd.tiled else 0
-        boxes = _tiles(hd.height, hd.width, tile) if tile else [(0, hd.height, 0, hd.width)]
+        boxes = _header_tiles(parsed.header)
         out: list[float | None] = []
         for chunk in parsed.chunks:
             if chunk.type not in (ChunkType.U, ChunkType.Z):
                 out.append(None)
                 continue
             r0, r1, c0, c1 = boxes[chunk.tile]
-            hp, wp = self.model.pad(torch.zeros(1, 1, r1 - r0, c1 - c0)).shape[-2:]
+            hp, wp = self.model.padded_size(r1 - r0, c1 - c0)
             out.append(latent_bits(chunk.payload, self.model.latent_shape(1, hp, wp, chunk.level)))
         return out
 
@@ -198,8 +203,7 @@ class Codec:
             raise ValueError(f"stream has {hd.levels} model levels, these weights have {self.K}")
         if not parsed.chunks:
             raise ValueError("the stream holds no level: nothing to decode" + (" (file truncated)" if parsed.truncated else ""))
-        tile = hd.tile_height if hd.tiled else 0
-        boxes = _tiles(hd.height, hd.width, tile) if tile else [(0, hd.height, 0, hd.width)]
+        boxes = _header_tiles(hd)
         by_tile: list[dict[tuple[ChunkType, int], bytes]] = [{} for _ in boxes]
         end_of_level: dict[int, int] = {}
         for chunk, span in zip(parsed.chunks, parsed.spans):
@@ -207,7 +211,7 @@ class Codec:
             end_of_level[chunk.progressive_level] = span.offset + span.size
         decoders = []
         for (r0, r1, c0, c1), chunks in zip(boxes, by_tile):
-            hp, wp = (self.model.pad(torch.zeros(1, 1, r1 - r0, c1 - c0)).shape[-2:])
+            hp, wp = self.model.padded_size(r1 - r0, c1 - c0)
             down = self.model.image_down
 
             def lat(level: int, hp: int = hp, wp: int = wp) -> tuple[int, ...]:

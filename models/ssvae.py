@@ -81,6 +81,11 @@ class SSVAE(nn.Module):
         """Replicate-pad to a size the network accepts."""
         return pad_to_multiple(x, self.config.pad_multiple)
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size :meth:`pad` gives an h x w image."""
+        m = self.config.pad_multiple
+        return -(-h // m) * m, -(-w // m) * m
+
     def pyramid(self, x: Tensor) -> list[Tensor]:
         """[y_1, ..., y_K, y_{K+1} = x] for a padded uint8 image."""
         h, w = x.shape[-2:]
@@ -242,8 +247,7 @@ class SSVAE(nn.Module):
     def generate(self, n: int, height: int, width: int, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> Tensor:
         """Unconditional samples: u ~ p(u), then ancestral sampling through every level."""
-        m = self.config.pad_multiple
-        shape = self.latent_shape(n, -(-height // m) * m, -(-width // m) * m)
+        shape = self.latent_shape(n, *self.padded_size(height, width))
         u = self.prior_u.sample(shape, generator, temperature)
         return self._crop(self.decode(u, point="sample", generator=generator)[-1], height, width)
 
