@@ -60,7 +60,7 @@ def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50) ->
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(p)
-    terms = [k for k in log if k.startswith(("re_", "kl_"))]
+    terms = [k for k in log if k.startswith(("re_", "kl_")) and k != "kl_weight"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     main_size = np.unique(log["size"])[-1]
     sel = log["size"] == main_size
