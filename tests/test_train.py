@@ -34,3 +34,19 @@ def test_resume_is_exact(tmp_path: Path) -> None:
         assert ka == kb and torch.equal(va, vb), ka
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,images") and len(log) == 5 and "re_x" in log[0] and "kl_u" in log[0]
+
+
+def test_report_plots_a_log(tmp_path: Path) -> None:
+    from models.report import plot, read_log, smooth
+
+    log = tmp_path / "log.csv"
+    rows = ["step,images,seconds,lr,size,bpd,kl_weight,grad_norm,skipped,val_bpd,kl_u,re_x"]
+    for i in range(1, 41):
+        rows.append(f"{i},{16 * i},{i},0.002,{64 if i % 4 else 32},{8 - i / 10},{min(1, i / 20)},1,0,"
+                    f"{'' if i % 10 else 7 - i / 20},{i},{1000 - i}")
+    log.write_text("\n".join(rows) + "\n")
+    cols = read_log(log)
+    assert cols["bpd"][0] == pytest.approx(7.9) and torch.isnan(torch.tensor(cols["val_bpd"][0]))
+    assert smooth(cols["step"], 4)[0] == pytest.approx(2.5)
+    paths = plot(cols, tmp_path / "run", "test", window=4)
+    assert [p.name for p in paths] == ["run_bpd.png", "run_terms.png"] and all(p.stat().st_size > 1000 for p in paths)
