@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from models.config import ModelConfig
 from models.evaluate import CARD_CHECK, card_check
 from models.io import WEIGHTS_DIR, load_model, read_meta
 
@@ -33,4 +34,4 @@ def test_shipped_weights_reproduce_their_card(path: Path) -> None:
     assert card_check(model, data) == pytest.approx(check["nll_bpd"], abs=0.01)
     card = (WEIGHTS_DIR / "README.md").read_text()
     assert f"{check['nll_bpd']:.3f}" in card, "the model card must state the fixed-subset number"
-    assert json.loads(path.with_suffix(".json").read_text())["config"] == model.config.to_dict()
+    assert ModelConfig.from_dict(json.loads(path.with_suffix(".json").read_text())["config"]) == model.config
