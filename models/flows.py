@@ -7,7 +7,6 @@ checkerboard and channel masks; a squeeze trades space for channels in the middl
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributions import standard_normal_log_prob

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models.config import ModelConfig
+from models.io import save_weights
+from models.layers import data_dependent_init
+from models.ssvae import build_model
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -26,4 +30,25 @@ def require_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"needs {path} (the shared data folder beside the repository), which is absent")
+    return path
+
+
+def synthetic(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour image with an edge and some noise, (h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([128 + 100 * np.sin(xx / 9.0), 128 + 90 * np.cos(yy / 7.0), (xx + yy) % 256], axis=2)
+    img[h // 2:, : w // 3] = 30
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Safetensors weights of a tiny K=2 codec-style model (data-dependent init, untrained)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(2, latent_stride=8))
+    x = torch.from_numpy(synthetic(32, 48).transpose(2, 0, 1)).unsqueeze(0)
+    data_dependent_init(model, lambda: model(x))
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(model, path, {"note": "test model"})
     return path

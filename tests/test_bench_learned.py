@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bench import cifar, learned, rd, speed
@@ -17,30 +16,8 @@ from bench import codecs as bc
 from codec.api import Codec as ApiCodec
 from codec.bitstream import truncate_levels
 from codec.cli import main as cli_main
-from models.io import save_weights
-from models.layers import data_dependent_init
-from models.ssvae import build_model
 
-from .conftest import require_data, tiny_config
-
-
-def synthetic(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([128 + 100 * np.sin(xx / 9.0), 128 + 90 * np.cos(yy / 7.0), (xx + yy) % 256], axis=2)
-    img[h // 2:, : w // 3] = 30
-    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(tiny_config(2, latent_stride=8))
-    x = torch.from_numpy(synthetic(32, 48).transpose(2, 0, 1)).unsqueeze(0)
-    data_dependent_init(model, lambda: model(x))
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_weights(model, path, {"note": "test model"})
-    return path
+from .conftest import require_data, synthetic
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import pytest
 
 from codec import bitstream as bs
 from codec.bitstream import (
-    BadMagic, BitstreamError, Chunk, ChunkCRCError, ChunkError, ChunkSpan, ChunkType, Header,
+    BadMagic, BitstreamError, Chunk, ChunkCRCError, ChunkError, ChunkType, Header,
     HeaderError, HeaderFlags, StreamOrderError, UnsupportedVersion, WeightsMismatch,
     check_weights, describe, fingerprint, read_header, read_stream, truncate_levels,
     write_stream,

@@ -16,32 +16,11 @@ from codec.api import Codec, to_rgb8
 from codec.bitstream import BitstreamError, read_stream, truncate_levels, write_stream, Chunk
 from codec.cli import main as cli_main
 from models.io import DEFAULT_WEIGHTS, save_weights
-from models.layers import data_dependent_init
 from models.ssvae import build_model
 
-from .conftest import SHARED_DATA, require_data, tiny_config
+from .conftest import require_data, synthetic, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def synthetic(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth colour image with an edge and some noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([128 + 100 * np.sin(xx / 9.0), 128 + 90 * np.cos(yy / 7.0), (xx + yy) % 256], axis=2)
-    img[h // 2:, : w // 3] = 30
-    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(tiny_config(2, latent_stride=8))
-    x = torch.from_numpy(synthetic(32, 48).transpose(2, 0, 1)).unsqueeze(0)
-    data_dependent_init(model, lambda: model(x))
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_weights(model, path, {"note": "test model"})
-    return path
 
 
 @pytest.fixture(scope="session")
