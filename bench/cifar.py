@@ -32,17 +32,11 @@ import numpy as np
 
 from bench import learned, rd
 from bench.codecs import REGISTRY
+from models.evaluate import subset_indices
 
 DEFAULT_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless", "jpeg", "webp", "jpeg2000", "avif", "jpegxl",
                   "png", "webp-lossless", "jpegxl-lossless", "jpeg2000-lossless")
 DEFAULT_OUT = rd.REPO_ROOT / "bench" / "results" / "cifar10"
-
-
-def subset_indices(total: int, n: int, seed: int = 1234) -> np.ndarray:
-    """Indices of the fixed subset (as ``models.evaluate.cifar_subset``)."""
-    if n >= total:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
 
 
 def bits_per_dim(n_bytes: int, h: int, w: int, channels: int = 3) -> float:

@@ -89,13 +89,9 @@ def qkey(q: Any) -> str:
 def level_ends(data: bytes) -> dict[int, int]:
     """``{progressive level: bytes a decoder needs for it}`` (header + chunks of levels <= L):
     the same numbers as ``LevelImage.bytes_used`` and ``len(truncate_levels(data, L))``."""
-    from codec.bitstream import read_stream
+    from codec.bitstream import level_ends as ends_of, read_stream
 
-    parsed = read_stream(data)
-    ends: dict[int, int] = {}
-    for chunk, span in zip(parsed.chunks, parsed.spans):
-        ends[chunk.progressive_level] = span.offset + span.size
-    return dict(sorted(ends.items()))
+    return ends_of(read_stream(data))
 
 
 @dataclass(frozen=True)

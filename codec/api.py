@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
 
-from .bitstream import (HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, read_stream,
+from .bitstream import (HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends, read_stream,
                         write_stream)
 from .progressive import CodedChunk, CodingOptions, TileCoder, latent_bits
 from .quantize import DEFAULT_QUALITY
@@ -205,10 +205,9 @@ class Codec:
             raise ValueError("the stream holds no level: nothing to decode" + (" (file truncated)" if parsed.truncated else ""))
         boxes = _header_tiles(hd)
         by_tile: list[dict[tuple[ChunkType, int], bytes]] = [{} for _ in boxes]
-        end_of_level: dict[int, int] = {}
-        for chunk, span in zip(parsed.chunks, parsed.spans):
+        end_of_level = level_ends(parsed)
+        for chunk in parsed.chunks:
             by_tile[chunk.tile][(chunk.type, chunk.level)] = chunk.payload
-            end_of_level[chunk.progressive_level] = span.offset + span.size
         decoders = []
         for (r0, r1, c0, c1), chunks in zip(boxes, by_tile):
             hp, wp = self.model.padded_size(r1 - r0, c1 - c0)

@@ -465,6 +465,15 @@ def truncate_levels(data: bytes | bytearray | memoryview, levels: int) -> bytes:
     return bytes(memoryview(data).cast("B")[:end])
 
 
+def level_ends(parsed: ParsedStream) -> dict[int, int]:
+    """``{progressive level L: bytes a decoder reads for levels 1..L}`` (header included), i.e.
+    ``len(truncate_levels(data, L))`` for every level present."""
+    ends: dict[int, int] = {}
+    for chunk, span in zip(parsed.chunks, parsed.spans):
+        ends[chunk.progressive_level] = span.offset + span.size
+    return dict(sorted(ends.items()))
+
+
 def describe(parsed: ParsedStream) -> list[dict[str, Any]]:
     """One dict per chunk, for an ``info`` command.
 

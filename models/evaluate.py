@@ -94,13 +94,19 @@ TABLE_HEADER = ("| model | NLL (bpd, IWAE) | -ELBO (bpd) | RE_x | RE_y | KL_z | 
                 "| thesis ssVAE (Table 7.2) | 3.65 | - | 5107 | 1241 | 619 | 819 |")
 
 
+def subset_indices(total: int, n: int, seed: int = 1234) -> np.ndarray:
+    """Indices of the fixed evaluation subset: all when n >= total, else ``n`` drawn without
+    replacement by numpy's generator with ``seed``, sorted (the CIFAR-10 shards are sorted by
+    class, so a prefix would be one class)."""
+    if n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+
+
 def cifar_subset(n: int, data_dir: Path = DEFAULT_DATA, seed: int = 1234) -> np.ndarray:
-    """``n`` CIFAR-10 test images: all 10,000 in order when n >= 10,000, else a fixed random
-    subset (the shards are sorted by class, so a prefix would be one class)."""
+    """``n`` CIFAR-10 test images of the fixed subset (:func:`subset_indices`)."""
     test = load_cifar("test", data_dir)
-    if n >= len(test):
-        return test
-    return test[np.sort(np.random.default_rng(seed).choice(len(test), n, replace=False))]
+    return test[subset_indices(len(test), n, seed)]
 
 
 #: the fixed subset every model card reports, and the shipped-weights test recomputes
