@@ -116,24 +116,13 @@ class TileCoder:
         return v_hat.float()
 
     def prior(self, k: int, y: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
-        net = self.model.prior_z[k - 1]
-        params = net.out.forward_float64(net.features(y, z_prev.float()))
-        return snap_gaussian(params, self.cfg.logvar_clamp)
+        """Snapped (mu_hat, sigma_hat) of p(z_k | y_k, z_{k-1})."""
+        return snap_gaussian(self.model.p_z_params(k, y, z_prev, float64=True), self.cfg.logvar_clamp)
 
     def mixture(self, k: int, y_prev: Tensor | None, z: Tensor) -> DiscretizedLogisticMixture:
         """p(y_1 | u) for k = 0, p(y_{k+1} | y_k, z_k) else; snapped float64 parameters."""
-        c = self.model.image_channels[k]
-        if k == 0:
-            h, _ = self.model.decoder_y1.features(z.float())
-            head, base = self.model.decoder_y1.head, self.model.decoder_y1.base_image(h, torch.float64)
-        else:
-            assert y_prev is not None
-            dec = self.model.decoder_y[k - 1]
-            h, _ = dec.features(y_prev, z.float())
-            head, base = dec.head, dec.base_image(y_prev, torch.float64)
-        params = snap_mixture_params(head.out.forward_float64(h), c, self.cfg.n_mix)
-        return DiscretizedLogisticMixture(params, c, self.cfg.n_mix, base, self.cfg.min_log_scale,
-                                          self.cfg.log_scale_offset)
+        params, base = self.model.p_y_params(k, y_prev, z, float64=True)
+        return self.model.mixture(k, snap_mixture_params(params, self.model.image_channels[k], self.cfg.n_mix), base)
 
     # ----- the walk shared by encoder and decoder ---------------------------------------------
     @torch.no_grad()

@@ -110,21 +110,40 @@ class SSVAE(nn.Module):
         """q(z_k | y_{k+1}), k = 1..K."""
         return DiagonalGaussian.from_params(self.posterior_z[k - 1](y_next), self.config.logvar_clamp)
 
+    def p_z_params(self, k: int, y_k: Tensor, z_prev: Tensor, float64: bool = False) -> Tensor:
+        """Raw parameters (mu, log-variance) of p(z_k | y_k, z_{k-1}); ``float64`` evaluates the
+        last layer in double precision (the codec snaps these to a grid)."""
+        net = self.prior_z[k - 1]
+        h = net.features(y_k, z_prev.float())
+        return net.out.forward_float64(h) if float64 else net.out(h)
+
     def p_z(self, k: int, y_k: Tensor, z_prev: Tensor) -> DiagonalGaussian:
         """p(z_k | y_k, z_{k-1}), k = 1..K."""
-        return DiagonalGaussian.from_params(self.prior_z[k - 1](y_k, z_prev), self.config.logvar_clamp)
+        return DiagonalGaussian.from_params(self.p_z_params(k, y_k, z_prev), self.config.logvar_clamp)
+
+    def p_y_params(self, k: int, y_prev: Tensor | None, z: Tensor, float64: bool = False) -> tuple[Tensor, Tensor]:
+        """Raw mixture parameters and base image of p(y_{k+1} | y_k, z_k) (k = 0: p(y_1 | u));
+        ``float64`` evaluates the last layer and the base image in double precision."""
+        dtype = torch.float64 if float64 else torch.float32
+        if k == 0:
+            dec = self.decoder_y1
+            h, _ = dec.features(z.float())
+            base = dec.base_image(h, dtype)
+        else:
+            assert y_prev is not None
+            dec = self.decoder_y[k - 1]
+            h, _ = dec.features(y_prev, z.float())
+            base = dec.base_image(y_prev, dtype)
+        return (dec.head.out.forward_float64(h) if float64 else dec.head.out(h)), base
+
+    def mixture(self, k: int, params: Tensor, base: Tensor) -> DiscretizedLogisticMixture:
+        """The pixel mixture of level k (y_{k+1}; y_1 for k = 0) from its raw parameters."""
+        return DiscretizedLogisticMixture(params, self.image_channels[k], self.config.n_mix, base,
+                                          self.config.min_log_scale, self.config.log_scale_offset)
 
     def p_y(self, k: int, y_prev: Tensor | None, z: Tensor) -> DiscretizedLogisticMixture:
         """p(y_{k+1} | y_k, z_k) for k = 1..K, and p(y_1 | u) for k = 0 (``y_prev`` unused)."""
-        if k == 0:
-            params, base = self.decoder_y1(z)
-            c = self.image_channels[0]
-        else:
-            assert y_prev is not None
-            params, base = self.decoder_y[k - 1](y_prev, z)
-            c = self.image_channels[k]
-        return DiscretizedLogisticMixture(params, c, self.config.n_mix, base, self.config.min_log_scale,
-                                          self.config.log_scale_offset)
+        return self.mixture(k, *self.p_y_params(k, y_prev, z))
 
     # ----- the bound --------------------------------------------------------------------------
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
