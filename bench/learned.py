@@ -1,6 +1,6 @@
 """ssvcodec in the rate-quality benchmark: ``python -m bench.rd --plugin bench.learned ...``.
 
-Registers three :class:`bench.codecs.Codec` entries, all backed by one :class:`codec.api.Codec`
+Registers four :class:`bench.codecs.Codec` entries, all backed by one :class:`codec.api.Codec`
 (one model load, shared):
 
 ``ssvcodec``
@@ -15,6 +15,8 @@ Registers three :class:`bench.codecs.Codec` entries, all backed by one :class:`c
 ``ssvcodec+y``
     the same with ``--with-y``: curves ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional
     reconstruction).  Its level 1 (u only) is the same as ``ssvcodec/RS1`` and is not repeated.
+``ssvcodec-refine10``
+    as ``ssvcodec`` with ``--refine 10`` (curves ``ssvcodec-refine10/RS<L>``; not in ``best``).
 ``ssvcodec-lossless``
     ``ssvcodec encode ... --quality Q --lossless`` (implies ``--with-y``): one lossless point
     per quality (whole file; bench.rd checks bit-exactness).  Default quality: the CLI's default.
@@ -106,6 +108,7 @@ class _SSVBase(Codec):
 
     with_y: ClassVar[bool] = False
     lossless_stream: ClassVar[bool] = False
+    refine: ClassVar[int] = 0  # the CLI default (codec.api.DEFAULT_REFINE)
     qualities = DEFAULT_QUALITIES
     quality_label = "q"
 
@@ -125,7 +128,8 @@ class _SSVBase(Codec):
         return f"q={qkey(q)}"
 
     def encode(self, img: np.ndarray, q: Any) -> bytes:
-        return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream)
+        return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream,
+                               refine=self.refine)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.api.decode(data)
@@ -137,6 +141,8 @@ class _SSVBase(Codec):
             opts += " --lossless"
         elif self.with_y:
             opts += " --with-y"
+        if self.refine:
+            opts += f" --refine {self.refine}"
         if self.weights != default_weights().resolve():
             opts += f" --weights {self.weights}"
         cmd = f"ssvcodec encode IMAGE -o s.ssv {opts}"
@@ -213,6 +219,16 @@ class SSVCodecY(SSVCodec):
 
 
 @register
+class SSVCodecRefine(SSVCodec):
+    """As ``ssvcodec`` with ``--refine 10`` (encoder-side latent refinement, 15-20x slower
+    encoding): curves ssvcodec-refine10/RS1..RS(K+1), to judge the option against the default."""
+
+    name = "ssvcodec-refine10"
+    refine = 10
+    qualities = (1.0, 4.0)
+
+
+@register
 class SSVCodecLossless(_SSVBase):
     """``--lossless``: one bit-exact point per quality (the whole file)."""
 
@@ -232,7 +248,7 @@ class SSVCodecLossless(_SSVBase):
         return [LearnedPoint(self.name, self.point_key(q), len(data), lambda: self.api.decode(data), extra)]
 
 
-LEARNED_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless")
+LEARNED_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-refine10", "ssvcodec-lossless")
 
 
 # ----- bench.rd plugin hooks -------------------------------------------------------------------

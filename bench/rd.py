@@ -34,7 +34,13 @@ Plugin hooks (all optional):
   returning more curves computed from the averaged ones (e.g. an envelope);
   it is called once per distinct function after :func:`aggregate`.
 
-``--repeats 0`` runs each measurement once without a warm-up (quick runs).
+``--repeats 0`` runs each measurement once without a warm-up (quick runs);
+``--repeats-for CODEC=N`` overrides it for one codec (e.g. a slow learned codec).
+
+Long runs are resumable: every finished (image, codec, quality) appends its rows
+to ``STEM.rows.jsonl``; ``--resume`` reads that file and measures only what is
+missing (same images, codecs and sweeps), so an interrupted run loses at most
+one setting.
 """
 
 from __future__ import annotations
@@ -270,6 +276,12 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _json_scalar(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
 def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
@@ -381,18 +393,43 @@ def parse_values(text: str, progressive: bool = False) -> tuple[Any, ...]:
     return (vals,) if progressive else vals
 
 
+def _setting_id(image_name: str, codec_name: str, q: Any) -> str:
+    return json.dumps([image_name, codec_name, list(q) if isinstance(q, tuple) else q])
+
+
+def read_row_log(path: Path) -> dict[str, list[dict]]:
+    """``{setting id: rows}`` from a ``STEM.rows.jsonl`` written by :func:`run` (a torn last line,
+    from a killed run, is ignored)."""
+    done: dict[str, list[dict]] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[rec["setting"]] = rec["rows"]
+    return done
+
+
 def run(
     image_dir: Path,
     codec_names: Sequence[str],
     *,
     limit: int | None = None,
     repeats: int = 5,
+    repeats_for: dict[str, int] | None = None,
     threads: int | None = None,
     sweeps: dict[str, str] | None = None,
     tests: Sequence[str] | None = None,
     progress: bool = True,
+    row_log: Path | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Measure every codec on every image; return the result dict (unsanitised)."""
+    """Measure every codec on every image; return the result dict (unsanitised).
+
+    ``row_log``: append each finished setting's rows there (JSON lines); with ``resume``,
+    settings already in it are read back instead of measured again."""
     from tqdm import tqdm
 
     threads = threads or os.cpu_count() or 1
@@ -419,20 +456,43 @@ def run(
     if unknown:
         raise KeyError(f"--sweep for codecs not selected: {sorted(unknown)}")
 
+    repeats_for = repeats_for or {}
+    unknown = set(repeats_for) - set(codec_names)
+    if unknown:
+        raise KeyError(f"--repeats-for codecs not selected: {sorted(unknown)}")
+    done = read_row_log(row_log) if (row_log is not None and resume) else {}
+    if row_log is not None and not resume:
+        row_log.parent.mkdir(parents=True, exist_ok=True)
+        row_log.write_text("")
     rows: list[dict] = []
     errors: list[dict] = []
     total = len(images) * sum(len(qs) for _, qs in active)
+    n_resumed = 0
     with tqdm(total=total, disable=not progress, unit="enc", dynamic_ncols=True) as bar:
         for image_name, img in images:
             for c, qs in active:
                 for q in qs:
                     bar.set_description(f"{image_name} {c.name}")
+                    sid = _setting_id(image_name, c.name, q)
+                    if sid in done:
+                        rows += done[sid]
+                        n_resumed += 1
+                        bar.update(1)
+                        continue
                     try:
-                        rows += measure(c, image_name, img, q, repeats)
+                        new = measure(c, image_name, img, q, repeats_for.get(c.name, repeats))
                     except Exception as e:  # one failing setting must not end the run
                         errors.append({"image": image_name, "codec": c.name, "q": str(q), "error": repr(e)})
                         print(f"error: {c.name} q={q} on {image_name}: {e!r}", file=sys.stderr)
+                    else:
+                        rows += new
+                        if row_log is not None:
+                            with row_log.open("a") as f:
+                                # plain json keeps inf/NaN (a lossless PSNR) so resumed rows equal measured ones
+                                f.write(json.dumps({"setting": sid, "rows": new}, default=_json_scalar) + "\n")
                     bar.update(1)
+    if n_resumed:
+        print(f"resumed {n_resumed} of {total} settings from {row_log}", file=sys.stderr)
 
     curves = aggregate(rows)
     hooks: list[Callable[[dict], dict]] = []
@@ -451,6 +511,7 @@ def run(
             "n_images": len(images),
             "images": [n for n, _ in images],
             "repeats": repeats,
+            "repeats_for": dict(repeats_for),
             "threads": threads,
             "machine": machine_info(),
             "versions": library_versions(),
@@ -489,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated registry names, or 'all' (default: %(default)s)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement after a warm-up (0: one run, no warm-up)")
+    ap.add_argument("--repeats-for", action="append", default=[], metavar="CODEC=N",
+                    help="timed runs for one codec (overrides --repeats), e.g. ssvcodec=0")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the settings already measured in STEM.rows.jsonl (same images, codecs, sweeps)")
     ap.add_argument("--threads", type=int, default=None, help="torch/codec threads (default: all cores)")
     ap.add_argument("--sweep", action="append", default=[], metavar="CODEC=V1,V2,...",
                     help="override a codec's quality sweep (for a progressive codec: its layer rates)")
@@ -517,10 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in names:
         if n not in codecs_mod.REGISTRY:
             ap.error(f"unknown codec {n!r}; known: {', '.join(codecs_mod.codec_names())}")
+    repeats_for = {k: int(v) for k, v in parse_sweeps(args.repeats_for).items()}
     result = run(
-        args.image_dir, names, limit=args.limit, repeats=args.repeats, threads=args.threads,
-        sweeps=parse_sweeps(args.sweep), tests=args.test.split(",") if args.test else None,
-        progress=not args.no_progress,
+        args.image_dir, names, limit=args.limit, repeats=args.repeats, repeats_for=repeats_for,
+        threads=args.threads, sweeps=parse_sweeps(args.sweep),
+        tests=args.test.split(",") if args.test else None, progress=not args.no_progress,
+        row_log=Path(str(args.out) + ".rows.jsonl"), resume=args.resume,
     )
     result["meta"]["plugins"] = {n: m.describe() for n, m in plugins.items() if hasattr(m, "describe")}
     paths = write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots)

@@ -8,7 +8,9 @@ initialisation on the first batch, random horizontal flips (and random crop scal
 ``--kl-warmup-steps N`` weights the KL terms by step/N for the first N steps (the logged bpd is
 always the true negative ELBO). Resumable: re-running with the same ``--out`` continues exactly (model, optimiser, step, every
 RNG) from ``OUT/checkpoint.pt``, written every ``--ckpt-minutes`` and on exit. ``--init-from``
-starts from shipped safetensors weights with a fresh optimiser. Logs every step to
+starts from shipped safetensors weights with a fresh optimiser (ease it in with
+``--lr-warmup-steps``), continuing the step / images / time counters stored in the weights'
+metadata, so a finished KL warm-up is not repeated and the log continues that run's curve. Logs every step to
 ``OUT/log.csv`` (bpd and every RE/KL term) with a tqdm progress bar. Updates whose loss is not
 finite or whose gradient norm exceeds ``--skip-grad-norm`` are skipped and counted.
 """
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from .config import ModelConfig, get_preset
 from .data import (DEFAULT_DATA, ArraySampler, CropSampler, load_cifar, load_photos, photo_files)
-from .io import load_model, save_weights
+from .io import load_model, read_meta, save_weights
 from .layers import data_dependent_init
 from .ssvae import SSVAE, build_model
 
@@ -121,6 +123,7 @@ def train(args: argparse.Namespace) -> Path:
     elif args.init_from:
         model = load_model(Path(args.init_from))
         run_cfg = {"preset": args.preset, "model_config": model.config.to_dict(), "init_from": args.init_from}
+        init_meta = read_meta(Path(args.init_from))
     else:
         model = build_model(get_preset(args.preset))
         run_cfg = {"preset": args.preset, "model_config": model.config.to_dict()}
@@ -138,8 +141,15 @@ def train(args: argparse.Namespace) -> Path:
         print(f"resumed {ckpt_path} at step {step} ({images_seen} images, {elapsed / 60:.1f} min)")
     else:
         step, images_seen, elapsed = 0, 0, 0.0
-        rng = np.random.default_rng(args.seed)
-        torch.manual_seed(args.seed)
+        if args.init_from:
+            # Continue the counters of the run that made the weights, so the KL warm-up is not
+            # repeated and the log continues that run's curve (the optimizer restarts cold).
+            step = int(init_meta.get("steps", 0))
+            images_seen = int(init_meta.get("images_seen", 0))
+            elapsed = float(init_meta.get("train_seconds", 0.0))
+            print(f"continuing from {args.init_from} at step {step} ({images_seen} images)")
+        rng = np.random.default_rng(args.seed + step)
+        torch.manual_seed(args.seed + step)
         if not args.init_from:
             sampler = batches.photos or batches.cifar
             assert sampler is not None
@@ -165,6 +175,7 @@ def train(args: argparse.Namespace) -> Path:
     end_step = args.steps if args.steps else 10 ** 12
     deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
     last_ckpt = time.time()
+    start_step = step
     bar = tqdm(total=None if not args.steps else end_step, initial=step, unit="step", dynamic_ncols=True)
     skipped = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -172,6 +183,8 @@ def train(args: argparse.Namespace) -> Path:
         t0 = time.time()
         x = torch.from_numpy(batches.next(rng)).to(device, non_blocking=True)
         lr = learning_rate(step, args.lr, args.lr_decay, args.lr_min)
+        if args.lr_warmup_steps:  # eases a cold optimizer into weights that are already trained
+            lr *= min(1.0, (step - start_step + 1) / args.lr_warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast:
@@ -197,7 +210,7 @@ def train(args: argparse.Namespace) -> Path:
                                "grad_norm": round(grad_norm, 3), "skipped": int(not ok), "val_bpd": ""}
         for k, v in terms.items():
             if k.startswith(("re_", "kl_")):
-                row[k] = round(float(v.float().mean()), 2)
+                row[k] = round(float(v.detach().float().mean()), 2)
         if args.val_every and step % args.val_every == 0:
             row["val_bpd"] = round(evaluate_bpd(model, val, device), 4)
         if writer is None:
@@ -244,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kl-warmup-steps", type=int, default=0, help="KL weight rises 0 -> 1 over these steps")
     ap.add_argument("--init-batches", type=int, default=4)
     ap.add_argument("--init-from", default="", help="start from shipped .safetensors weights")
+    ap.add_argument("--lr-warmup-steps", type=int, default=0,
+                    help="learning rate rises over this many steps of this process (use with --init-from)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)

@@ -232,3 +232,37 @@ def test_rd_main_smoke(tmp_path):
     assert all(p["n_images"] == 2 for p in res["curves"]["jpeg"]["points"])
     assert "jpeg2000" in res["bd_rate"]["jpeg"]
     assert out.with_suffix(".md").read_text().startswith("# Rate-quality benchmark")
+
+
+def test_rd_resume_reuses_logged_settings(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench import rd
+
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(img_dir / f"im{i}.png")
+    out = tmp_path / "res" / "resume"
+    args = [str(img_dir), "--out", str(out), "--codecs", "jpeg,png", "--sweep", "jpeg=30,70",
+            "--repeats", "0", "--repeats-for", "png=1", "--threads", "1", "--no-plots", "--no-progress"]
+    assert rd.main(args) == 0
+    first = json.loads(out.with_suffix(".json").read_text())
+    log_lines = out.with_name("resume.rows.jsonl").read_text().splitlines()
+    assert len(log_lines) == 2 * 3  # 2 images x (2 jpeg qualities + 1 png)
+    assert first["meta"]["repeats_for"] == {"png": 1}
+
+    # Drop the last logged setting (as if the run had been killed there): only it is measured again.
+    out.with_name("resume.rows.jsonl").write_text("\n".join(log_lines[:-1]) + "\n{\"torn")
+    calls = []
+    real = rd.measure
+    monkeypatch.setattr(rd, "measure", lambda c, name, *a: calls.append((c.name, name)) or real(c, name, *a))
+    assert rd.main(args + ["--resume"]) == 0
+    assert calls == [("png", "im1.png")]
+    second = json.loads(out.with_suffix(".json").read_text())
+    for key in ("jpeg", "png"):
+        a, b = first["curves"][key]["points"], second["curves"][key]["points"]
+        assert [p["bpp"] for p in a] == [p["bpp"] for p in b]
+    assert [p["psnr"] for p in first["curves"]["jpeg"]["points"]] == [p["psnr"] for p in second["curves"]["jpeg"]["points"]]
+    resumed_png = [r for r in rd.read_row_log(out.with_name("resume.rows.jsonl")).values() if r[0]["codec"] == "png"]
+    assert resumed_png and all(r[0]["exact"] and r[0]["psnr"] == float("inf") for r in resumed_png)

@@ -36,6 +36,26 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert log[0].startswith("step,images") and len(log) == 5 and "re_x" in log[0] and "kl_u" in log[0]
 
 
+def test_init_from_continues_the_counters(tmp_path: Path) -> None:
+    """Continuing from exported weights keeps step / images / KL warm-up of the run that made them."""
+    import csv
+
+    data = require_data("cifar10", "train_000.webp").parent.parent
+    common = ["--preset", "cifar-small", "--data", "cifar", "--data-dir", str(data), "--cifar-shards", "1",
+              "--batch", "2", "--val-every", "0", "--threads", "1", "--kl-warmup-steps", "4"]
+    main(common + ["--out", str(tmp_path / "a"), "--steps", "2", "--export", str(tmp_path / "a.safetensors")])
+    main(common + ["--out", str(tmp_path / "b"), "--steps", "5", "--init-from", str(tmp_path / "a.safetensors"),
+                   "--lr-warmup-steps", "2"])
+    with open(tmp_path / "b" / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [3, 4, 5]
+    assert [int(r["images"]) for r in rows] == [6, 8, 10]
+    assert [float(r["kl_weight"]) for r in rows] == [0.5, 0.75, 1.0]   # warm-up not restarted
+    assert float(rows[0]["lr"]) == pytest.approx(0.5 * float(rows[1]["lr"]), rel=1e-3)  # lr ramp
+    _, info = load_checkpoint_model(tmp_path / "b" / "checkpoint.pt")
+    assert info["steps"] == 5
+
+
 def test_report_plots_a_log(tmp_path: Path) -> None:
     from models.report import plot, read_log, smooth
 
