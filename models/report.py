@@ -2,6 +2,9 @@
 against images seen, and every RE/KL term, so the next run knows where returns diminish.
 
     python -m models.report runs/codec/log.csv --out docs/training/codec --title "codec preset"
+
+Several logs (a run and its continuations with ``--init-from``, whose counters carry on) are
+joined in the order given, with a dashed line where each continuation starts.
 """
 from __future__ import annotations
 
@@ -24,6 +27,15 @@ def read_log(path: Path) -> dict[str, np.ndarray]:
     return cols
 
 
+def join_logs(paths: list[Path]) -> tuple[dict[str, np.ndarray], list[float]]:
+    """Columns of several logs one after the other (columns missing from a log are NaN) and the
+    images-seen count at which each log after the first starts."""
+    logs = [read_log(p) for p in paths]
+    keys = list(dict.fromkeys(k for log in logs for k in log))
+    joined = {k: np.concatenate([log.get(k, np.full(len(log["step"]), np.nan)) for log in logs]) for k in keys}
+    return joined, [float(log["images"][0]) for log in logs[1:]]
+
+
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
     """Running mean over ``window`` steps (NaNs ignored)."""
     if window <= 1 or len(y) < window:
@@ -34,7 +46,8 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(v, k, "valid") / np.maximum(np.convolve(n, k, "valid"), 1)
 
 
-def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50) -> list[Path]:
+def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50,
+         starts: list[float] | None = None, logx: bool = False) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,6 +63,10 @@ def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50) ->
     val = ~np.isnan(log["val_bpd"])
     if val.any():
         ax.plot(images[val], log["val_bpd"][val], "o-", label="held-out -ELBO")
+    for i, x in enumerate(starts or []):
+        ax.axvline(x, color="grey", ls="--", lw=1, label="continued (--init-from)" if i == 0 else None)
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel("images seen")
     ax.set_ylabel("bits / dim")
     ax.set_title(f"{title}: bits/dim vs images seen")
@@ -83,13 +100,14 @@ def plot(log: dict[str, np.ndarray], out: Path, title: str, window: int = 50) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("log")
+    ap.add_argument("log", nargs="+", help="log.csv files, joined in this order")
     ap.add_argument("--out", required=True, help="path stem of the PNGs")
     ap.add_argument("--title", default="training")
     ap.add_argument("--window", type=int, default=50)
+    ap.add_argument("--logx", action="store_true", help="images seen on a log axis")
     a = ap.parse_args(argv)
-    log = read_log(Path(a.log))
-    for p in plot(log, Path(a.out), a.title, a.window):
+    log, starts = join_logs([Path(p) for p in a.log])
+    for p in plot(log, Path(a.out), a.title, a.window, starts, a.logx):
         print(f"wrote {p}")
     last = {k: float(v[-1]) for k, v in log.items()}
     val = log["val_bpd"][~np.isnan(log["val_bpd"])]

@@ -70,3 +70,15 @@ def test_report_plots_a_log(tmp_path: Path) -> None:
     assert smooth(cols["step"], 4)[0] == pytest.approx(2.5)
     paths = plot(cols, tmp_path / "run", "test", window=4)
     assert [p.name for p in paths] == ["run_bpd.png", "run_terms.png"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_report_joins_a_run_and_its_continuation(tmp_path: Path) -> None:
+    from models.report import join_logs
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("step,images,bpd,val_bpd\n1,16,7.0,\n2,32,6.5,6.6\n")
+    b.write_text("step,images,bpd,val_bpd,kl_u\n3,48,6.4,,5\n")
+    log, starts = join_logs([a, b])
+    assert list(log["step"]) == [1, 2, 3] and starts == [48.0]
+    assert list(log["bpd"]) == [7.0, 6.5, 6.4]
+    assert torch.isnan(torch.tensor(log["kl_u"][:2])).all() and log["kl_u"][2] == 5
