@@ -1,5 +1,5 @@
 """Rate-quality and lossless comparison on CIFAR-10 test images (32x32):
-``python -m bench.cifar [--n 200] [--weights W] [--out bench/results/cifar10]``.
+``python -m bench.cifar [--n 200] [--weights W] [--out bench/results/c10-test]``.
 
 1. A fixed random subset of ``--n`` CIFAR-10 test images (``numpy.random.default_rng(seed)``
    choice without replacement, sorted; the same subset as ``models.evaluate.cifar_subset`` for
@@ -36,7 +36,7 @@ from models.evaluate import subset_indices
 
 DEFAULT_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless", "jpeg", "webp", "jpeg2000", "avif", "jpegxl",
                   "png", "webp-lossless", "jpegxl-lossless", "jpeg2000-lossless")
-DEFAULT_OUT = rd.REPO_ROOT / "bench" / "results" / "cifar10"
+DEFAULT_OUT = rd.REPO_ROOT / "bench" / "results" / "c10-test"  # no "cifar" in plot names: they are not dataset images
 
 
 def bits_per_dim(n_bytes: int, h: int, w: int, channels: int = 3) -> float:

@@ -71,7 +71,8 @@ def cli() -> None:
 weights_option = click.option("--weights", type=click.Path(dir_okay=False), default=None,
                               help="safetensors weights (default: the shipped model)")
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
-                              help="torch threads for the encoder's networks (default: all cores)")
+                              help="torch threads for --refine (default: all cores); what decides the file's "
+                                   "bytes and the decoded pixels always runs on one thread")
 
 
 @cli.command()
