@@ -73,6 +73,15 @@ DEFAULT_CODECS = (
     "webp-lossless", "jpegxl-lossless", "jpeg2000-lossless", "png",
 )
 TARGET_BPPS = (0.25, 0.5, 0.75, 1.0)
+#: PSNR (dB) at TARGET_BPPS on Kodak from CompressAI's published JSON results (design notes §4):
+#: reference numbers, not measured by this benchmark.
+PUBLISHED_KODAK = {
+    "bmshj2018-hyperprior": (29.95, 33.06, 35.28, 37.14),
+    "JPEG": (24.66, 28.95, 31.06, 32.59),
+    "WebP": (28.55, 31.32, 33.45, 35.11),
+    "AV1": (30.52, 33.66, 35.87, 37.59),
+    "VTM": (31.27, 34.37, 36.58, 38.24),
+}
 IMAGE_EXTS = (".png", ".ppm", ".bmp", ".tif", ".tiff")
 
 
@@ -312,6 +321,12 @@ def markdown(result: dict, anchor: str = "jpeg") -> str:
             + " | ".join(_f(qa.get(f"{t:g}")) for t in TARGET_BPPS)
             + f" | {_f(r, '{:+.1f} %')} | {_f(p, '{:+.2f}')} | {enc:.1f} | {dec:.1f} |"
         )
+    if meta["image_dir_name"].lower() == "kodak":
+        lines += ["", "Published reference on Kodak (CompressAI's JSON results, design notes §4; not measured "
+                  "in this run), PSNR at the same rates:", "",
+                  "| reference | PSNR@0.25 | @0.5 | @0.75 | @1.0 |", "|---|---|---|---|---|"]
+        for n, vals in PUBLISHED_KODAK.items():
+            lines.append(f"| {n} (published) | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     lossless = [n for n, c in curves.items() if c["lossless"]]
     if lossless:
         lines += ["", "Lossless:", "", "| codec | bpp | bit-exact | enc ms | dec ms |", "|---|---|---|---|---|"]
@@ -340,24 +355,37 @@ def markdown(result: dict, anchor: str = "jpeg") -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(curves: dict[str, dict], stem: Path, title: str, max_bpp: float = 2.0) -> list[Path]:
-    """PSNR-bpp and MS-SSIM(dB)-bpp plots, one line per lossy curve."""
+def plot(curves: dict[str, dict], stem: Path, title: str, max_bpp: float = 2.0,
+         published: dict[str, tuple[float, ...]] | None = None) -> list[Path]:
+    """PSNR-bpp and MS-SSIM(dB)-bpp plots, one line per lossy curve. The bpp axis reaches past
+    ``max_bpp`` when a curve starts beyond it, so that every curve shows; ``published`` adds
+    reference PSNRs at TARGET_BPPS (grey, dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
+    lowest = [_xy(curves[n], "psnr")[0] for n in _lossy(curves)]
+    max_bpp = min(8.0, max([max_bpp] + [1.1 * min(x) for x in lowest if len(x)]))
     for metric, label, suffix in (
         ("psnr", "PSNR [dB] (RGB)", "psnr"),
         ("ms_ssim_db", "MS-SSIM [dB] = −10 log10(1 − MS-SSIM)", "msssim"),
     ):
-        fig, ax = plt.subplots(figsize=(7, 5))
+        fig, ax = plt.subplots(figsize=(10, 5.5))
         ys = []
-        for n in _lossy(curves):
+        for i, n in enumerate(_lossy(curves)):
             x, y = _xy(curves[n], metric)
-            ax.plot(x, y, marker=".", label=n, linestyle="--" if curves[n]["codec"] != n else "-")
+            style: dict[str, Any] = {"color": plt.get_cmap("tab20")(i % 20), "marker": ".",
+                                     "linestyle": "--" if curves[n]["codec"] != n else "-"}
+            if curves[n].get("derived"):  # an envelope: a broad grey band under the curves it joins
+                style.update(color="black", alpha=0.3, linestyle="-", linewidth=5, marker=None, zorder=1)
+            ax.plot(x, y, label=n, **style)
             ys += [v for u, v in zip(x, y) if u <= max_bpp and math.isfinite(v)]
+        if metric == "psnr":
+            for i, (n, vals) in enumerate((published or {}).items()):
+                ax.plot(TARGET_BPPS, vals, ":", color=str(0.35 + 0.1 * i), marker="x", label=f"{n} (published)")
+                ys += list(vals)
         ax.set_xlim(0, max_bpp)
         if ys:
             ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
@@ -365,7 +393,7 @@ def plot(curves: dict[str, dict], stem: Path, title: str, max_bpp: float = 2.0) 
         ax.set_ylabel(label)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         p = stem.with_name(f"{stem.name}_{suffix}.png")
         fig.savefig(p, dpi=120)
@@ -537,7 +565,9 @@ def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = 
     md.write_text(markdown(clean, anchor))
     paths = [js, md]
     if plots:
-        paths += plot(result["curves"], stem, f"{result['meta']['image_dir_name']} ({result['meta']['n_images']} images)")
+        kodak = result["meta"]["image_dir_name"].lower() == "kodak"
+        paths += plot(result["curves"], stem, f"{result['meta']['image_dir_name']} ({result['meta']['n_images']} images)",
+                      published=PUBLISHED_KODAK if kodak else None)
     return paths
 
 
