@@ -128,6 +128,13 @@ def test_rd_run_with_plugin_end_to_end(plugin, tiny_weights: Path, tmp_path: Pat
     assert res["meta"]["plugins"]["bench.learned"]["weights"] == str(tiny_weights.resolve())
     assert "ssvcodec/best" in out.with_suffix(".md").read_text()
 
+    # The command-line tool writes files of exactly the sizes in the JSON (bench.check_cli).
+    from bench import check_cli
+
+    assert check_cli.main([str(out.with_suffix(".json")), "--images", "im0.png"]) == 0
+    res["rows"][0]["n_bytes"] += 1
+    assert len(check_cli.check(res, {res["rows"][0]["image"]})) == 1
+
 
 def test_cifar_lossless_bits_per_dim_arithmetic(plugin) -> None:
     imgs = np.stack([synthetic(32, 32, 20).transpose(2, 0, 1), synthetic(32, 32, 21).transpose(2, 0, 1)])
