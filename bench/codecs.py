@@ -211,7 +211,7 @@ class JPEG(PillowCodec):
     name = "jpeg"
     pil_format = "JPEG"
     pil_feature = "jpg"
-    qualities = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    qualities = (1, 2, 3, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)  # 1-3: low enough to meet the PSNR of the RS levels
     subsampling: ClassVar[str] = "4:2:0"
 
     def save_options(self, q: int) -> dict[str, Any]:
