@@ -52,7 +52,7 @@ class CodingOptions:
     lossless: bool = False
     # Encoder-side latent refinement (codec/refine.py); 0: posterior means. Off by default: on
     # kodim04/23 at q=1 and 4, 10 steps moved the RS curves by -0.1..+0.4 dB at equal rate but
-    # made encoding 15-20x slower (1.3 s -> 25 s, 1 thread), see docs/rate-control.md.
+    # made encoding 15-20x slower (1.3 s -> 25 s, 1 thread), bench/results/kodak-refine.md.
     refine_steps: int = 0
     rate_weight: float = 30.0    # rate proxy weight of the refinement (MSE in 8-bit units per z-score^2)
 
