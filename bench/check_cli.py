@@ -49,8 +49,8 @@ def encode_options(row: dict[str, Any], weights: str | None) -> list[str]:
         opts.append("--lossless")
     elif row["with_y"]:
         opts.append("--with-y")
-    if row.get("cli") and "--refine" in row["cli"]:
-        opts += ["--refine", row["cli"].split("--refine", 1)[1].split()[0]]
+    if row.get("refine"):
+        opts += ["--refine", str(row["refine"])]
     if weights:
         opts += ["--weights", weights]
     return opts

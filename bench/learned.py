@@ -33,7 +33,7 @@ Quality sweeps: ``--sweep ssvcodec=0.5,1,2,4,8,16`` (the default), ``--sweep ssv
 plugin), else ``$SSVCODEC_WEIGHTS``, else the shipped ``weights/ssvae-codec.safetensors``.
 
 Every row of an ssvcodec point carries ``quality``, ``level``, ``label``, ``with_y``,
-``lossless_stream`` and ``cli`` (the command(s) whose output file has exactly ``n_bytes`` bytes);
+``lossless_stream``, ``refine`` and ``cli`` (the command(s) whose output file has exactly ``n_bytes`` bytes);
 ``meta["plugins"]["bench.learned"]`` records the weights file and fingerprint.
 """
 from __future__ import annotations
@@ -153,7 +153,7 @@ class _SSVBase(Codec):
 
     def _extra(self, q: Any, level: int, label: str, data: bytes, n_bytes: int, top: int) -> dict[str, Any]:
         return {"quality": round(float(q), 2), "level": level, "label": label, "with_y": self.with_y,
-                "lossless_stream": self.lossless_stream, "stream_bytes": len(data),
+                "lossless_stream": self.lossless_stream, "refine": self.refine, "stream_bytes": len(data),
                 "cli": self.cli(q, None if level == top else level)}
 
     derived_curves = None  # set below (a staticmethod shared by the two lossy classes)
