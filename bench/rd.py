@@ -285,6 +285,10 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _timing_text(repeats: int) -> str:
+    return f"the median of {repeats} runs after a warm-up" if repeats > 0 else "one run (no warm-up)"
+
+
 def _json_scalar(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
@@ -304,7 +308,8 @@ def markdown(result: dict, anchor: str = "jpeg") -> str:
         f"# Rate-quality benchmark: {meta['image_dir_name']} ({meta['n_images']} images)",
         "",
         f"{meta['date']}; {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
-        f"threads {meta['threads']}; times = mean over images of the median of {meta['repeats']} runs after a warm-up.",
+        f"threads {meta['threads']}; times = mean over images of {_timing_text(meta['repeats'])}"
+        + "".join(f"; {c}: {_timing_text(n)}" for c, n in meta.get("repeats_for", {}).items()) + ".",
         "",
         f"| curve | points | bpp range | PSNR@0.25 | @0.5 | @0.75 | @1.0 | BD-rate vs {anchor} | BD-PSNR vs {anchor} | enc ms | dec ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

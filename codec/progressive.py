@@ -51,8 +51,8 @@ class CodingOptions:
     with_y: bool = False
     lossless: bool = False
     # Encoder-side latent refinement (codec/refine.py); 0: posterior means. Off by default: on
-    # kodim04/23 at q=1 and 4, 10 steps moved the RS curves by -0.1..+0.4 dB at equal rate but
-    # made encoding 15-20x slower (1.3 s -> 25 s, 1 thread), bench/results/kodak-refine.md.
+    # kodim01-04 at q=1 and 4, 10 steps made encoding 21x slower (1.1 s -> 24 s, 1 thread) and
+    # the RS2/RS3 curves 13 % / 2 % worse in BD-rate (bench/results/kodak-refine.md).
     refine_steps: int = 0
     rate_weight: float = 30.0    # rate proxy weight of the refinement (MSE in 8-bit units per z-score^2)
 
