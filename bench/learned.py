@@ -220,7 +220,7 @@ class SSVCodecY(SSVCodec):
 
 @register
 class SSVCodecRefine(SSVCodec):
-    """As ``ssvcodec`` with ``--refine 10`` (encoder-side latent refinement, 15-20x slower
+    """As ``ssvcodec`` with ``--refine 10`` (encoder-side latent refinement, ~20x slower
     encoding): curves ssvcodec-refine10/RS1..RS(K+1), to judge the option against the default."""
 
     name = "ssvcodec-refine10"

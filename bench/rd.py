@@ -409,13 +409,13 @@ def plot(curves: dict[str, dict], stem: Path, title: str, max_bpp: float = 2.0,
 
 # --------------------------------------------------------------------------
 # driver
-def parse_sweeps(specs: Sequence[str]) -> dict[str, str]:
-    """``["jpeg=10,50,90", ...]`` -> ``{"jpeg": "10,50,90"}``."""
+def parse_sweeps(specs: Sequence[str], option: str = "--sweep", form: str = "CODEC=V1,V2,...") -> dict[str, str]:
+    """``["jpeg=10,50,90", ...]`` -> ``{"jpeg": "10,50,90"}`` (also ``--repeats-for CODEC=N``)."""
     out = {}
     for s in specs:
         name, _, values = s.partition("=")
         if not values:
-            raise ValueError(f"bad --sweep {s!r}; expected CODEC=V1,V2,...")
+            raise ValueError(f"bad {option} {s!r}; expected {form}")
         out[name.strip()] = values
     return out
 
@@ -617,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in names:
         if n not in codecs_mod.REGISTRY:
             ap.error(f"unknown codec {n!r}; known: {', '.join(codecs_mod.codec_names())}")
-    repeats_for = {k: int(v) for k, v in parse_sweeps(args.repeats_for).items()}
+    repeats_for = {k: int(v) for k, v in parse_sweeps(args.repeats_for, "--repeats-for", "CODEC=N").items()}
     result = run(
         args.image_dir, names, limit=args.limit, repeats=args.repeats, repeats_for=repeats_for,
         threads=args.threads, sweeps=parse_sweeps(args.sweep),
