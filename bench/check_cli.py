@@ -22,13 +22,9 @@ from typing import Any
 import numpy as np
 
 
-def ssvcodec_command() -> list[str]:
-    """The CLI of this installation, run by the same interpreter."""
-    return [sys.executable, "-c", "from codec.cli import main; main()"]
-
-
 def run_cli(args: list[str]) -> None:
-    res = subprocess.run(ssvcodec_command() + args, capture_output=True, text=True)
+    """One ``ssvcodec`` command in a fresh process of this interpreter (as bench.acceptance runs it)."""
+    res = subprocess.run([sys.executable, "-m", "codec.cli", *args], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"ssvcodec {' '.join(args)} failed: {res.stderr.strip()}")
 
