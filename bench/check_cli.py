@@ -11,7 +11,6 @@ any mismatch.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import rd
 
 
 def run_cli(args: list[str]) -> None:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default=None, help="comma-separated image names (default: the first one)")
     ap.add_argument("--all", action="store_true", help="every image of the run")
     a = ap.parse_args(argv)
-    result = json.loads(a.result.read_text())
+    result = rd.read_result(a.result)
     names = result["meta"]["images"]
     images = None if a.all else set(a.images.split(",")) if a.images else {names[0]}
     bad = check(result, images)

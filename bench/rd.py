@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import gzip
 import importlib
 import json
 import math
@@ -561,11 +562,20 @@ def run(
     }
 
 
-def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = True) -> list[Path]:
+def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = True,
+                  json_gz: bool = False) -> list[Path]:
+    """Write ``STEM.json`` (or, with ``json_gz``, ``STEM.json.gz``: many small images make the
+    per-image rows megabytes, and the whole tree travels to the device machine), ``STEM.md``
+    and the plots."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     clean = _clean(result)
-    js = stem.with_suffix(".json")
-    js.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    text = json.dumps(clean, indent=1, allow_nan=False) + "\n"
+    if json_gz:
+        js = stem.with_name(stem.name + ".json.gz")
+        js.write_bytes(gzip.compress(text.encode(), mtime=0))  # mtime=0: same result, same bytes
+    else:
+        js = stem.with_suffix(".json")
+        js.write_text(text)
     md = stem.with_suffix(".md")
     md.write_text(markdown(clean, anchor))
     paths = [js, md]
@@ -574,6 +584,12 @@ def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = 
         paths += plot(result["curves"], stem, f"{result['meta']['image_dir_name']} ({result['meta']['n_images']} images)",
                       published=PUBLISHED_KODAK if kodak else None)
     return paths
+
+
+def read_result(path: Path) -> dict:
+    """A result written by :func:`write_outputs`, plain or gzipped."""
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.name.endswith(".gz") else data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,9 @@ def load_cifar(split: str, data_dir: Path = DEFAULT_DATA, shards: int | None = N
     """All (or the first ``shards``) shards of ``split`` ("train" or "test")."""
     files = sorted((data_dir / "cifar10").glob(f"{split}_*.webp"))
     if not files:
-        raise FileNotFoundError(f"no CIFAR-10 {split} shards in {data_dir / 'cifar10'}")
+        hint = (" (pack-for-device copies train shards only: copy ../shared/data/cifar10/test_*.webp"
+                " there too)") if split == "test" and any((data_dir / "cifar10").glob("train_*.webp")) else ""
+        raise FileNotFoundError(f"no CIFAR-10 {split} shards in {data_dir / 'cifar10'}{hint}")
     files = files[:shards] if shards else files
     return np.concatenate([load_cifar_shard(f) for f in files])
 
@@ -38,23 +40,51 @@ def load_image(path: Path) -> np.ndarray:
 
 def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Path]:
     """Photographs for training ("train": BSDS500 train+test and SUN-Hays 80) or validation
-    ("val": BSDS500 val, held out)."""
+    ("val": BSDS500 val, held out).
+
+    ``data_dir`` is ``../shared/data`` or a folder written by ``../shared/tools/pack-for-device``
+    (``.devdata``), whose ``photos/`` is flat (``train_100075.jpg``, ``sunhays80_abbey_*.jpg``)
+    and already downscaled by 2; :func:`load_photos` tells the two apart by the path."""
     root = data_dir / "photos"
+    if not (root / "bsds500").is_dir() and any(root.glob("*.jpg")):
+        if split == "val":
+            return sorted(root.glob("val_*.jpg"))
+        return sorted(root.glob("train_*.jpg")) + sorted(root.glob("test_*.jpg")) + sorted(root.glob("sunhays80_*.jpg"))
     if split == "val":
         return sorted((root / "bsds500" / "val").glob("*.jpg"))
     return sorted((root / "bsds500" / "train").glob("*.jpg")) + sorted(
         (root / "bsds500" / "test").glob("*.jpg")) + sorted((root / "sunhays80").glob("*.jpg"))
 
 
+def _is_packed(f: Path) -> bool:
+    """A photo of pack-for-device's flat, pre-halved layout (``.../photos/train_100075.jpg``)."""
+    return f.parent.name == "photos"
+
+
+def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160) -> tuple[int, int]:
+    """The (width, height) a photo is trained at: BSDS500 (JPEG quality ~90) halved, SUN-Hays
+    (quality ~50) to a longest side of 320, so JPEG artefacts and blurred chroma shrink below a
+    pixel. ``stored`` is the file's size; packed files (see :func:`photo_files`) were halved
+    already (odd sides rounded down), so the same photo gets the same training size from either
+    layout, up to one pixel."""
+    packed = _is_packed(f)
+    original = (stored[0] * 2, stored[1] * 2) if packed else stored
+    bsds = not f.name.startswith("sunhays80_") if packed else "bsds500" in f.parts
+    if bsds and packed:
+        return stored
+    factor = 2.0 if bsds else max(original) / 320.0
+    return max(min_side, round(original[0] / factor)), max(min_side, round(original[1] / factor))
+
+
 def load_photos(files: list[Path], min_side: int = 160) -> list[np.ndarray]:
-    """Decode and downscale the photos so JPEG artefacts and blurred chroma shrink below a pixel:
-    BSDS500 (quality ~90) by 2, SUN-Hays (quality ~50) to a longest side of 320."""
+    """Decode the photos and bring each to :func:`photo_training_size` (Lanczos)."""
     out = []
     for f in files:
         im = Image.open(f).convert("RGB")
-        factor = 2.0 if "bsds500" in f.parts else max(im.size) / 320.0
-        size = (max(min_side, round(im.width / factor)), max(min_side, round(im.height / factor)))
-        out.append(np.asarray(im.resize(size, Image.LANCZOS)).transpose(2, 0, 1).copy())
+        size = photo_training_size(f, im.size, min_side)
+        if size != im.size:
+            im = im.resize(size, Image.LANCZOS)
+        out.append(np.asarray(im).transpose(2, 0, 1).copy())
     return out
 
 

@@ -112,7 +112,8 @@ def train(args: argparse.Namespace) -> Path:
     ckpt_path = out / "checkpoint.pt"
     data_dir = Path(args.data_dir)
     batches = Batches(args.data, data_dir, args.crop, args.batch, args.cifar_fraction, args.cifar_shards)
-    val = validation_set(args.data, data_dir, args.crop)
+    # --val-every 0: no held-out set needed (a device run may carry training shards only)
+    val = validation_set(args.data, data_dir, args.crop) if args.val_every else None
     resume = ckpt_path.exists()
     torch.manual_seed(args.seed)  # before building: the initial weights are part of the run
     if resume:
@@ -231,7 +232,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.export:
         meta = {"steps": step, "images_seen": images_seen, "train_seconds": round(elapsed, 1),
                 "data": args.data, "crop": args.crop, "batch": args.batch, "device": str(device),
-                "val_bpd_elbo": evaluate_bpd(model, val, device)}
+                "val_bpd_elbo": evaluate_bpd(model, val, device) if val is not None else None}
         save_weights(model, Path(args.export), meta)
         print(f"exported {args.export}: {meta}")
     return ckpt_path
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
-    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--val-every", type=int, default=500, help="held-out -ELBO every N steps (0: never)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--export", default="", help="write safetensors weights here at the end")
     return ap

@@ -37,10 +37,14 @@ def test_resume_is_exact(tmp_path: Path) -> None:
 
 
 def test_init_from_continues_the_counters(tmp_path: Path) -> None:
-    """Continuing from exported weights keeps step / images / KL warm-up of the run that made them."""
+    """Continuing from exported weights keeps step / images / KL warm-up of the run that made them.
+    The data folder holds one training shard and no test shards, as a device run's may."""
     import csv
+    import shutil
 
-    data = require_data("cifar10", "train_000.webp").parent.parent
+    data = tmp_path / "devdata"
+    (data / "cifar10").mkdir(parents=True)
+    shutil.copy(require_data("cifar10", "train_000.webp"), data / "cifar10")
     common = ["--preset", "cifar-small", "--data", "cifar", "--data-dir", str(data), "--cifar-shards", "1",
               "--batch", "2", "--val-every", "0", "--threads", "1", "--kl-warmup-steps", "4"]
     main(common + ["--out", str(tmp_path / "a"), "--steps", "2", "--export", str(tmp_path / "a.safetensors")])
