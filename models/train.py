@@ -6,11 +6,12 @@ initialisation on the first batch, random horizontal flips (and random crop scal
     python -m models.train --preset cifar-small --data cifar --out runs/cifar --steps 20000
 
 ``--kl-warmup-steps N`` weights the KL terms by step/N for the first N steps (the logged bpd is
-always the true negative ELBO). Resumable: re-running with the same ``--out`` continues exactly (model, optimiser, step, every
-RNG) from ``OUT/checkpoint.pt``, written every ``--ckpt-minutes`` and on exit. ``--init-from``
-starts from shipped safetensors weights with a fresh optimiser (ease it in with
-``--lr-warmup-steps``), continuing the step / images / time counters stored in the weights'
-metadata, so a finished KL warm-up is not repeated and the log continues that run's curve. Logs every step to
+always the true negative ELBO). Resumable: re-running with the same ``--out`` continues exactly
+(model, optimiser, step, torch RNGs; batch s is drawn from its own seed [seed, s]) from
+``OUT/checkpoint.pt``, written every ``--ckpt-minutes`` and on exit. ``--init-from`` starts from
+shipped safetensors weights with a fresh optimiser (ease it in with ``--lr-warmup-steps``),
+continuing the step / images / time counters stored in the weights' metadata, so a finished KL
+warm-up is not repeated and the log continues that run's curve. Logs every step to
 ``OUT/log.csv`` (bpd and every RE/KL term) with a tqdm progress bar. Updates whose loss is not
 finite or whose gradient norm exceeds ``--skip-grad-norm`` are skipped and counted.
 """
@@ -23,6 +24,7 @@ import math
 import os
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,34 @@ class Batches:
             return self.cifar.batch(rng, n)
         assert self.photos is not None
         return self.photos.batch(rng, self.batch)
+
+
+class BatchStream:
+    """The batches of a run: batch ``s`` is drawn with its own generator ``default_rng([seed, s])``
+    by a background thread up to ``depth`` steps ahead, so data loading overlaps the model's work
+    (on a GPU the main thread only queues kernels) and a resumed run draws exactly the batches it
+    would have drawn, with no generator state to checkpoint. ``pin``: page-locked for CUDA copies."""
+
+    def __init__(self, batches: Batches, seed: int, depth: int = 4, pin: bool = False) -> None:
+        self.batches, self.seed, self.depth, self.pin = batches, seed, max(1, depth), pin
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+        self._pending: dict[int, Future[torch.Tensor]] = {}
+
+    def _draw(self, step: int) -> torch.Tensor:
+        x = torch.from_numpy(self.batches.next(np.random.default_rng([self.seed, step])))
+        return x.pin_memory() if self.pin else x
+
+    def get(self, step: int) -> torch.Tensor:
+        """Batch ``step`` (uint8, N x 3 x H x W); queues the next ``depth - 1``."""
+        for s in range(step, step + self.depth):
+            if s not in self._pending:
+                self._pending[s] = self._pool.submit(self._draw, s)
+        for s in [s for s in self._pending if s < step]:
+            self._pending.pop(s).cancel()
+        return self._pending.pop(step).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def validation_set(kind: str, data_dir: Path, crop: int, n: int = 64) -> np.ndarray:
@@ -136,9 +166,9 @@ def train(args: argparse.Namespace) -> Path:
     if resume:
         opt.load_state_dict(ckpt["optimizer"])
         step, images_seen, elapsed = ckpt["step"], ckpt["images_seen"], ckpt["elapsed"]
-        rng = np.random.default_rng()
-        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
         print(f"resumed {ckpt_path} at step {step} ({images_seen} images, {elapsed / 60:.1f} min)")
     else:
         step, images_seen, elapsed = 0, 0, 0.0
@@ -149,20 +179,20 @@ def train(args: argparse.Namespace) -> Path:
             images_seen = int(init_meta.get("images_seen", 0))
             elapsed = float(init_meta.get("train_seconds", 0.0))
             print(f"continuing from {args.init_from} at step {step} ({images_seen} images)")
-        rng = np.random.default_rng(args.seed + step)
         torch.manual_seed(args.seed + step)
         if not args.init_from:
             sampler = batches.photos or batches.cifar
             assert sampler is not None
-            init = torch.from_numpy(sampler.batch(rng, args.init_batches * args.batch))
+            init = torch.from_numpy(sampler.batch(np.random.default_rng(args.seed), args.init_batches * args.batch))
             data_dependent_init(model, lambda: model(init.to(device)))
             print(f"data-dependent init on {len(init)} images")
 
     def save(reason: str) -> None:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "images_seen": images_seen, "elapsed": elapsed,
-                 "numpy_rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-                 "run": json.dumps(run_cfg)}
+                 "torch_rng": torch.get_rng_state(), "run": json.dumps(run_cfg)}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
         _atomic_save(state, ckpt_path)
         tqdm.write(f"[{reason}] checkpoint at step {step} -> {ckpt_path}")
 
@@ -180,9 +210,10 @@ def train(args: argparse.Namespace) -> Path:
     bar = tqdm(total=None if not args.steps else end_step, initial=step, unit="step", dynamic_ncols=True)
     skipped = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    stream = BatchStream(batches, args.seed, depth=args.prefetch, pin=device.type == "cuda")
     while step < end_step and time.time() < deadline and not stop["now"]:
         t0 = time.time()
-        x = torch.from_numpy(batches.next(rng)).to(device, non_blocking=True)
+        x = stream.get(step).to(device, non_blocking=True)
         lr = learning_rate(step, args.lr, args.lr_decay, args.lr_min)
         if args.lr_warmup_steps:  # eases a cold optimizer into weights that are already trained
             lr *= min(1.0, (step - start_step + 1) / args.lr_warmup_steps)
@@ -226,6 +257,7 @@ def train(args: argparse.Namespace) -> Path:
             log_f.flush()
             save("periodic")
             last_ckpt = time.time()
+    stream.close()
     bar.close()
     log_f.close()
     save("stop" if stop["now"] else "end")
@@ -263,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prefetch", type=int, default=4, help="batches drawn ahead by a background thread")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     ap.add_argument("--val-every", type=int, default=500, help="held-out -ELBO every N steps (0: never)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)

@@ -86,3 +86,21 @@ def test_report_joins_a_run_and_its_continuation(tmp_path: Path) -> None:
     assert list(log["step"]) == [1, 2, 3] and starts == [48.0]
     assert list(log["bpd"]) == [7.0, 6.5, 6.4]
     assert torch.isnan(torch.tensor(log["kl_u"][:2])).all() and log["kl_u"][2] == 5
+
+
+def test_batch_stream_does_not_depend_on_prefetch_depth() -> None:
+    """Batch s comes from its own seed, so drawing ahead in a thread changes nothing."""
+    from models.train import Batches, BatchStream
+
+    data = require_data("cifar10", "train_000.webp").parent.parent
+    batches = Batches("cifar", data, 32, 4, 0.0, cifar_shards=1)
+    a, b = BatchStream(batches, seed=3, depth=1), BatchStream(batches, seed=3, depth=5)
+    try:
+        got_a = [a.get(s) for s in range(6)]
+        got_b = [b.get(s) for s in (0, 1, 2, 3, 4, 5)]
+        assert all(torch.equal(x, y) for x, y in zip(got_a, got_b))
+        assert not torch.equal(got_a[0], got_a[1])
+        assert torch.equal(b.get(9), a.get(9))  # a jump (resume) draws the same batch
+    finally:
+        a.close()
+        b.close()
