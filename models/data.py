@@ -26,8 +26,9 @@ def load_cifar(split: str, data_dir: Path = DEFAULT_DATA, shards: int | None = N
     """All (or the first ``shards``) shards of ``split`` ("train" or "test")."""
     files = sorted((data_dir / "cifar10").glob(f"{split}_*.webp"))
     if not files:
-        hint = (" (pack-for-device copies train shards only: copy ../shared/data/cifar10/test_*.webp"
-                " there too)") if split == "test" and any((data_dir / "cifar10").glob("train_*.webp")) else ""
+        hint = (" (pack-for-device copies train shards only: train with --val-every 0, or copy"
+                " ../shared/data/cifar10/test_*.webp there too)"
+                ) if split == "test" and any((data_dir / "cifar10").glob("train_*.webp")) else ""
         raise FileNotFoundError(f"no CIFAR-10 {split} shards in {data_dir / 'cifar10'}{hint}")
     files = files[:shards] if shards else files
     return np.concatenate([load_cifar_shard(f) for f in files])
