@@ -47,7 +47,7 @@ def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Pat
     (``.devdata``), whose ``photos/`` is flat (``train_100075.jpg``, ``sunhays80_abbey_*.jpg``)
     and already downscaled by 2; :func:`load_photos` tells the two apart by the path."""
     root = data_dir / "photos"
-    if not (root / "bsds500").is_dir() and any(root.glob("*.jpg")):
+    if any(root.glob("*.jpg")):  # photos directly in photos/: the packed layout (see _is_packed)
         if split == "val":
             return sorted(root.glob("val_*.jpg"))
         return sorted(root.glob("train_*.jpg")) + sorted(root.glob("test_*.jpg")) + sorted(root.glob("sunhays80_*.jpg"))
@@ -58,7 +58,8 @@ def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Pat
 
 
 def _is_packed(f: Path) -> bool:
-    """A photo of pack-for-device's flat, pre-halved layout (``.../photos/train_100075.jpg``)."""
+    """A photo of pack-for-device's flat, pre-halved layout (``.../photos/train_100075.jpg``);
+    ``../shared/data`` keeps its photos one folder deeper (``photos/bsds500/train/...``)."""
     return f.parent.name == "photos"
 
 
