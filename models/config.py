@@ -94,6 +94,68 @@ class ModelConfig:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class RDConfig:
+    """Architecture of the rate-distortion ssVAE (:class:`models.rd.RDSSVAE`).
+
+    Level k (1-based) renders the image at 1/``render_strides[k-1]`` of x's size (the ssVAE's
+    y_{K+1-k}; the last level renders x) from a latent at 1/``latent_strides[k-1]`` of x. Level
+    k+1 reads level k's synthesis features at its own latent stride, so that stride must be one
+    level k's synthesis passes through.
+    """
+
+    kind: str = "rd"
+    render_strides: tuple[int, ...] = (4, 2, 1)
+    latent_strides: tuple[int, ...] = (32, 32, 16)
+    latent_channels: tuple[int, ...] = (64, 64, 96)
+    width: int = 64                              # N: channels of every transform
+    emb_dim: int = 64                            # quality embedding
+    level_weights: tuple[float, ...] = (0.5, 0.5, 1.0)  # w_k of the distortion at each truncation
+    lambda_min: float = 0.0009                   # lambda(q) = lambda_min * 2**q, q in [0, q_max]
+    q_max: float = 8.0
+
+    def __post_init__(self) -> None:
+        for name in ("render_strides", "latent_strides", "latent_channels", "level_weights"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        n = len(self.render_strides)
+        if not (len(self.latent_strides) == len(self.latent_channels) == len(self.level_weights) == n) or n < 1:
+            raise ValueError("render_strides, latent_strides, latent_channels and level_weights need one entry per level")
+        if self.render_strides[-1] != 1:
+            raise ValueError("the last level must render x at full size (render stride 1)")
+        for k in range(n):
+            r, s = self.render_strides[k], self.latent_strides[k]
+            if r & (r - 1) or s & (s - 1) or s <= r:
+                raise ValueError(f"level {k + 1}: strides must be powers of two with latent > render, got {r}, {s}")
+            if k + 1 < n and not (r < self.latent_strides[k + 1] <= s):
+                raise ValueError(f"level {k + 2}'s latent stride must lie on level {k + 1}'s synthesis path")
+            if k + 1 < n and self.render_strides[k + 1] * 2 != r:
+                raise ValueError("each level must render at twice the resolution of the one before")
+
+    @property
+    def levels(self) -> int:
+        return len(self.render_strides)
+
+    @property
+    def pad_multiple(self) -> int:
+        return max(self.latent_strides)
+
+    def lam(self, q: float) -> float:
+        """lambda for quality ``q``: the weight of 255^2 * MSE against bits per pixel."""
+        return self.lambda_min * 2.0 ** q
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RDConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown RD model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 def _preset(base: ModelConfig, **changes: Any) -> ModelConfig:
     return dataclasses.replace(base, **changes)
 

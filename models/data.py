@@ -40,8 +40,8 @@ def load_image(path: Path) -> np.ndarray:
 
 
 def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Path]:
-    """Photographs for training ("train": BSDS500 train+test and SUN-Hays 80) or validation
-    ("val": BSDS500 val, held out).
+    """Photographs for training ("train": BSDS500 train+test, SUN-Hays 80 and the lossless
+    wallpaper photos) or validation ("val": BSDS500 val, held out).
 
     ``data_dir`` is ``../shared/data`` or a folder written by ``../shared/tools/pack-for-device``
     (``.devdata``), whose ``photos/`` is flat (``train_100075.jpg``, ``sunhays80_abbey_*.jpg``)
@@ -50,11 +50,12 @@ def photo_files(data_dir: Path = DEFAULT_DATA, split: str = "train") -> list[Pat
     if any(root.glob("*.jpg")):  # photos directly in photos/: the packed layout (see _is_packed)
         if split == "val":
             return sorted(root.glob("val_*.jpg"))
-        return sorted(root.glob("train_*.jpg")) + sorted(root.glob("test_*.jpg")) + sorted(root.glob("sunhays80_*.jpg"))
+        return (sorted(root.glob("train_*.jpg")) + sorted(root.glob("test_*.jpg"))
+                + sorted(root.glob("sunhays80_*.jpg")) + sorted(root.glob("wallpapers_*.jpg")))
     if split == "val":
         return sorted((root / "bsds500" / "val").glob("*.jpg"))
-    return sorted((root / "bsds500" / "train").glob("*.jpg")) + sorted(
-        (root / "bsds500" / "test").glob("*.jpg")) + sorted((root / "sunhays80").glob("*.jpg"))
+    return (sorted((root / "bsds500" / "train").glob("*.jpg")) + sorted((root / "bsds500" / "test").glob("*.jpg"))
+            + sorted((root / "sunhays80").glob("*.jpg")) + sorted((root / "wallpapers").glob("*.webp")))
 
 
 def _is_packed(f: Path) -> bool:
@@ -66,10 +67,12 @@ def _is_packed(f: Path) -> bool:
 def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160) -> tuple[int, int]:
     """The (width, height) a photo is trained at: BSDS500 (JPEG quality ~90) halved, SUN-Hays
     (quality ~50) to a longest side of 320, so JPEG artefacts and blurred chroma shrink below a
-    pixel. ``stored`` is the file's size; packed files (see :func:`photo_files`) were halved
+    pixel; the wallpapers (lossless, already downscaled from their sources) as stored. ``stored`` is the file's size; packed files (see :func:`photo_files`) were halved
     already (odd sides rounded down), so the same photo gets the same training size from either
     layout, up to one pixel."""
     packed = _is_packed(f)
+    if f.name.startswith("wallpapers_") if packed else "wallpapers" in f.parts:
+        return stored
     original = (stored[0] * 2, stored[1] * 2) if packed else stored
     bsds = not f.name.startswith("sunhays80_") if packed else "bsds500" in f.parts
     if bsds and packed:
@@ -91,15 +94,20 @@ def load_photos(files: list[Path], min_side: int = 160) -> list[np.ndarray]:
 
 
 class CropSampler:
-    """Random crops of ``size`` at random scales (x1 to x``max_zoom_out``) with horizontal flips."""
+    """Random crops of ``size`` at random scales (x1 to x``max_zoom_out``) with horizontal flips.
+    ``by_area``: pick each photo with probability proportional to its pixel count (every pixel
+    equally likely), so a few large clean photos are not drowned by many small JPEGs."""
 
-    def __init__(self, images: list[np.ndarray], size: int, max_zoom_out: float = 1.5) -> None:
+    def __init__(self, images: list[np.ndarray], size: int, max_zoom_out: float = 1.5,
+                 by_area: bool = False) -> None:
         self.images, self.size, self.max_zoom_out = images, size, max_zoom_out
+        area = np.array([im.shape[1] * im.shape[2] for im in images], dtype=np.float64)
+        self.p = area / area.sum() if by_area else None
 
     def batch(self, rng: np.random.Generator, n: int) -> np.ndarray:
         out = np.empty((n, 3, self.size, self.size), dtype=np.uint8)
         for i in range(n):
-            img = self.images[rng.integers(len(self.images))]
+            img = self.images[rng.choice(len(self.images), p=self.p) if self.p is not None else rng.integers(len(self.images))]
             _, h, w = img.shape
             zoom = rng.uniform(1.0, min(self.max_zoom_out, h / self.size, w / self.size))
             side = int(self.size * zoom)

@@ -11,14 +11,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import ModelConfig, RDConfig
+from .rd import RDSSVAE, build_rd_model
 from .ssvae import SSVAE, build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssvae-codec.safetensors"
 
 
-def save_weights(model: SSVAE, path: Path, meta: dict[str, Any] | None = None) -> None:
+def save_weights(model: SSVAE | RDSSVAE, path: Path, meta: dict[str, Any] | None = None) -> None:
     """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` (config + ``meta``)."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -41,6 +42,23 @@ def load_model(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu")
         raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
     info = json.loads(cfg_path.read_text())
     model = build_model(ModelConfig.from_dict(info["config"]))
+    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return model.to(device).eval()
+
+
+def load_any(path: Path, device: str | torch.device = "cpu") -> "SSVAE | RDSSVAE":
+    """The model of ``path``, whichever family its JSON names: the rate-distortion ssVAE
+    (``"kind": "rd"``) or the ELBO ssVAE."""
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
+    info = json.loads(cfg_path.read_text())
+    if info["config"].get("kind") != "rd":
+        return load_model(path, device)
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    model = build_rd_model(RDConfig.from_dict(info["config"]))
     model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
     return model.to(device).eval()
 

@@ -1,7 +1,7 @@
 """Count multiply-accumulates of decoding and encoding, per megapixel, with
 ``torch.utils.flop_counter`` (one MAC = 2 FLOPs of a convolution or matrix product).
 
-    python -m models.macs [--preset codec] [--size 512x768]
+    python -m models.macs [--preset rd|codec] [--size 512x768]
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ModelConfig, get_preset
+from .config import ModelConfig, RDConfig, get_preset
+from .rd import RDSSVAE, rounding_quantizer
 from .ssvae import SSVAE, build_model
 
 
@@ -42,17 +43,42 @@ def count_macs(model: SSVAE, height: int, width: int) -> dict[str, float]:
     return res
 
 
+def count_rd_macs(model: RDSSVAE, height: int, width: int) -> dict[str, float]:
+    """GMAC per megapixel of the rate-distortion ssVAE: decoding up to each level (every level
+    renders; level L's decode includes levels 1..L), and encoding (analyses + the top-down pass;
+    the encoder renders no image)."""
+    cfg = model.config
+    m = cfg.pad_multiple
+    height, width = -(-height // m) * m, -(-width // m) * m
+    x = torch.rand(1, 3, height, width) - 0.5
+    q = torch.tensor([4.0])
+    mp = height * width / 1e6
+    with torch.no_grad():
+        enc = list(model.top_down(q, rounding_quantizer, x))
+    res: dict[str, float] = {}
+    for n in range(1, cfg.levels + 1):
+        replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
+        res[f"decode to level {n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width), levels=n))) / 1e9 / mp
+    res["encode (all levels)"] = _macs(lambda: list(model.top_down(q, rounding_quantizer, x, render=False))) / 1e9 / mp
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="codec")
+    ap.add_argument("--preset", default="codec", help="an ELBO preset, or rd for the rate-distortion model")
     ap.add_argument("--size", default="512x768", help="HxW of the image to count on")
     a = ap.parse_args(argv)
     h, w = (int(v) for v in a.size.lower().split("x"))
-    cfg: ModelConfig = get_preset(a.preset)
-    model = build_model(cfg).eval()
+    if a.preset == "rd":
+        model: SSVAE | RDSSVAE = RDSSVAE(RDConfig()).eval()
+        counts = count_rd_macs(model, h, w)  # type: ignore[arg-type]
+    else:
+        cfg: ModelConfig = get_preset(a.preset)
+        model = build_model(cfg).eval()
+        counts = count_macs(model, h, w)  # type: ignore[arg-type]
     params = sum(p.numel() for p in model.parameters())
     print(f"preset {a.preset}: {params / 1e6:.2f} M parameters, image {h}x{w}")
-    for k, v in count_macs(model, h, w).items():
+    for k, v in counts.items():
         print(f"{k:40s} {v:8.2f} GMAC/MP  ({v * 1e3:8.0f} MAC/pixel)")
     print("reference: CompressAI bmshj2018-hyperprior decodes at 43.5 GMAC/MP; ceiling 100 GMAC/MP")
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import ModelConfig
+from models.config import ModelConfig, RDConfig
 from models.io import save_weights
 from models.layers import data_dependent_init
+from models.rd import RDSSVAE
 from models.ssvae import build_model
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -52,3 +53,30 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
     save_weights(model, path, {"note": "test model"})
     return path
+
+
+def tiny_rd_config(**kw) -> RDConfig:
+    """A few-thousand-parameter rate-distortion ssVAE with the real three-level layout."""
+    base: dict = dict(width=8, latent_channels=(4, 4, 6), emb_dim=8)
+    base.update(kw)
+    return RDConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_rd_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Safetensors weights of a tiny, untrained rate-distortion model."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("rdw") / "tiny-rd.safetensors"
+    save_weights(RDSSVAE(tiny_rd_config()), path, {"note": "test model"})
+    return path
+
+
+def run_cli(*args: str) -> int:
+    """``ssvcodec ARGS`` in this process; its exit status."""
+    from codec.cli import main as cli_main
+
+    try:
+        cli_main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0

@@ -1,0 +1,268 @@
+"""The rate-distortion ssVAE: the self-supervised hierarchy of the thesis (ch. 5-6) trained for
+rate + lambda * distortion at every truncation point, with one model for every rate.
+
+The ssVAE's deterministic representations are the downscales y_K (coarsest) ... y_1 of x
+(thesis §5.2.5). Level 1 codes a latent z_1 for the coarsest scale and renders it; level k+1 codes
+z_{k+1} under a prior conditioned on everything decoded so far (level k's synthesis features, the
+ssVAE's p(z_{k+1} | y_k, z_k), eq. 5.4) and renders the next finer image as a correction of the
+upsampled render before it. Training minimises
+
+    L = sum_k R_k + lambda * 255^2 * sum_k w_k * MSE(up(x_hat_k), x)
+
+with R_k the bits per pixel of x of level k's latents under their conditional Gaussian prior
+convolved with U(-1/2, 1/2). This is the beta-ELBO of the same hierarchy with a uniform posterior of
+width 1 and a Gaussian pixel likelihood whose variance is set by lambda (Balle et al. 2018,
+"Variational image compression with a scale hyperprior"; Yang, Mandt & Theis 2023, "An
+introduction to neural data compression", §3), so the model stays an ssVAE. The quantization
+follows Minnen & Singh 2020 (noise for the rate, straight-through rounding around the prior mean
+for the decoder), the coarse-to-fine latent hierarchy QRes-VAE / QARV (Duan et al. 2023), and
+lambda enters every transform as continuous gain units (Cui et al. 2021) driven by an embedding
+of the quality q, lambda = lambda_min * 2^q.
+
+:meth:`RDSSVAE.top_down` is the single top-down pass: training, :meth:`RDSSVAE.forward`, and the
+codec's encoder and decoder (``codec/``) all run it, differing only in how a level's latent is
+quantized (a :class:`Quantizer`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import RDConfig
+from .rd_layers import GDN, Gain, QualityEmbedding, conv, deconv, gaussian_bits, scale_from_raw
+
+
+LATENT_INIT_GAIN = 40.0
+
+
+def upsample(img: Tensor, factor: int) -> Tensor:
+    """The one upsampler of renders: bicubic by ``factor`` (identity for 1). Level k's display
+    image and the base that level k+1 corrects are both made with it."""
+    if factor == 1:
+        return img
+    return F.interpolate(img, scale_factor=factor, mode="bicubic", align_corners=False)
+
+
+def downscale(x: Tensor, factor: int) -> Tensor:
+    """y_k of x in [-1/2, 1/2]: the box filter of the ssVAE's 2x downscale (thesis §5.2.5),
+    applied ``log2(factor)`` times at once, without rounding back to 8 bits."""
+    return x if factor == 1 else F.avg_pool2d(x, factor)
+
+
+class Quantizer(Protocol):
+    """How :meth:`RDSSVAE.top_down` turns level ``k``'s latent into the decoder's z_hat, given
+    the prior's (mu, sigma). ``latent`` is None on the decoding side (the quantizer reads the
+    symbols from a stream). Returns z_hat and the bits it costs (elementwise, or None)."""
+
+    def __call__(self, k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor | None]: ...
+
+
+def training_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """Mixed quantization (Minnen & Singh 2020): the rate of ``latent + U(-1/2, 1/2)``; the decoder
+    sees ``mu + round(latent - mu)`` with a straight-through gradient."""
+    assert latent is not None
+    noisy = latent + torch.empty_like(latent).uniform_(-0.5, 0.5)
+    bits = gaussian_bits(noisy, mu, sigma)
+    hard = mu + torch.round(latent - mu)
+    return latent + (hard - latent).detach(), bits
+
+
+def rounding_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """Test-time quantization, ``mu + round(latent - mu)``, and its exact bits under the prior."""
+    assert latent is not None
+    hard = mu + torch.round(latent - mu)
+    return hard, gaussian_bits(hard, mu, sigma)
+
+
+@dataclass
+class LevelOutput:
+    """What level ``k`` (0-based) of a top-down pass produced."""
+
+    k: int
+    z_hat: Tensor
+    bits: Tensor | None          # elementwise bits of z_hat, when the quantizer reports them
+    render: Tensor | None        # x_hat_k at 1/render_stride of x, in [-1/2, 1/2] (unclamped)
+
+
+class RDLevel(nn.Module):
+    """One level: analysis g_a (image at the level's scale + context -> latent), conditional prior
+    (context -> mu, sigma; a learned per-channel Gaussian for level 1) and synthesis g_s (latent +
+    context -> render correction, and the features the next level reads)."""
+
+    def __init__(self, cfg: RDConfig, k: int) -> None:
+        super().__init__()
+        N, M, E = cfg.width, cfg.latent_channels[k], cfg.emb_dim
+        r, s = cfg.render_strides[k], cfg.latent_strides[k]
+        self.k, self.first = k, k == 0
+        ctx = 0 if self.first else N
+        n_steps = int(math.log2(s // r))
+        # analysis
+        self.down = nn.ModuleList([conv(3 if i == 0 else N, N, 5, 2) for i in range(n_steps)])
+        self.down_gdn = nn.ModuleList([GDN(N) for _ in range(n_steps)])
+        self.down_gain = nn.ModuleList([Gain(E, N) for _ in range(n_steps)])
+        self.to_latent = nn.Sequential(conv(N + ctx, N), nn.GELU(), conv(N, M))
+        self.latent_gain = Gain(E, M)
+        # prior
+        if self.first:
+            self.prior_table = nn.Linear(E, 2 * M)
+            nn.init.zeros_(self.prior_table.weight)
+            nn.init.constant_(self.prior_table.bias, 0.0)
+        else:
+            self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
+            self.prior_gain = Gain(E, N)
+            self.prior_head = conv(N, 2 * M, 1)
+        # synthesis: from_latent at stride s, then n_steps 2x upsamplings to stride r
+        self.latent_ungain = Gain(E, M)
+        self.from_latent = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
+        self.up = nn.ModuleList([deconv(N, N) for _ in range(n_steps - 1)] + [deconv(N, 3)])
+        self.up_gdn = nn.ModuleList([GDN(N, inverse=True) for _ in range(n_steps)])
+        self.up_gain = nn.ModuleList([Gain(E, N) for _ in range(n_steps)])
+        # Latents start about one quantization step wide (a fresh analysis outputs ~0.03): smaller
+        # ones round to the prior mean, carry nothing, and the rate term then collapses them for good.
+        nn.init.constant_(self.latent_gain.lin.bias, math.log(LATENT_INIT_GAIN))
+        nn.init.constant_(self.latent_ungain.lin.bias, -math.log(LATENT_INIT_GAIN))
+
+    def analysis(self, y: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
+        """The latent (before quantization) of the level's image ``y``."""
+        h = y
+        for c, g, a in zip(self.down, self.down_gdn, self.down_gain):
+            h = a(g(c(h)), emb)
+        if ctx is not None:
+            h = torch.cat([h, ctx], dim=1)
+        return self.latent_gain(self.to_latent(h), emb)
+
+    def prior(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int], float64: bool = False) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) of every latent element. ``float64``: the last layer in double precision
+        (the codec snaps its output to fixed tables; see ``codec/quantize.py``)."""
+        if self.first:
+            w, b = self.prior_table.weight, self.prior_table.bias
+            e = emb
+            if float64:
+                w, b, e = w.double(), b.double(), emb.double()
+            p = F.linear(e, w, b)[:, :, None, None].expand(-1, -1, *shape)
+        else:
+            assert ctx is not None
+            h = self.prior_gain(self.prior_net(ctx), emb)
+            head = self.prior_head
+            if float64:
+                p = F.conv2d(h.double(), head.weight.double(), head.bias.double())
+            else:
+                p = head(h)
+        mu, raw = p.chunk(2, dim=1)
+        return mu, scale_from_raw(raw)
+
+    def synthesis_stages(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Iterator[Tensor]:
+        """Synthesis features at strides s, s/2, ..., then the render correction at stride r."""
+        h = self.latent_ungain(z_hat, emb)
+        if ctx is not None:
+            h = torch.cat([h, ctx], dim=1)
+        h = self.from_latent(h)
+        yield h
+        for u, g, a in zip(self.up, self.up_gdn, self.up_gain):
+            h = u(a(g(h), emb))
+            yield h
+
+
+class RDSSVAE(nn.Module):
+    """The progressive rate-distortion ssVAE (module docstring)."""
+
+    def __init__(self, config: RDConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = QualityEmbedding(config.emb_dim, q_range=config.q_max)
+        self.levels = nn.ModuleList([RDLevel(config, k) for k in range(config.levels)])
+
+    @property
+    def n_levels(self) -> int:
+        return self.config.levels
+
+    def lam(self, q: Tensor) -> Tensor:
+        return self.config.lambda_min * torch.pow(2.0, q)
+
+    def top_down(self, q: Tensor, quantize: Quantizer, x: Tensor | None = None,
+                 size: tuple[int, int] | None = None, levels: int | None = None,
+                 render: bool | Callable[[int], bool] = True,
+                 deterministic: Callable[[], object] | None = None) -> Iterator[LevelOutput]:
+        """The one top-down pass, level by level (yields after each).
+
+        ``x``: the padded image in [-1/2, 1/2] (encoder and training) or None (decoder, which then
+        needs ``size``, the padded (H, W)). ``render``: whether to render level k (every level is
+        rendered whose successor needs it: each render corrects the one before). ``deterministic``:
+        a context-manager factory wrapped around everything the prior of a later level depends
+        on (the codec runs it on one thread), but not around the renders.
+        """
+        cfg = self.config
+        if x is not None:
+            size = (x.shape[-2], x.shape[-1])
+        assert size is not None
+        H, W = size
+        if H % cfg.pad_multiple or W % cfg.pad_multiple:
+            raise ValueError(f"image sides must be multiples of {cfg.pad_multiple}, got {H}x{W}")
+        n = cfg.levels if levels is None else levels
+        guard = deterministic or contextlib.nullcontext
+        with guard():
+            emb = self.embed(q)
+        ctx: Tensor | None = None
+        prev: Tensor | None = None
+        want = render if callable(render) else (lambda k: bool(render))
+        for k in range(n):
+            lvl = self.levels[k]
+            r, s = cfg.render_strides[k], cfg.latent_strides[k]
+            shape = (H // s, W // s)
+            with guard():  # the analysis too: the file's bytes do not depend on the thread count
+                mu, sigma = lvl.prior(ctx, emb, shape, float64=deterministic is not None)
+                latent = lvl.analysis(downscale(x, r), ctx, emb) if x is not None else None
+            z_hat, bits = quantize(k, latent, mu, sigma)
+            stages = lvl.synthesis_stages(z_hat.float(), ctx, emb)
+            need_ctx = k + 1 < n
+            next_stride = cfg.latent_strides[k + 1] if need_ctx else None
+            stride, new_ctx = s, None
+            with guard():
+                h = next(stages)
+                while need_ctx and stride > next_stride:
+                    h, stride = next(stages), stride // 2
+                new_ctx = h if need_ctx else None
+            out: Tensor | None = None
+            if want(k) or need_ctx:
+                while stride > r:
+                    h, stride = next(stages), stride // 2
+                out = h if prev is None else h + upsample(prev, 2)
+            ctx, prev = new_ctx, out
+            yield LevelOutput(k, z_hat, bits, out)
+
+    def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor]:
+        """Training terms for a batch ``x`` (uint8 or float in [0, 255], sides multiples of
+        ``pad_multiple``) at qualities ``q`` (one per image): per level the bits per pixel of x
+        (``bpp_k``) and the MSE of the upsampled render against x on [0, 1] (``mse_k``), and the
+        loss ``sum_k bpp_k + lambda(q) * 255^2 * sum_k w_k mse_k``, averaged over the batch."""
+        cfg = self.config
+        xf = x.float() / 255.0 - 0.5
+        pixels = xf.shape[-2] * xf.shape[-1]
+        terms: dict[str, Tensor] = {}
+        dist = torch.zeros(len(x), device=x.device)
+        rate = torch.zeros(len(x), device=x.device)
+        for o in self.top_down(q, training_quantizer if self.training else rounding_quantizer, xf):
+            assert o.bits is not None and o.render is not None
+            bpp = o.bits.sum(dim=(1, 2, 3)) / pixels
+            mse = (upsample(o.render, cfg.render_strides[o.k]) - xf).pow(2).mean(dim=(1, 2, 3))
+            terms[f"bpp_{o.k + 1}"], terms[f"mse_{o.k + 1}"] = bpp, mse
+            rate = rate + bpp
+            dist = dist + cfg.level_weights[o.k] * mse
+        terms["loss"] = (rate + self.lam(q) * 255.0 ** 2 * dist).mean()
+        return terms
+
+
+def build_rd_model(config: RDConfig) -> RDSSVAE:
+    return RDSSVAE(config)
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 1] images."""
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))

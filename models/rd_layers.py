@@ -1,0 +1,88 @@
+"""Building blocks of the rate-distortion ssVAE (:mod:`models.rd`): generalized divisive
+normalization, the quality (lambda) embedding and the per-channel gains it drives, and the rate of
+a uniformly-quantized Gaussian latent."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Smallest prior scale: below it a latent costs ~0 bits and the coder's tables stop (as in
+#: CompressAI's scale table, lower bound 0.11).
+SCALE_MIN = 0.11
+SCALE_MAX = 64.0
+
+
+class GDN(nn.Module):
+    """Simplified generalized divisive normalization (Johnston et al. 2019, "Computationally
+    efficient neural image compression", after Balle et al. 2016):
+    ``y_i = x_i / (beta_i + sum_j gamma_ij |x_j|)``, or ``x_i * (...)`` for the inverse (IGDN)."""
+
+    def __init__(self, channels: int, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(channels))
+        self.gamma = nn.Parameter(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        beta = self.beta.abs() + 1e-6  # abs keeps beta, gamma >= 0 with a gradient everywhere
+        norm = F.conv2d(x.abs(), self.gamma.abs(), beta)
+        return x * norm if self.inverse else x / norm
+
+
+class QualityEmbedding(nn.Module):
+    """Quality ``q`` (a continuous number, lambda = lambda(q)) -> a feature vector: sinusoids of
+    ``q`` through a two-layer MLP, as QARV embeds ln lambda (Duan et al. 2023, §3.3)."""
+
+    def __init__(self, dim: int = 64, freqs: int = 8, q_range: float = 8.0) -> None:
+        super().__init__()
+        self.register_buffer("freqs", math.pi * torch.arange(1, freqs + 1, dtype=torch.float32) / q_range,
+                             persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * freqs + 1, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU())
+        self.q_range = q_range
+
+    def forward(self, q: Tensor) -> Tensor:
+        a = q.float().view(-1, 1) * self.freqs.to(q.device)
+        return self.mlp(torch.cat([torch.sin(a), torch.cos(a), q.float().view(-1, 1) / self.q_range], dim=1))
+
+
+class Gain(nn.Module):
+    """Per-channel gain ``exp(W e + b)`` from the quality embedding ``e``: continuous gain units
+    (Cui et al. 2021, "Asymmetric gained deep image compression"), starting at 1."""
+
+    def __init__(self, emb_dim: int, channels: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(emb_dim, channels)
+        nn.init.zeros_(self.lin.weight)
+        nn.init.zeros_(self.lin.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return x * torch.exp(self.lin(emb)).view(emb.shape[0], -1, 1, 1)
+
+
+def conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2)
+
+
+def deconv(c_in: int, c_out: int, kernel: int = 5) -> nn.ConvTranspose2d:
+    """Exact 2x upsampling transposed convolution."""
+    return nn.ConvTranspose2d(c_in, c_out, kernel, 2, kernel // 2, output_padding=1)
+
+
+def scale_from_raw(raw: Tensor) -> Tensor:
+    """Prior scale from a network output: softplus keeps the gradient smooth near the floor
+    (Efficient-VDVAE's "gradient smoothing"), clamped to [SCALE_MIN, SCALE_MAX]."""
+    return (F.softplus(raw) + SCALE_MIN).clamp(max=SCALE_MAX)
+
+
+def gaussian_bits(y: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
+    """Bits of ``y`` under N(mu, sigma^2) convolved with U(-1/2, 1/2), elementwise: the rate of a
+    uniformly-quantized latent (Balle et al. 2018, eq. 7). Computed on the side of the mean where
+    the normal CDF does not round to 1."""
+    v = (y - mu).abs()
+    s = sigma.clamp_min(1e-6)
+    upper = torch.special.ndtr((0.5 - v) / s)
+    lower = torch.special.ndtr((-0.5 - v) / s)
+    return -torch.log2((upper - lower).clamp_min(1e-9))

@@ -1,0 +1,326 @@
+"""Train the rate-distortion ssVAE (:mod:`models.rd`) on random crops of the photos.
+
+    python -m models.train_rd --out runs/rd --steps 20000 --threads 1
+
+Recipe (measured on this CPU, see the RD issue and ``../shared/design/ssvae-codec.md`` §3.3):
+Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the planned
+``--steps``, gradient clipping, EMA weights (``--ema``), a quality q ~ U(0, q_max) per crop (one
+lambda-conditioned model for every rate), crops drawn with probability proportional to each photo's
+area (the clean wallpaper photos hold most pixels).
+
+Resuming: re-running with the same ``--out`` continues from ``OUT/checkpoint.pt`` (model, EMA,
+optimiser, schedule, counters; batch s is drawn from its own seed [seed, s, rank], so the data
+continue exactly). Asking for more ``--steps`` than the checkpoint planned starts a new schedule
+segment from the current step: warm-up again, then cosine to the new end ("re-warm when you
+extend"). Without a checkpoint, ``--init-from`` (default: the shipped RD weights, if present) starts
+from committed EMA weights with their counters. Checkpoints every ``--ckpt-minutes`` and on
+SIGTERM/SIGINT. Logs every step to ``OUT/log.csv`` (bits per pixel and PSNR per level, lambda, lr,
+wall time) and validation rows (EMA weights, held-out crops, fixed q) every ``--val-every`` steps.
+
+Runs unchanged under ``torchrun --nproc_per_node N`` (DDP: gloo on CPU, nccl on GPU); each rank
+draws its own crops and rank 0 logs and checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .config import RDConfig
+from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
+from .rd import RDSSVAE, psnr_from_mse
+from .train import BatchStream
+
+RD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safetensors"
+VAL_QUALITIES = (1.0, 4.0, 7.0)
+
+
+def lr_at(step: int, seg_start: int, seg_end: int, lr: float, lr_min: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps from the segment's start, then cosine decay from
+    ``lr`` to ``lr_min`` at ``seg_end`` (Loshchilov & Hutter 2017); ``lr_min`` afterwards."""
+    i = step - seg_start
+    if i < warmup:
+        return lr * (i + 1) / warmup
+    span = max(1, seg_end - seg_start - warmup)
+    t = min(1.0, (i - warmup) / span)
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * t))
+
+
+class PhotoCrops:
+    """Crops of the training photos for :class:`~models.train.BatchStream`."""
+
+    def __init__(self, data_dir: Path, crop: int, batch: int) -> None:
+        files = photo_files(data_dir, "train")
+        if not files:
+            raise FileNotFoundError(f"no training photos under {data_dir / 'photos'}")
+        self.sampler = CropSampler(load_photos(files), crop, by_area=True)
+        self.batch = batch
+
+    def next(self, rng: np.random.Generator) -> np.ndarray:
+        return self.sampler.batch(rng, self.batch)
+
+
+class RankedStream(BatchStream):
+    """BatchStream whose batch ``s`` of rank ``r`` has the seed [seed, s, r]."""
+
+    def __init__(self, batches: PhotoCrops, seed: int, rank: int, depth: int = 4, pin: bool = False) -> None:
+        super().__init__(batches, seed, depth, pin)  # type: ignore[arg-type]
+        self.rank = rank
+
+    def _draw(self, step: int) -> torch.Tensor:
+        x = torch.from_numpy(self.batches.next(np.random.default_rng([self.seed, step, self.rank])))
+        return x.pin_memory() if self.pin else x
+
+
+def validation_crops(data_dir: Path, crop: int, n: int = 24) -> np.ndarray:
+    """Fixed held-out crops (BSDS500 val, never trained on)."""
+    return CropSampler(load_photos(photo_files(data_dir, "val")), crop, 1.0).batch(np.random.default_rng(1234), n)
+
+
+@torch.no_grad()
+def evaluate(model: RDSSVAE, crops: np.ndarray, q: float, device: torch.device) -> dict[str, float]:
+    """Rounded latents (test-time quantization): mean bpp and PSNR per level at quality ``q``."""
+    model.eval()
+    x = torch.from_numpy(crops).to(device)
+    t = model(x, torch.full((len(x),), q, device=device))
+    model.train()
+    out: dict[str, float] = {}
+    for k in range(model.n_levels):
+        out[f"bpp_{k + 1}"] = float(t[f"bpp_{k + 1}"].mean())
+        out[f"psnr_{k + 1}"] = psnr_from_mse(float(t[f"mse_{k + 1}"].mean()))
+    return out
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(ema: RDSSVAE, path: Path, meta: dict[str, Any]) -> None:
+    """Write the EMA weights as shipped safetensors + JSON (see :mod:`models.io`)."""
+    from .io import save_weights
+    save_weights(ema, path, meta)
+
+
+def train(args: argparse.Namespace) -> Path:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = torch.device(args.device)
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    else:
+        rank, world = 0, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    data_dir = Path(args.data_dir)
+    torch.manual_seed(args.seed)
+    counters = {"step": 0, "images": 0, "seconds": 0.0}
+    seg = {"start": 0, "end": args.steps}
+    init_from = Path(args.init_from) if args.init_from else (RD_WEIGHTS if RD_WEIGHTS.exists() else None)
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        cfg = RDConfig.from_dict(json.loads(ckpt["config"]))
+        model = RDSSVAE(cfg)
+        model.load_state_dict(ckpt["model"])
+        ema = RDSSVAE(cfg)
+        ema.load_state_dict(ckpt["ema"])
+        counters = json.loads(ckpt["counters"])
+        seg = json.loads(ckpt["segment"])
+        if "torch_rng" in ckpt:
+            torch.set_rng_state(ckpt["torch_rng"])
+        source = f"checkpoint {ckpt_path}"
+    elif init_from is not None:
+        from .io import load_any, read_meta
+        model = load_any(init_from)  # type: ignore[assignment]
+        assert isinstance(model, RDSSVAE)
+        cfg = model.config
+        ema = copy.deepcopy(model)
+        meta = read_meta(init_from)
+        counters = {"step": int(meta.get("steps", 0)), "images": int(meta.get("images_seen", 0)),
+                    "seconds": float(meta.get("train_seconds", 0.0))}
+        seg = {"start": counters["step"], "end": counters["step"]}
+        source = f"weights {init_from}"
+    else:
+        cfg = RDConfig(**json.loads(args.config)) if args.config else RDConfig()
+        model = RDSSVAE(cfg)
+        ema = copy.deepcopy(model)
+        source = "scratch"
+    step = counters["step"]
+    if args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
+        seg = {"start": step, "end": args.steps}
+    model.to(device).train()
+    ema.to(device).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if ckpt_path.exists():
+        opt.load_state_dict(ckpt["optimizer"])
+    net: torch.nn.Module = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if rank == 0:
+        print(f"start at step {step} from {source}; schedule {seg['start']}..{seg['end']}; "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params; world {world}", flush=True)
+
+    def save(reason: str) -> None:
+        if rank != 0:
+            return
+        _atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                      "config": json.dumps(cfg.to_dict()), "counters": json.dumps(counters),
+                      "segment": json.dumps(seg), "torch_rng": torch.get_rng_state(),
+                      "grad_norms": json.dumps(norms)}, ckpt_path)
+        tqdm.write(f"[{reason}] checkpoint at step {counters['step']} -> {ckpt_path}")
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch), args.seed, rank, args.prefetch,
+                          pin=device.type == "cuda")
+    val = validation_crops(data_dir, args.crop) if args.val_every and rank == 0 else None
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log_f = log_path.open("a", newline="") if rank == 0 else None
+    writer: csv.DictWriter | None = None
+    fields = (["step", "images", "seconds", "lr", "loss", "grad_norm", "skipped", "kind", "q"]
+              + [f"bpp_{k + 1}" for k in range(cfg.levels)] + [f"psnr_{k + 1}" for k in range(cfg.levels)])
+    if log_f is not None:
+        writer = csv.DictWriter(log_f, fieldnames=fields)
+        if new_log:
+            writer.writeheader()
+    deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
+    last_ckpt = time.time()
+    end = min(args.stop_at, seg["end"]) if args.stop_at else seg["end"]
+    bar = tqdm(total=end, initial=step, unit="step", dynamic_ncols=True, disable=rank != 0 or not args.progress)
+    norms: list[float] = json.loads(ckpt.get("grad_norms", "[]")) if ckpt_path.exists() else []
+    skipped = 0
+    while step < end and time.time() < deadline:
+        if distributed:  # every rank must stop at the same step
+            flag = torch.tensor([float(stop["now"])], device=device)
+            dist.all_reduce(flag)
+            if flag.item() > 0:
+                break
+        elif stop["now"]:
+            break
+        t0 = time.time()
+        x = stream.get(step).to(device, non_blocking=True)
+        q = torch.from_numpy(np.random.default_rng([args.seed, step, rank, 1]).uniform(0, cfg.q_max, len(x))).float()
+        lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
+        # spike guard (lossy-vae): a gradient far above the recent median gets a small step and no EMA update
+        gn_ref = float(np.median(norms)) if len(norms) >= 20 else math.inf
+        for g in opt.param_groups:
+            g["lr"] = lr
+        terms = net(x, q.to(device))
+        loss = terms["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
+        ok = math.isfinite(gn) and math.isfinite(float(loss))
+        spike = ok and gn > 10 * gn_ref
+        if spike:
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.1
+        if ok:
+            opt.step()
+            norms = (norms + [gn])[-100:]
+        else:
+            skipped += 1
+        if ok and not spike:
+            d = min(args.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - d)
+        step += 1
+        counters["step"] = step
+        counters["images"] += len(x) * world
+        counters["seconds"] += time.time() - t0
+        if writer is not None:
+            row: dict[str, Any] = {"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
+                                   "lr": f"{lr:.3g}", "loss": round(float(loss), 4), "grad_norm": round(gn, 3),
+                                   "skipped": int(not ok) + 2 * int(spike), "kind": "train", "q": round(float(q.mean()), 3)}
+            for k in range(cfg.levels):
+                row[f"bpp_{k + 1}"] = round(float(terms[f"bpp_{k + 1}"].mean()), 4)
+                row[f"psnr_{k + 1}"] = round(psnr_from_mse(float(terms[f"mse_{k + 1}"].mean())), 3)
+            writer.writerow(row)
+            if val is not None and step % args.val_every == 0:
+                for vq in VAL_QUALITIES:
+                    r = evaluate(ema, val, vq, device)
+                    writer.writerow({"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
+                                     "kind": "val_ema", "q": vq, **{k: round(v, 4) for k, v in r.items()}})
+                log_f.flush()  # type: ignore[union-attr]
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{sum(row[f'bpp_{k + 1}'] for k in range(cfg.levels)):.3f}",
+                            psnr=row[f"psnr_{cfg.levels}"], lr=row["lr"])
+            if step % 200 == 0 and not args.progress:
+                print(f"step {step} {counters['seconds'] / 60:.1f} min loss {float(loss):.4f} lr {lr:.2e} "
+                      f"img/s {counters['images'] / max(counters['seconds'], 1e-9):.1f}", flush=True)
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            if log_f is not None:
+                log_f.flush()
+            save("periodic")
+            last_ckpt = time.time()
+    stream.close()
+    bar.close()
+    if log_f is not None:
+        log_f.close()
+    save("stop" if stop["now"] else "end")
+    if args.export and rank == 0:
+        export(ema, Path(args.export), {"steps": counters["step"], "images_seen": counters["images"],
+                                        "train_seconds": round(counters["seconds"], 1), "crop": args.crop,
+                                        "batch": args.batch * world, "device": str(device)})
+    if distributed:
+        dist.destroy_process_group()
+    return ckpt_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv)")
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--config", default="", help="RDConfig fields as JSON (new runs only)")
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8, help="crops per step and process")
+    ap.add_argument("--steps", type=int, default=20000, help="planned end of the schedule (a larger value re-warms)")
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop at this step without changing the schedule")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-min", type=float, default=1e-5)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prefetch", type=int, default=4)
+    ap.add_argument("--val-every", type=int, default=1000, help="EMA validation every N steps (0: never)")
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    ap.add_argument("--progress", action="store_true", help="a tqdm bar instead of a line every 200 steps")
+    ap.add_argument("--export", default="", help="write the EMA weights (safetensors + JSON) here at the end")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

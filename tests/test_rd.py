@@ -1,0 +1,172 @@
+"""The rate-distortion ssVAE (models/rd.py, models/rd_layers.py) and its trainer (models/train_rd.py)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.config import RDConfig
+from models.io import load_any, save_weights
+from models.rd import RDSSVAE, rounding_quantizer, upsample
+from models.rd_layers import gaussian_bits
+from models.train_rd import lr_at
+
+from .conftest import synthetic, tiny_rd_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def batch(n: int = 2, h: int = 64, w: int = 96) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(synthetic(h, w, s).transpose(2, 0, 1).copy()) for s in range(n)])
+
+
+def test_training_terms_cover_every_truncation_level() -> None:
+    torch.manual_seed(0)
+    model = RDSSVAE(tiny_rd_config()).train()
+    t = model(batch(), torch.tensor([1.0, 6.0]))
+    for k in (1, 2, 3):
+        assert t[f"bpp_{k}"].shape == (2,) and bool((t[f"bpp_{k}"] > 0).all())
+        assert t[f"mse_{k}"].shape == (2,) and bool((t[f"mse_{k}"] > 0).all())
+    t["loss"].backward()
+    for k, level in enumerate(model.levels):  # every level's analysis learns from the loss
+        g = level.down[0].weight.grad
+        assert g is not None and float(g.abs().sum()) > 0, f"level {k + 1} gets no gradient"
+
+
+def test_fresh_latents_span_a_quantization_step() -> None:
+    """Regression: latents that start ~0.03 wide all round to the prior mean, and the rate term
+    then collapses them (seen in training: level 3 carried 0 bits after 1,000 steps)."""
+    torch.manual_seed(0)
+    model = RDSSVAE(RDConfig()).eval()
+    stds = []
+
+    def quantize(k, latent, mu, sigma):
+        stds.append(float(latent.std()))
+        return rounding_quantizer(k, latent, mu, sigma)
+
+    with torch.no_grad():
+        for _ in model.top_down(torch.tensor([4.0]), quantize, batch(1, 64, 64).float() / 255 - 0.5):
+            pass
+    assert all(0.3 < s < 5.0 for s in stds), stds
+
+
+def test_decoder_rebuilds_the_encoders_renders_from_z_hat_alone() -> None:
+    """One top-down pass for both sides: replaying the encoder's z_hat without the image gives
+    the same renders at every level."""
+    torch.manual_seed(0)
+    model = RDSSVAE(tiny_rd_config()).eval()
+    x = batch(1).float() / 255 - 0.5
+    q = torch.tensor([3.0])
+    with torch.no_grad():
+        enc = list(model.top_down(q, rounding_quantizer, x))
+        replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
+        dec = list(model.top_down(q, replay, None, size=(64, 96)))
+    for a, b in zip(enc, dec):
+        assert torch.equal(a.render, b.render)
+
+
+def test_gaussian_bits_are_a_distribution_over_the_integers() -> None:
+    mu, sigma = torch.tensor(0.3), torch.tensor(1.7)
+    k = torch.arange(-40, 41, dtype=torch.float32)
+    assert abs(float(torch.pow(2.0, -gaussian_bits(mu + k, mu, sigma)).sum()) - 1.0) < 1e-4
+    assert float(gaussian_bits(mu + 60, mu, sigma)) < 31  # the floor keeps far tails finite
+
+
+def test_lambda_scale_and_config_checks() -> None:
+    cfg = RDConfig()
+    assert math.isclose(cfg.lam(0), 0.0009) and math.isclose(cfg.lam(8), 0.0009 * 256)
+    with pytest.raises(ValueError, match="full size"):
+        RDConfig(render_strides=(4, 2), latent_strides=(32, 32), latent_channels=(4, 4), level_weights=(1, 1))
+    with pytest.raises(ValueError, match="synthesis path"):
+        RDConfig(latent_strides=(32, 64, 16))
+    assert RDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_upsample_is_the_identity_at_factor_one_and_keeps_constants() -> None:
+    img = torch.rand(1, 3, 8, 8)
+    assert upsample(img, 1) is img
+    assert torch.allclose(upsample(torch.full((1, 3, 4, 4), 0.25), 4), torch.tensor(0.25))
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    lrs = [lr_at(s, 100, 1100, 1e-3, 1e-5, 100) for s in range(100, 1200)]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
+    assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = RDSSVAE(tiny_rd_config())
+    save_weights(model, tmp_path / "m.safetensors", {"steps": 3})
+    back = load_any(tmp_path / "m.safetensors")
+    assert isinstance(back, RDSSVAE) and back.config == model.config
+    for (ka, a), (kb, b) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert ka == kb and torch.equal(a, b)
+
+
+# ----- the trainer ------------------------------------------------------------------------------
+def photo_dir(root: Path) -> Path:
+    """A data folder in ../shared/data's layout with a few synthetic photos."""
+    for sub, n, ext in (("wallpapers", 2, "webp"), ("bsds500/val", 2, "jpg")):
+        d = root / "photos" / sub
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic(200, 260, i)).save(d / f"p{i}.{ext}", **({"lossless": True} if ext == "webp" else {}))
+    return root
+
+
+def train_cmd(out: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "models.train_rd", "--out", str(out), "--data-dir", str(data), "--crop", "64",
+            "--batch", "2", "--warmup", "2", "--val-every", "2", "--threads", "1", "--device", "cpu",
+            "--config", json.dumps(tiny_rd_config().to_dict()), *extra]
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4"), check=True, env=env, capture_output=True)
+    subprocess.run(train_cmd(tmp_path / "b", data, "--steps", "4", "--stop-at", "2"), check=True, env=env, capture_output=True)
+    subprocess.run(train_cmd(tmp_path / "b", data, "--steps", "4"), check=True, env=env, capture_output=True)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert json.loads(a["counters"])["step"] == json.loads(b["counters"])["step"] == 4
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert sum(",train," in r for r in rows) == 4 and sum(",val_ema," in r for r in rows) == 6
+
+
+def test_extending_the_schedule_rewarms_and_export_resumes(tmp_path: Path) -> None:
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    w = tmp_path / "w.safetensors"
+    subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "2", "--export", str(w)), check=True, env=env, capture_output=True)
+    assert json.loads(w.with_suffix(".json").read_text())["meta"]["steps"] == 2
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4"), check=True, env=env, capture_output=True, text=True)
+    assert "schedule 2..4" in r.stdout
+    # without a checkpoint: from the exported weights, their counters carried on
+    r = subprocess.run(train_cmd(tmp_path / "c", data, "--steps", "3", "--init-from", str(w)), check=True, env=env,
+                       capture_output=True, text=True)
+    assert "start at step 2 from weights" in r.stdout and "schedule 2..3" in r.stdout
+
+
+def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
+    """The same script under torchrun: 2 processes, gloo, 2 steps; rank 0 logs both ranks' images."""
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           *train_cmd(tmp_path / "ddp", data, "--steps", "2")[1:]]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "world 2" in r.stdout
+    ck = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["counters"]) | {"seconds": 0} == {"step": 2, "images": 8, "seconds": 0}
