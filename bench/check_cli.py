@@ -40,14 +40,18 @@ def streams(rows: list[dict], images: set[str] | None) -> dict[tuple, list[dict]
     return out
 
 
+def row_weights(row: dict[str, Any], plugin: dict[str, Any]) -> str | None:
+    """The weights a row's stream was made with: the ELBO model's for --with-y / --lossless."""
+    info = plugin.get("elbo_weights" if row["with_y"] or row["lossless_stream"] else "weights")
+    return info.get("path") if isinstance(info, dict) else info
+
+
 def encode_options(row: dict[str, Any], weights: str | None) -> list[str]:
-    opts = ["--quality", f"{row['quality']:g}"]
+    opts = ["--quality", f"{row['quality']:g}", "--force"]
     if row["lossless_stream"]:
         opts.append("--lossless")
     elif row["with_y"]:
         opts.append("--with-y")
-    if row.get("refine"):
-        opts += ["--refine", str(row["refine"])]
     if weights:
         opts += ["--weights", weights]
     return opts
@@ -59,7 +63,6 @@ def check(result: dict, images: set[str] | None) -> list[str]:
 
     image_dir = Path(result["meta"]["image_dir"])
     plugin = result["meta"].get("plugins", {}).get("bench.learned", {})
-    weights = plugin.get("weights")
     bad: list[str] = []
     groups = streams(result["rows"], images)
     if not groups:
@@ -67,19 +70,20 @@ def check(result: dict, images: set[str] | None) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         for (image, codec, q), rows in sorted(groups.items()):
             src = image_dir / image
+            weights = row_weights(rows[0], plugin)
             full = Path(tmp) / "s.ssv"
             run_cli(["encode", str(src), "-o", str(full)] + encode_options(rows[0], weights))
             for r in sorted(rows, key=lambda r: r["level"]):
                 path = full
                 if r["n_bytes"] != r.get("stream_bytes", r["n_bytes"]):
                     path = Path(tmp) / f"s{r['level']}.ssv"
-                    run_cli(["truncate", str(full), "--levels", str(r["level"]), "-o", str(path)])
+                    run_cli(["truncate", str(full), "--levels", str(r["level"]), "-o", str(path), "--force"])
                 size = path.stat().st_size
                 ok = size == r["n_bytes"]
                 line = f"{image} {r['curve']} q={q:g}: CLI {size} bytes, JSON {r['n_bytes']}"
                 if r["lossless_stream"]:
                     out = Path(tmp) / "out.png"
-                    run_cli(["decode", str(path), "-o", str(out)] + (["--weights", weights] if weights else []))
+                    run_cli(["decode", str(path), "-o", str(out), "--force"] + (["--weights", weights] if weights else []))
                     with Image.open(src) as a, Image.open(out) as b:
                         same = np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
                     ok &= same

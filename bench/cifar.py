@@ -71,12 +71,12 @@ def lossless_table(rows: Iterable[dict], image_sizes: dict[str, tuple[int, int]]
 
 
 def model_nll(images: np.ndarray, k: int, batch: int, seed: int = 0) -> dict[str, float]:
-    """-ELBO and IWAE-k bits/dim of the codec's model on ``images`` (N, 3, H, W) uint8."""
+    """-ELBO and IWAE-k bits/dim of the ELBO model on ``images`` (N, 3, H, W) uint8."""
     import torch
 
     from models.evaluate import evaluate_images
 
-    model = learned.load_codec().model.eval()
+    model = learned.load_codec(learned.elbo_weights_path()).model.eval()  # the likelihood model
     with torch.no_grad():
         res = evaluate_images(model, images, k, batch, seed, desc=f"NLL (IWAE-{k})")
     return {"elbo_bpd": res["elbo_bpd"], "iwae_bpd": res["nll_bpd"], "k": k, "n_images": int(res["images"]),

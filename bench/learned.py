@@ -1,40 +1,34 @@
 """ssvcodec in the rate-quality benchmark: ``python -m bench.rd --plugin bench.learned ...``.
 
-Registers four :class:`bench.codecs.Codec` entries, all backed by one :class:`codec.api.Codec`
-(one model load, shared):
+Registers three :class:`bench.codecs.Codec` entries:
 
 ``ssvcodec``
-    per quality ``Q`` ONE stream with every latent level and no ``y`` chunks, exactly
-    ``ssvcodec encode IMAGE -o F.ssv --quality Q``.  One operating point per progressive level
-    ``L = 1..K+1`` on the curve ``ssvcodec/RS<L>``, key ``q=Q``.  Its byte count is what a
-    progressive decoder needs to show level ``L``: header + every chunk of level <= L, i.e.
-    ``LevelImage.bytes_used`` of :meth:`codec.api.Codec.decode_progressive`, which equals the
-    size of ``ssvcodec truncate F.ssv --levels L`` and of ``ssvcodec encode ... --levels L``.
-    The point is decoded from that prefix alone, so its decode time is that of a decoder that
-    received only the prefix (entropy decoding of levels 1..L + one render of level L).
+    the default lossy codec (the rate-distortion ssVAE, :class:`codec.rd_api.RDCodec`): per
+    quality ``Q`` ONE stream with every level, exactly ``ssvcodec encode IMAGE -o F.ssv --quality
+    Q``. One operating point per progressive level ``L`` on the curve ``ssvcodec/L<L>``, key
+    ``q=Q``. Its byte count is what a progressive decoder needs to show level ``L``: header + every
+    chunk of level <= L, i.e. ``LevelImage.bytes_used``, which equals the size of ``ssvcodec
+    truncate F.ssv --levels L`` and of ``ssvcodec encode ... --levels L``. The point is decoded from
+    that prefix alone.
 ``ssvcodec+y``
-    the same with ``--with-y``: curves ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional
-    reconstruction).  Its level 1 (u only) is the same as ``ssvcodec/RS1`` and is not repeated.
-``ssvcodec-refine10``
-    as ``ssvcodec`` with ``--refine 10`` (curves ``ssvcodec-refine10/RS<L>``; not in ``best``).
+    the ELBO model (:class:`codec.api.Codec`, format version 1) with ``--with-y``: curves
+    ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional reconstruction; its RS1 level is left out).
 ``ssvcodec-lossless``
-    ``ssvcodec encode ... --quality Q --lossless`` (implies ``--with-y``): one lossless point
-    per quality (whole file; bench.rd checks bit-exactness).  Default quality: the CLI's default.
+    the ELBO model with ``--lossless``: one bit-exact point per quality (the whole file).
 
 Derived curve ``ssvcodec/best``: the upper envelope (Pareto front) of PSNR over bpp of every
 *averaged* point of the ``ssvcodec/*`` and ``ssvcodec+y/*`` curves in the run: sorted by mean bpp,
 a point is kept when its mean PSNR beats every cheaper point.  Each of its points is a fixed
-setting (quality, levels, with or without y) applied to every image, so it is a rate an encoder
-can actually hit with ``ssvcodec encode --quality Q --levels L [--with-y]``; its key names the
-source, e.g. ``RS2@q=4``.  (Per image the front is not re-optimised: no oracle choices.)
+setting (quality, levels) applied to every image, so it is a rate an encoder can actually hit;
+its key names the source, e.g. ``L2@q=4``.  (Per image the front is not re-optimised.)
 
-Quality sweeps: ``--sweep ssvcodec=0.5,1,2,4,8,16`` (the default), ``--sweep ssvcodec+y=...``,
-``--sweep ssvcodec-lossless=...``.  Weights: ``--weights PATH`` (added to bench.rd by this
-plugin), else ``$SSVCODEC_WEIGHTS``, else the shipped ``weights/ssvae-codec.safetensors``.
+Weights: ``--weights PATH`` (the lossy model; else ``$SSVCODEC_WEIGHTS``, else the shipped
+``weights/ssvae-rd.safetensors``) and ``--elbo-weights PATH`` (else the shipped
+``weights/ssvae-codec.safetensors``).
 
 Every row of an ssvcodec point carries ``quality``, ``level``, ``label``, ``with_y``,
-``lossless_stream``, ``refine`` and ``cli`` (the command(s) whose output file has exactly ``n_bytes`` bytes);
-``meta["plugins"]["bench.learned"]`` records the weights file and fingerprint.
+``lossless_stream`` and ``cli`` (the command(s) whose output file has exactly ``n_bytes`` bytes);
+``meta["plugins"]["bench.learned"]`` records the weights files and fingerprints.
 """
 from __future__ import annotations
 
@@ -49,37 +43,56 @@ import numpy as np
 from bench.codecs import Codec, OperatingPoint, register
 
 WEIGHTS_ENV = "SSVCODEC_WEIGHTS"
-DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)       # ELBO model: latent precision
+RD_QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # RD model: lambda = 0.0009 * 2^q
 CURVE_PREFIXES = ("ssvcodec/", "ssvcodec+y/")
 BEST = "ssvcodec/best"
 
-_settings: dict[str, Any] = {"weights": None}
+_settings: dict[str, Any] = {"weights": None, "elbo_weights": None}
 _loaded: dict[str, Any] = {}
 
 
 def default_weights() -> Path:
+    from models.io import WEIGHTS_DIR
+
+    return WEIGHTS_DIR / "ssvae-rd.safetensors"
+
+
+def default_elbo_weights() -> Path:
     from models.io import DEFAULT_WEIGHTS
 
     return DEFAULT_WEIGHTS
 
 
 def weights_path() -> Path:
-    """``set_weights``/``--weights``, else ``$SSVCODEC_WEIGHTS``, else the shipped weights."""
+    """``set_weights``/``--weights``, else ``$SSVCODEC_WEIGHTS``, else the shipped RD weights."""
     w = _settings["weights"] or os.environ.get(WEIGHTS_ENV) or default_weights()
     return Path(w).expanduser().resolve()
 
 
-def set_weights(path: str | Path | None) -> None:
+def elbo_weights_path() -> Path:
+    return Path(_settings["elbo_weights"] or default_elbo_weights()).expanduser().resolve()
+
+
+def set_weights(path: str | Path | None, elbo: str | Path | None = None) -> None:
     _settings["weights"] = str(path) if path else None
+    _settings["elbo_weights"] = str(elbo) if elbo else None
 
 
-def load_codec(weights: Path | None = None):  # -> codec.api.Codec
-    """The API codec for ``weights`` (default :func:`weights_path`), loaded once per path."""
-    from codec.api import Codec as ApiCodec
+def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec | codec.api.Codec
+    """The API codec for ``weights`` (default :func:`weights_path`), loaded once per path: the
+    RD codec for rate-distortion weights, the ELBO codec otherwise."""
+    import json
 
     key = str(weights or weights_path())
     if key not in _loaded:
-        _loaded[key] = ApiCodec(key)
+        kind = json.loads(Path(key).with_suffix(".json").read_text())["config"].get("kind")
+        if kind == "rd":
+            from codec.rd_api import RDCodec
+            _loaded[key] = RDCodec(key)
+        else:
+            from codec.api import Codec as ApiCodec
+            _loaded[key] = ApiCodec(key)
     return _loaded[key]
 
 
@@ -104,35 +117,39 @@ class LearnedPoint(OperatingPoint):
 
 
 class _SSVBase(Codec):
-    """Shared mechanics; ``encode(img, q)`` is ``codec.api.Codec.encode(img, quality=q, ...)``."""
+    """Shared mechanics of the ssvcodec entries."""
 
+    elbo: ClassVar[bool] = False       # the ELBO model (format version 1) instead of the RD model
     with_y: ClassVar[bool] = False
     lossless_stream: ClassVar[bool] = False
-    refine: ClassVar[int] = 0  # the CLI default (codec.api.DEFAULT_REFINE)
-    qualities = DEFAULT_QUALITIES
+    qualities = RD_QUALITIES
     quality_label = "q"
 
     def __init__(self, threads: int = 1, weights: str | Path | None = None):
         super().__init__(threads)
-        self.weights = Path(weights).resolve() if weights else weights_path()
+        self.weights = Path(weights).resolve() if weights else (elbo_weights_path() if self.elbo else weights_path())
         self.api = load_codec(self.weights)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        w = weights_path()
+        w = elbo_weights_path() if cls.elbo else weights_path()
         if not w.exists():
-            return f"weights {w} not found (give --weights PATH or ${WEIGHTS_ENV})"
+            return f"weights {w} not found (give --{'elbo-' if cls.elbo else ''}weights PATH)"
         return None
 
     def point_key(self, q: Any) -> str:
         return f"q={qkey(q)}"
 
     def encode(self, img: np.ndarray, q: Any) -> bytes:
-        return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream,
-                               refine=self.refine)
+        if self.elbo:
+            return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream)
+        return self.api.encode(img, quality=float(q))
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.api.decode(data)
+
+    def label(self, level: int) -> str:
+        return self.api.level_label(level, self.with_y) if self.elbo else f"L{level}"
 
     def cli(self, q: Any, level: int | None = None) -> str:
         """Shell commands whose last output file has exactly the point's bytes."""
@@ -141,9 +158,8 @@ class _SSVBase(Codec):
             opts += " --lossless"
         elif self.with_y:
             opts += " --with-y"
-        if self.refine:
-            opts += f" --refine {self.refine}"
-        if self.weights != default_weights().resolve():
+        default = default_elbo_weights() if self.elbo else default_weights()
+        if self.weights != default.resolve():
             opts += f" --weights {self.weights}"
         cmd = f"ssvcodec encode IMAGE -o s.ssv {opts}"
         if level is not None:
@@ -153,7 +169,7 @@ class _SSVBase(Codec):
 
     def _extra(self, q: Any, level: int, label: str, data: bytes, n_bytes: int, top: int) -> dict[str, Any]:
         return {"quality": round(float(q), 2), "level": level, "label": label, "with_y": self.with_y,
-                "lossless_stream": self.lossless_stream, "refine": self.refine, "stream_bytes": len(data),
+                "lossless_stream": self.lossless_stream, "stream_bytes": len(data),
                 "cli": self.cli(q, None if level == top else level)}
 
     derived_curves = None  # set below (a staticmethod shared by the two lossy classes)
@@ -187,7 +203,7 @@ def pareto_best(curves: dict[str, dict], name: str = BEST) -> dict[str, dict]:
 
 @register
 class SSVCodec(_SSVBase):
-    """One stream per quality (all latent levels, no y): curves ssvcodec/RS1..RS(K+1)."""
+    """One stream per quality with every level: curves ssvcodec/L1..L<n>."""
 
     name = "ssvcodec"
     derived_curves = staticmethod(pareto_best)
@@ -199,9 +215,9 @@ class SSVCodec(_SSVBase):
         top = max(ends)
         pts: list[OperatingPoint] = []
         for level, n in ends.items():
-            label = self.api.level_label(level, self.with_y)
+            label = self.label(level)
             if self.with_y and label.startswith("RS"):
-                continue  # u only: identical to ssvcodec/RS1
+                continue  # u only: no y chunk in it
             prefix = truncate_levels(data, level)
             assert len(prefix) == n
             pts.append(LearnedPoint(f"{self.name}/{label}", self.point_key(q), n,
@@ -212,27 +228,20 @@ class SSVCodec(_SSVBase):
 
 @register
 class SSVCodecY(SSVCodec):
-    """As ``ssvcodec`` with ``--with-y``: curves ssvcodec+y/CR2..CR(K+1)."""
+    """The ELBO model with ``--with-y``: curves ssvcodec+y/CR2..CR(K+1)."""
 
     name = "ssvcodec+y"
+    elbo = True
     with_y = True
-
-
-@register
-class SSVCodecRefine(SSVCodec):
-    """As ``ssvcodec`` with ``--refine 10`` (encoder-side latent refinement, ~20x slower
-    encoding): curves ssvcodec-refine10/RS1..RS(K+1), to judge the option against the default."""
-
-    name = "ssvcodec-refine10"
-    refine = 10
-    qualities = (1.0, 4.0)
+    qualities = DEFAULT_QUALITIES
 
 
 @register
 class SSVCodecLossless(_SSVBase):
-    """``--lossless``: one bit-exact point per quality (the whole file)."""
+    """The ELBO model with ``--lossless``: one bit-exact point per quality (the whole file)."""
 
     name = "ssvcodec-lossless"
+    elbo = True
     lossless = True
     lossless_stream = True
     with_y = True
@@ -248,35 +257,36 @@ class SSVCodecLossless(_SSVBase):
         return [LearnedPoint(self.name, self.point_key(q), len(data), lambda: self.api.decode(data), extra)]
 
 
-LEARNED_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-refine10", "ssvcodec-lossless")
+LEARNED_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless")
 
 
 # ----- bench.rd plugin hooks -------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help=f"ssvcodec weights (default: ${WEIGHTS_ENV} or the shipped {default_weights().name})")
+    parser.add_argument("--elbo-weights", default=None,
+                        help=f"ELBO model weights of ssvcodec+y / ssvcodec-lossless (default: {default_elbo_weights().name})")
 
 
 def configure(args: argparse.Namespace) -> None:
-    if getattr(args, "weights", None):
-        set_weights(args.weights)
+    set_weights(getattr(args, "weights", None), getattr(args, "elbo_weights", None))
 
 
 def describe() -> dict[str, Any]:
+    import json
+
     from models.io import weights_fingerprint
 
-    w = weights_path()
-    out: dict[str, Any] = {"weights": str(w), "exists": w.exists()}
-    if w.exists():
-        out["fingerprint"] = weights_fingerprint(w).hex()
-        api = load_codec(w)
-        out["levels_K"] = api.K
-        meta = w.with_suffix(".json")
-        if meta.exists():
-            import json
-
-            out["weights_json"] = json.loads(meta.read_text())
-    out["curves"] = ("ssvcodec/RS<L>: stream of `ssvcodec encode --quality Q` truncated after level L; "
-                     "ssvcodec+y/CR<L>: the same with --with-y; ssvcodec-lossless: --lossless; "
-                     "ssvcodec/best: upper envelope of the averaged ssvcodec points")
+    out: dict[str, Any] = {}
+    for role, w in (("weights", weights_path()), ("elbo_weights", elbo_weights_path())):
+        info: dict[str, Any] = {"path": str(w), "exists": w.exists()}
+        if w.exists():
+            info["fingerprint"] = weights_fingerprint(w).hex()
+            meta = w.with_suffix(".json")
+            if meta.exists():
+                info["weights_json"] = json.loads(meta.read_text())
+        out[role] = info
+    out["curves"] = ("ssvcodec/L<L>: stream of `ssvcodec encode --quality Q` (rate-distortion model) truncated "
+                     "after level L; ssvcodec+y/CR<L>: the ELBO model with --with-y; ssvcodec-lossless: the ELBO "
+                     "model with --lossless; ssvcodec/best: upper envelope of the averaged ssvcodec points")
     return out

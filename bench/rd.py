@@ -446,6 +446,19 @@ def read_row_log(path: Path) -> dict[str, list[dict]]:
     return done
 
 
+def rows_from_result(path: Path, skip_codecs: Iterable[str] = ()) -> dict[str, list[dict]]:
+    """``{setting id: rows}`` from the rows of an earlier result JSON (``--reuse``), leaving out
+    ``skip_codecs`` (the ones to measure again)."""
+    data = read_result(path)
+    skip = set(skip_codecs)
+    done: dict[str, list[dict]] = defaultdict(list)
+    for r in data["rows"]:
+        if r["codec"] not in skip:
+            q = tuple(r["q"]) if isinstance(r["q"], list) else r["q"]
+            done[_setting_id(r["image"], r["codec"], q)].append(r)
+    return dict(done)
+
+
 def run(
     image_dir: Path,
     codec_names: Sequence[str],
@@ -459,6 +472,7 @@ def run(
     progress: bool = True,
     row_log: Path | None = None,
     resume: bool = False,
+    reuse: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Measure every codec on every image; return the result dict (unsanitised).
 
@@ -494,7 +508,8 @@ def run(
     unknown = set(repeats_for) - set(codec_names)
     if unknown:
         raise KeyError(f"--repeats-for codecs not selected: {sorted(unknown)}")
-    done = read_row_log(row_log) if (row_log is not None and resume) else {}
+    done = dict(reuse or {})
+    done.update(read_row_log(row_log) if (row_log is not None and resume) else {})
     if row_log is not None and not resume:
         row_log.parent.mkdir(parents=True, exist_ok=True)
         row_log.write_text("")
@@ -605,6 +620,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="timed runs for one codec (overrides --repeats), e.g. ssvcodec=0")
     ap.add_argument("--resume", action="store_true",
                     help="reuse the settings already measured in STEM.rows.jsonl (same images, codecs, sweeps)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="reuse the rows of an earlier result JSON for the settings it holds (same machine, same images), "
+                         "except for the codecs of --remeasure")
+    ap.add_argument("--remeasure", default="", help="codecs whose rows --reuse must not take (comma-separated)")
     ap.add_argument("--threads", type=int, default=None, help="torch/codec threads (default: all cores)")
     ap.add_argument("--sweep", action="append", default=[], metavar="CODEC=V1,V2,...",
                     help="override a codec's quality sweep (for a progressive codec: its layer rates)")
@@ -639,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads, sweeps=parse_sweeps(args.sweep),
         tests=args.test.split(",") if args.test else None, progress=not args.no_progress,
         row_log=Path(str(args.out) + ".rows.jsonl"), resume=args.resume,
+        reuse=rows_from_result(args.reuse, [c for c in args.remeasure.split(",") if c]) if args.reuse else None,
     )
     result["meta"]["plugins"] = {n: m.describe() for n, m in plugins.items() if hasattr(m, "describe")}
     paths = write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots)

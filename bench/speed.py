@@ -99,7 +99,8 @@ def comparable_setting(codec: Codec, img: np.ndarray, target_bpp: float) -> tupl
 def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec], *, quality: float, with_y: bool,
                   repeats: int, macs_cache: dict, count_macs_too: bool = True) -> dict[str, Any]:
     h, w = img.shape[:2]
-    data, enc_s = median_time(lambda: api.encode(img, quality=quality, with_y=with_y), repeats)
+    kw = {"with_y": True} if with_y else {}
+    data, enc_s = median_time(lambda: api.encode(img, quality=quality, **kw), repeats)
     prog = time_progressive(api, data, repeats)
     top, dec_top_s = median_time(lambda: api.decode(data), repeats)
     ssv = {
@@ -112,12 +113,15 @@ def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec],
     if count_macs_too:
         import torch
 
-        hp, wp = api.model.pad(torch.zeros(1, 1, h, w)).shape[-2:]
+        from models.rd import RDSSVAE
+
+        rd_model = isinstance(api.model, RDSSVAE)
+        hp, wp = api._padded(h, w) if rd_model else api.model.pad(torch.zeros(1, 1, h, w)).shape[-2:]
         key = (int(hp), int(wp))
         if key not in macs_cache:
-            from models.macs import count_macs
+            from models.macs import count_macs, count_rd_macs
 
-            macs_cache[key] = count_macs(api.model.eval(), *key)
+            macs_cache[key] = (count_rd_macs if rd_model else count_macs)(api.model.eval(), *key)
         row["macs_size"] = list(key)
         row["gmac_per_mp"] = macs_cache[key]
     row["classical"] = {}
@@ -131,7 +135,18 @@ def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec],
 
 
 def decode_macs_key(gm: dict[str, float]) -> str | None:
-    return next((k for k in gm if k.startswith("decode")), None)
+    """The top level's decode figure: the last "decode to level L" of the RD model, else the
+    ELBO model's single decode figure."""
+    return next((k for k in reversed(list(gm)) if k.startswith("decode")), None)
+
+
+def macs_rendered(gm: dict[str, float], level: int) -> float | None:
+    """GMAC/MP of a progressive decode up to ``level``: the RD model's "decode to level L"
+    (it renders every level on the way), or L renders of the ELBO model."""
+    if f"decode to level {level}" in gm:
+        return gm[f"decode to level {level}"]
+    dk = decode_macs_key(gm)
+    return gm[dk] * level if dk else None
 
 
 def summarize(rows: Sequence[dict]) -> dict[str, Any]:
@@ -161,7 +176,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Speed: ssvcodec vs classical codecs ({m['image_dir_name']}, {s['n_images']} images)", "",
              f"{m['date']}; machine: {mc['cpu']}, {mc['cores']} cores, {mc['platform']}; torch threads "
              f"{m['threads']}; every time = mean over images of the median of {m['repeats']} runs after a warm-up. "
-             f"ssvcodec: quality {m['quality']}{', --with-y' if m['with_y'] else ''}, weights "
+             f"ssvcodec: quality {m['quality']}{', --with-y (ELBO model)' if m['with_y'] else ''}, weights "
              f"`{Path(m['weights']).name}`; classical codecs at the setting whose bpp is nearest to ssvcodec's "
              "on each image.", "",
              "| codec | bpp | PSNR | encode s | decode s | decode GMAC/MP |", "|---|---|---|---|---|---|"]
@@ -173,7 +188,7 @@ def markdown(result: dict) -> str:
     lines.append(f"| ssvcodec, top level only (`decode`) | {ss['bpp']:.3f} | {ss['psnr_top']:.2f} | {ss['enc_s']:.3f} | "
                  f"{ss['dec_top_s']:.3f} | {rd._f(dec_g)} |")
     lines.append(f"| ssvcodec, progressive (all {n_lv} levels rendered) | {ss['bpp']:.3f} | {ss['psnr_top']:.2f} | "
-                 f"{ss['enc_s']:.3f} | {ss['dec_progressive_s']:.3f} | {rd._f(dec_g * n_lv if dec_g else None)} |")
+                 f"{ss['enc_s']:.3f} | {ss['dec_progressive_s']:.3f} | {rd._f(macs_rendered(gm, n_lv))} |")
     for n, c in s["classical"].items():
         lines.append(f"| {n} | {c['bpp']:.3f} | {c['psnr']:.2f} | {c['enc_s']:.3f} | {c['dec_s']:.3f} | – |")
     r = REFERENCE
@@ -184,7 +199,7 @@ def markdown(result: dict) -> str:
               "| level | label | bpp needed | PSNR | ready after s | GMAC/MP rendered so far |", "|---|---|---|---|---|---|"]
     for i, lv in enumerate(ss["levels"]):
         lines.append(f"| {lv['level']} | {lv['label']} | {lv['bpp']:.3f} | {lv['psnr']:.2f} | {lv['ready_s']:.3f} | "
-                     f"{rd._f(dec_g * (i + 1) if dec_g else None)} |")
+                     f"{rd._f(macs_rendered(gm, i + 1))} |")
     if gm:
         lines += ["", "MACs of the model (models.macs.count_macs) at the image size:", "",
                   "| part | GMAC/MP | MAC/pixel |", "|---|---|---|"]
@@ -211,7 +226,7 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     images = rd.load_images(image_dir, limit)
-    api = learned.load_codec()
+    api = learned.load_codec(learned.elbo_weights_path() if with_y else None)
     active, unavailable = [], {}
     for n in codecs:
         try:
@@ -229,7 +244,7 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
                  "image_dir": str(Path(image_dir).resolve()), "image_dir_name": Path(image_dir).resolve().name,
                  "n_images": len(images), "repeats": repeats, "threads": threads, "machine": rd.machine_info(),
                  "versions": rd.library_versions(), "quality": quality, "with_y": with_y,
-                 "weights": str(learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
+                 "weights": str(learned.elbo_weights_path() if with_y else learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
                  "command": " ".join(["python -m bench.speed", *sys.argv[1:]])},
         "reference": REFERENCE, "ceiling_gmac_per_mp": CEILING_GMAC_PER_MP, "unavailable": unavailable,
         "summary": summarize(rows), "rows": rows,

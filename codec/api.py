@@ -10,7 +10,6 @@ notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles in bou
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from tqdm import tqdm
 
 from models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
 
-from .bitstream import (HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends, read_stream,
-                        write_stream)
+from .bitstream import (ELBO_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
+                        read_stream, write_stream)
+from .images import LevelImage, RGBImage, load_image, tiles as _tiles, to_rgb8  # noqa: F401 (re-exported)
 from .progressive import CodedChunk, CodingOptions, TileCoder, latent_bits
 from .quantize import DEFAULT_QUALITY
 
@@ -31,83 +31,13 @@ DEFAULT_TILE = 1024
 DEFAULT_REFINE = CodingOptions.refine_steps
 
 
-@dataclass
-class RGBImage:
-    """An 8-bit RGB array (H, W, 3) plus what the conversion did."""
-
-    pixels: np.ndarray
-    channels: int = 3                      # channels of the original (1, 3 or 4)
-    notices: list[str] = field(default_factory=list)
-
-
-def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
-    """Convert any PIL image or array to 8-bit RGB, saying what was changed."""
-    notices: list[str] = []
-    if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(image).astype(np.float64)
-            scale = 257.0 if arr.max() > 255 else 1.0
-            notices.append("16-bit grey image reduced to 8 bits")
-            return to_rgb8(np.round(arr / scale).clip(0, 255).astype(np.uint8))
-        if mode in ("L", "LA", "1"):
-            if mode == "LA":
-                notices.append("alpha channel dropped (ssvcodec codes colour only)")
-            g = np.asarray(image.convert("L"))
-            return RGBImage(np.repeat(g[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
-        if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in image.info):
-            notices.append("alpha channel dropped (ssvcodec codes colour only)")
-            return RGBImage(np.asarray(image.convert("RGBA"))[:, :, :3].copy(), 4, notices)
-        if mode != "RGB":
-            notices.append(f"{mode} image converted to RGB")
-        return RGBImage(np.asarray(image.convert("RGB")).copy(), 3, notices)
-    arr = np.asarray(image)
-    if arr.dtype == np.uint16:
-        notices.append("16-bit image reduced to 8 bits")
-        arr = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        raise ValueError(f"unsupported array type {arr.dtype}: give uint8 or uint16 pixels")
-    if arr.ndim == 2:
-        return RGBImage(np.repeat(arr[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ValueError(f"unsupported image shape {arr.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
-    if arr.shape[2] == 1:
-        return to_rgb8(arr[:, :, 0]) if not notices else RGBImage(np.repeat(arr, 3, axis=2), 1, notices)
-    if arr.shape[2] == 4:
-        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + ["alpha channel dropped (ssvcodec codes colour only)"])
-    return RGBImage(np.ascontiguousarray(arr), 3, notices)
-
-
-def load_image(path: str | Path) -> RGBImage:
-    """Open an image file (PNG, JPEG, WebP, ... anything Pillow reads) as 8-bit RGB."""
-    with Image.open(path) as im:
-        im.load()
-        return to_rgb8(im)
-
-
-@dataclass
-class LevelImage:
-    """One step of a progressive decode."""
-
-    level: int              # progressive level (1 = u only, ..., K+1 = all latents, K+2 = lossless)
-    label: str              # RS1, RS2, ..., CR, lossless
-    image: np.ndarray       # (H, W, 3) uint8, or (H, W) for a grey original
-    bytes_used: int         # header + every chunk of levels <= level
-
-
-def _tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(row0, row1, col0, col1) of every tile in raster order; one box when ``tile`` is 0."""
-    if not tile:
-        return [(0, h, 0, w)]
-    return [(r, min(h, r + tile), c, min(w, c + tile)) for r in range(0, h, tile) for c in range(0, w, tile)]
-
-
 def _header_tiles(hd: Header) -> list[tuple[int, int, int, int]]:
     return _tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
 
 
 class Codec:
-    """A trained ssVAE wrapped as a progressive codec."""
+    """The ELBO-trained ssVAE wrapped as a progressive codec (format version 1): RS/CR levels,
+    ``--with-y`` and ``--lossless``. Lossy coding by default uses :class:`codec.rd_api.RDCodec`."""
 
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
@@ -162,7 +92,8 @@ class Codec:
         per_tile.sort(key=lambda tc: (tc[1].progressive_level, order[tc[1].type], tc[0]))
         flags = (HeaderFlags.Y_CHUNKS if with_y else HeaderFlags.NONE) | (HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE)
         header = Header(height=h, width=w, channels=rgb.channels, levels=self.K, quality=quality,
-                        fingerprint=self.fingerprint, flags=flags, tile_height=tile, tile_width=tile)
+                        fingerprint=self.fingerprint, flags=flags, tile_height=tile, tile_width=tile,
+                        version=ELBO_VERSION)
         data = write_stream(header, [Chunk(c.type, c.level, c.payload, t) for t, c in per_tile])
         report = [{"type": c.type.name, "level": c.level, "tile": t, "bytes": len(c.payload),
                    "estimated_bits": c.estimated_bits} for t, c in per_tile]

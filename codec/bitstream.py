@@ -28,8 +28,9 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 1                          # the version this module writes
-SUPPORTED_VERSIONS = frozenset({1})         # the versions this module reads
+FORMAT_VERSION = 2                          # the newest version (rate-distortion model streams)
+ELBO_VERSION = 1                            # streams of the ELBO model (--with-y / --lossless)
+SUPPORTED_VERSIONS = frozenset({1, 2})      # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -122,7 +123,9 @@ class Header:
         fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version. Writers always use ``FORMAT_VERSION``.
+        version: format version: 2 (``FORMAT_VERSION``) for the rate-distortion model, whose
+            chunks are one latent per level (U for level 1, Z for the others); 1 for the ELBO
+            model, which may add Y and X chunks.
     """
 
     height: int
@@ -278,6 +281,9 @@ def _validate_header(h: Header) -> None:
                           f"got {h.fingerprint!r}")
     _check_int("flags", h.flags, 0, 0xFF)
     _check_flags(int(h.flags))
+    if h.version >= 2 and h.flags:
+        raise HeaderError(f"flags 0x{int(h.flags):02x}: format version {h.version} (rate-distortion model) "
+                          "has no Y or X chunks")
     if (h.tile_height == 0) != (h.tile_width == 0):
         raise HeaderError(
             f"tile size {h.tile_height}x{h.tile_width}: both sides must be 0 (untiled) or neither"
@@ -342,7 +348,7 @@ class _OrderCheck:
 
 # --- writer ---------------------------------------------------------------------------------
 def _encode_header(h: Header) -> bytes:
-    fields = _HEADER_FIELDS.pack(MAGIC, FORMAT_VERSION, int(h.flags), h.channels, h.levels,
+    fields = _HEADER_FIELDS.pack(MAGIC, h.version, int(h.flags), h.channels, h.levels,
                                  h.fingerprint, h.height, h.width, h.tile_height, h.tile_width,
                                  round(h.quality * 100))
     return fields + _CRC.pack(zlib.crc32(fields))
@@ -354,9 +360,9 @@ def write_stream(header: Header, chunks: Iterable[Chunk]) -> bytes:
     Raises ``HeaderError``, ``ChunkError`` or ``StreamOrderError`` (all ``BitstreamError``) on
     invalid input, so whatever this returns, ``read_stream`` accepts.
     """
-    if header.version != FORMAT_VERSION:
-        raise UnsupportedVersion(f"this writer only writes format version {FORMAT_VERSION}, "
-                                 f"not {header.version}")
+    if header.version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersion(f"this writer writes format versions "
+                                 f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}, not {header.version}")
     _validate_header(header)
     parts = [_encode_header(header)]
     order = _OrderCheck()

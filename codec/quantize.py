@@ -105,3 +105,20 @@ def choose_std_indices(symbols: np.ndarray) -> np.ndarray:
         cands = range(max(1, centre - 12), min(len(STD_TABLE), centre + 13))
         out[i] = min(cands, key=lambda j: gaussian_bits(s, float(STD_TABLE[j])))
     return out
+
+
+# --- the rate-distortion model's conditional Gaussian priors (models/rd.py) ------------------
+#: log-spaced prior scales from the model's floor to its ceiling (models/rd_layers.py); a
+#: latent is coded under the entry nearest its prior's scale in log space
+SCALE_TABLE = np.exp(np.linspace(math.log(0.11), math.log(64.0), 64))
+RD_MEAN_STEP = 2.0 ** -10
+
+
+def snap_prior(mu: Tensor, sigma: Tensor) -> tuple[Tensor, np.ndarray]:
+    """(mu_hat, table index) from float64 prior parameters: the mean on a 2^-10 grid and the
+    scale as the nearest :data:`SCALE_TABLE` entry in log space. Encoder and decoder then build
+    every symbol's model and every z_hat = mu_hat + k from these numbers alone (§3.5)."""
+    lo, hi = math.log(SCALE_TABLE[0]), math.log(SCALE_TABLE[-1])
+    pos = (torch.log(sigma.double()) - lo) / (hi - lo) * (len(SCALE_TABLE) - 1)
+    idx = torch.round(pos).clamp(0, len(SCALE_TABLE) - 1).to(torch.int64).numpy()
+    return snap(mu, RD_MEAN_STEP), idx

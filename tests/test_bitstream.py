@@ -11,6 +11,7 @@ import pytest
 
 from codec import bitstream as bs
 from codec.bitstream import (
+    ELBO_VERSION,
     BadMagic, BitstreamError, Chunk, ChunkCRCError, ChunkError, ChunkType, Header,
     HeaderError, HeaderFlags, StreamOrderError, UnsupportedVersion, WeightsMismatch,
     check_weights, describe, fingerprint, read_header, read_stream, truncate_levels,
@@ -23,7 +24,7 @@ ALL_FLAGS = HeaderFlags.Y_CHUNKS | HeaderFlags.LOSSLESS
 
 def make_header(**changes: object) -> Header:
     fields: dict[str, object] = dict(height=70, width=50, channels=3, levels=2, quality=1.25,
-                                     fingerprint=FP, flags=ALL_FLAGS)
+                                     fingerprint=FP, flags=ALL_FLAGS, version=ELBO_VERSION)
     fields.update(changes)
     return Header(**fields)  # type: ignore[arg-type]
 
@@ -65,7 +66,7 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 1
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
 
 
@@ -85,7 +86,7 @@ def test_layout_matches_the_documented_bytes() -> None:
 def test_golden_stream() -> None:
     """Pins the exact bytes of a tiny stream: changing them needs a new format version."""
     header = Header(height=2, width=3, channels=1, levels=1, quality=0.5,
-                    fingerprint=bytes(range(16)))
+                    fingerprint=bytes(range(16)), version=ELBO_VERSION)
     data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b"")])
     assert data.hex() == (
         # header: magic, version 1, flags 0, channels 1, K 1, fingerprint 00..0f,
@@ -100,6 +101,19 @@ def test_golden_stream() -> None:
     assert data[38:42] == zlib.crc32(data[:38]).to_bytes(4, "little")
     assert data[72:76] == zlib.crc32(data[62:72]).to_bytes(4, "little")
     assert data[76:80] == zlib.crc32(data[62:76]).to_bytes(4, "little")
+
+
+def test_golden_stream_version_2() -> None:
+    """The rate-distortion format (v2) differs from v1 in the version byte alone (and so the
+    header CRC); it refuses the Y / X chunk flags."""
+    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)))
+    data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b"")])
+    assert data[:42].hex() == ("53535643" "02" "00" "01" "01" "000102030405060708090a0b0c0d0e0f"
+                               "02000000" "03000000" "0000" "0000" "3200" "94150170")
+    assert read_stream(data).header.version == 2
+    with pytest.raises(HeaderError, match="no Y or X chunks"):
+        write_stream(Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
+                            flags=HeaderFlags.LOSSLESS), [])
 
 
 # --- round trips ----------------------------------------------------------------------------
@@ -300,7 +314,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (2, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (3, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):

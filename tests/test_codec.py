@@ -14,11 +14,10 @@ from PIL import Image
 from bench.metrics import psnr
 from codec.api import Codec, to_rgb8
 from codec.bitstream import BitstreamError, read_stream, truncate_levels, write_stream, Chunk
-from codec.cli import main as cli_main
 from models.io import DEFAULT_WEIGHTS, save_weights
 from models.ssvae import build_model
 
-from .conftest import require_data, synthetic, tiny_config
+from .conftest import require_data, run_cli, synthetic, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,14 +144,8 @@ def test_cli_round_trip_and_errors(tiny_weights: Path, tmp_path: Path, capsys: p
     ssv, out = tmp_path / "a.ssv", tmp_path / "out.png"
     w = ["--weights", str(tiny_weights)]
 
-    def run(*args: str) -> int:
-        try:
-            cli_main(list(args))
-        except SystemExit as e:
-            return int(e.code or 0)
-        return 0
-
-    assert run("encode", str(src), "-o", str(ssv), "--levels", "2", *w) == 0
+    run = run_cli
+    assert run("encode", str(src), "-o", str(ssv), "--levels", "2", "--with-y", *w) == 0  # the ELBO model
     assert run("info", str(ssv)) == 0
     assert "level 2" in capsys.readouterr().out
     assert run("decode", str(ssv), "-o", str(out), "--progressive", *w) == 0

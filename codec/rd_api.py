@@ -1,0 +1,193 @@
+"""The default codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
+:mod:`codec.bitstream` (format version 2). Any image size (padded, cropped back), grey / RGBA /
+16-bit input converted with a notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent
+tiles, each decoded level by level so a progressive decode shows every level of the whole image.
+
+    codec = RDCodec()                                  # the shipped weights
+    data = codec.encode(image, quality=4.0)            # q in [0, 8]: lambda = 0.0009 * 2^q
+    data, q = codec.encode_to_rate(image, bpp=0.5)     # bisection on q
+    for step in codec.decode_progressive(data):        # one image per level in the stream
+        print(step.level, step.bytes_used, step.image.shape)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from models.io import WEIGHTS_DIR, load_any, weights_fingerprint
+from models.rd import RDSSVAE
+from models.transforms import pad_to_multiple
+
+from .bitstream import FORMAT_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, check_weights, level_ends, read_stream, write_stream
+from .images import LevelImage, RGBImage, tiles, to_rgb8
+from .rate_search import RateResult, search_quality
+from .rd_coder import RDTileCoder
+
+DEFAULT_RD_WEIGHTS = WEIGHTS_DIR / "ssvae-rd.safetensors"
+DEFAULT_RD_QUALITY = 4.0
+TILE_ABOVE_PIXELS = 2048 * 2048
+DEFAULT_TILE = 1024
+
+
+class RDCodec:
+    """The rate-distortion ssVAE as a progressive codec."""
+
+    def __init__(self, weights: str | Path = DEFAULT_RD_WEIGHTS, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}: use cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        self.weights = Path(weights)
+        model = load_any(self.weights)
+        if not isinstance(model, RDSSVAE):
+            raise ValueError(f"{self.weights} holds an ELBO model; the lossy codec needs rate-distortion weights")
+        self.model = model
+        self.fingerprint = weights_fingerprint(self.weights)
+        self.coder = RDTileCoder(model)
+        self.n_levels = model.n_levels
+        self.q_max = model.config.q_max
+        self.default_quality = DEFAULT_RD_QUALITY
+
+    def check_quality(self, quality: float) -> float:
+        q = round(float(quality), 2)
+        if not 0.0 <= q <= self.q_max:
+            raise ValueError(f"quality must be in [0, {self.q_max:g}] for this model, got {quality}")
+        return q
+
+    # ----- encoding ---------------------------------------------------------------------------
+    def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
+               quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False) -> bytes:
+        """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q)."""
+        return self.encode_with_report(image, levels, quality, tile, progress)[0]
+
+    def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
+                           quality: float = DEFAULT_RD_QUALITY, tile: int | None = None,
+                           progress: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
+        """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size."""
+        rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
+        px = rgb.pixels
+        h, w = px.shape[:2]
+        if h == 0 or w == 0:
+            raise ValueError("empty image")
+        levels = self.n_levels if levels is None else levels
+        if not 1 <= levels <= self.n_levels:
+            raise ValueError(f"levels must be in 1..{self.n_levels} for this model, got {levels}")
+        q = self.check_quality(quality)
+        tile = self._tile(h, w, tile)
+        boxes = tiles(h, w, tile)
+        per_level: list[list[tuple[int, bytes, float]]] = [[] for _ in range(levels)]
+        for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
+            x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
+            for k, (payload, bits) in enumerate(self.coder.encode(self._pad(x), q, levels)):
+                per_level[k].append((t, payload, bits))
+        header = Header(height=h, width=w, channels=rgb.channels, levels=self.n_levels - 1, quality=q,
+                        fingerprint=self.fingerprint, tile_height=tile, tile_width=tile, version=FORMAT_VERSION)
+        chunks = [Chunk(ChunkType.U if k == 0 else ChunkType.Z, k, payload, t)
+                  for k, row in enumerate(per_level) for t, payload, _ in row]
+        report = [{"type": c.type.name, "level": c.level, "tile": c.tile, "bytes": len(c.payload), "estimated_bits": b}
+                  for c, b in zip(chunks, [b for row in per_level for _, _, b in row])]
+        return write_stream(header, chunks), report
+
+    def encode_to_rate(self, image: Image.Image | np.ndarray | RGBImage, bpp: float | None = None,
+                       size: int | None = None, levels: int | None = None, tile: int | None = None) -> RateResult:
+        """The stream nearest a target rate (``bpp``, of the whole file) or size in bytes, by
+        bisection on the quality (:func:`codec.rate_search.search_quality`)."""
+        rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
+        h, w = rgb.pixels.shape[:2]
+        if (bpp is None) == (size is None):
+            raise ValueError("give exactly one of a target bpp or a target size")
+        target = size if size is not None else bpp * h * w / 8.0
+        return search_quality(lambda q: self.encode(rgb, levels, q, tile), float(target), 0.0, self.q_max)
+
+    # ----- decoding ---------------------------------------------------------------------------
+    def decode(self, data: bytes, levels: int | None = None) -> np.ndarray:
+        """The image at ``levels`` (default: the highest whole level in the stream)."""
+        last = None
+        for step in self.decode_progressive(data, levels, only_last=True):
+            last = step
+        assert last is not None
+        return last.image
+
+    def decode_progressive(self, data: bytes, levels: int | None = None, only_last: bool = False,
+                           progress: bool = False) -> Iterator[LevelImage]:
+        """Yield the image of every whole level (1, 2, ...) up to ``levels``, with the bytes used."""
+        parsed = read_stream(data)
+        hd = parsed.header
+        self._check_header(hd)
+        boxes = tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
+        payloads: list[dict[int, bytes]] = [{} for _ in boxes]
+        for c in parsed.chunks:
+            payloads[c.tile][c.level] = c.payload
+        available = min(_prefix_levels(p) for p in payloads) if parsed.chunks else 0
+        if available == 0:
+            raise ValueError("the stream holds no whole level: nothing to decode" + (" (file truncated)" if parsed.truncated else ""))
+        top = available if levels is None else levels
+        if not 1 <= top <= available:
+            raise ValueError(f"level {top} is not in this stream (it holds levels 1..{available})")
+        want = {top} if only_last else set(range(1, top + 1))
+        walks = []
+        for (r0, r1, c0, c1), p in zip(boxes, payloads):
+            size = (r1 - r0, c1 - c0)
+            walks.append(self.coder.decode([p[k] for k in range(top)], hd.quality, self._padded(*size), size, want))
+        ends = level_ends(parsed)
+        for level in sorted(want):
+            canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
+            for (r0, r1, c0, c1), walk in zip(tqdm(boxes, desc=f"level {level}", unit="tile",
+                                                   disable=not progress or len(boxes) == 1), walks):
+                lv, img = next(walk)
+                assert lv == level
+                canvas[r0:r1, c0:c1] = img.permute(1, 2, 0).numpy()
+            out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
+            yield LevelImage(level, f"L{level}", out, ends.get(level, HEADER_SIZE))
+
+    def latent_estimates(self, data: bytes) -> list[float | None]:
+        """Per chunk: the model's information content (bits) of its symbols, to set beside the
+        chunk's size (``ssvcodec info``). Runs the decoder's top-down pass without rendering."""
+        parsed = read_stream(data)
+        hd = parsed.header
+        self._check_header(hd)
+        boxes = tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
+        est: dict[tuple[int, int], float] = {}
+        for t, (r0, r1, c0, c1) in enumerate(boxes):
+            p = {c.level: c.payload for c in parsed.chunks if c.tile == t}
+            n = _prefix_levels(p)
+            for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0))):
+                est[(t, k)] = bits
+        return [est.get((c.tile, c.level)) for c in parsed.chunks]
+
+    # ----- helpers ----------------------------------------------------------------------------
+    def _check_header(self, hd: Header) -> None:
+        if hd.version != FORMAT_VERSION:
+            raise ValueError(f"format version {hd.version} streams are decoded by the ELBO codec, not this one")
+        check_weights(hd, self.fingerprint)
+        if hd.levels != self.n_levels - 1:
+            raise ValueError(f"stream has {hd.levels + 1} levels, these weights have {self.n_levels}")
+
+    def _tile(self, h: int, w: int, tile: int | None) -> int:
+        if tile is None:
+            tile = DEFAULT_TILE if h * w > TILE_ABOVE_PIXELS else 0
+        m = self.model.config.pad_multiple
+        if tile and (tile % m or tile < m):
+            raise ValueError(f"tile size must be a positive multiple of {m}")
+        return tile
+
+    def _padded(self, h: int, w: int) -> tuple[int, int]:
+        m = self.model.config.pad_multiple
+        return (-(-h // m) * m, -(-w // m) * m)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_to_multiple(x, self.model.config.pad_multiple)
+
+
+def _prefix_levels(p: dict[int, bytes]) -> int:
+    """How many levels 1, 2, ... a tile's chunks hold without a gap."""
+    n = 0
+    while n in p:
+        n += 1
+    return n

@@ -1,0 +1,143 @@
+"""Coding one tile with the rate-distortion ssVAE (:mod:`models.rd`): one chunk payload per level,
+written and read by the model's own top-down pass (:meth:`models.rd.RDSSVAE.top_down`).
+
+Level k's latent is coded element by element under its conditional prior: with (mu, sigma) from
+the float64 last layer, snapped by :func:`codec.quantize.snap_prior`, the symbol is
+``round(latent - mu_hat)`` under a zero-mean quantized Gaussian of the table scale, and both sides
+take ``z_hat = mu_hat + symbol``. Everything the prior of a later level depends on runs on one
+thread (:func:`codec.progressive.single_thread`), so a stream encoded with any thread count
+decodes to the same pixels with any other; renders, which no prior reads, use every thread.
+
+Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
+:class:`~codec.progressive.DesyncError`, never a silent wrong image.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.rd import RDSSVAE, upsample
+
+from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
+from .progressive import DesyncError, single_thread
+from .quantize import SCALE_TABLE, snap_prior
+
+
+def _crc(symbols: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
+
+
+def to_model_input(pixels: Tensor) -> Tensor:
+    """uint8 (1, 3, H, W) -> float in [-1/2, 1/2], as the model is trained."""
+    return pixels.float() / 255.0 - 0.5
+
+
+def to_pixels(render: Tensor, factor: int, size: tuple[int, int]) -> Tensor:
+    """A level's render -> uint8 (3, h, w) at the tile's true size: upsampled by ``factor`` with
+    the model's upsampler, clamped and rounded."""
+    img = upsample(render, factor)[0, :, :size[0], :size[1]]
+    return torch.round((img + 0.5).clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+class RDTileCoder:
+    """Encode and decode one padded tile with an :class:`~models.rd.RDSSVAE`."""
+
+    def __init__(self, model: RDSSVAE) -> None:
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def encode(self, pixels: Tensor, q: float, levels: int) -> list[tuple[bytes, float]]:
+        """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels``."""
+        encoders: list[ChunkEncoder] = []
+        symbols_of: list[np.ndarray] = []
+        bits_of: list[float] = []
+
+        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+            assert latent is not None
+            mu_hat, idx = snap_prior(mu, sigma)
+            sym = torch.round(latent.double() - mu_hat).clamp(-MAX_SYMBOL, MAX_SYMBOL)
+            s = sym.to(torch.int32).numpy()
+            std = SCALE_TABLE[idx]
+            enc = ChunkEncoder()
+            enc.gaussian(s, std)
+            encoders.append(enc)
+            symbols_of.append(s)
+            bits_of.append(model_bits(s, std))
+            return mu_hat + sym, None
+
+        q_t = torch.tensor([float(q)])
+        with torch.no_grad():
+            for _ in self.model.top_down(q_t, quantize, to_model_input(pixels), levels=levels,
+                                         render=lambda k: k + 1 < levels, deterministic=single_thread):
+                pass
+        out = []
+        for enc, s, b in zip(encoders, symbols_of, bits_of):
+            payload = struct.pack("<I", _crc(s)) + enc.finish()
+            out.append((payload, b + 32))
+        return out
+
+    @torch.no_grad()
+    def decode(self, payloads: list[bytes], q: float, padded: tuple[int, int], size: tuple[int, int],
+               render_levels: set[int] | None = None) -> Iterator[tuple[int, Tensor]]:
+        """Yield (level, uint8 (3, h, w) image) for every level in ``render_levels`` (1-based;
+        default: the last) among the ``len(payloads)`` levels present."""
+        n = len(payloads)
+        want = render_levels or {n}
+        cfg = self.model.config
+
+        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+            mu_hat, idx = snap_prior(mu, sigma)
+            sym = decode_symbols(payloads[k], idx, f"level {k + 1}")
+            return mu_hat + torch.from_numpy(sym).double(), None
+
+        q_t = torch.tensor([float(q)])
+        for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
+                                     render=lambda k: (k + 1) in want, deterministic=single_thread):
+            if (o.k + 1) in want:
+                assert o.render is not None
+                yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size)
+
+
+    @torch.no_grad()
+    def estimate(self, payloads: list[bytes], q: float, padded: tuple[int, int]) -> list[float]:
+        """Per level: the model's information content (bits) of the decoded symbols, plus the
+        32-bit checksum, without rendering."""
+        out: list[float] = []
+
+        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+            mu_hat, idx = snap_prior(mu, sigma)
+            sym = decode_symbols(payloads[k], idx, f"level {k + 1}")
+            out.append(model_bits(sym, SCALE_TABLE[idx]) + 32)
+            return mu_hat + torch.from_numpy(sym).double(), None
+
+        for _ in self.model.top_down(torch.tensor([float(q)]), quantize, None, size=padded, levels=len(payloads),
+                                     render=False, deterministic=single_thread):
+            pass
+        return out
+
+
+def decode_symbols(payload: bytes, idx: np.ndarray, what: str) -> np.ndarray:
+    """The int32 symbols of one level (shape of ``idx``), checked against their CRC."""
+    if len(payload) < 4:
+        raise DesyncError(f"{what}: payload too short")
+    (crc,) = struct.unpack("<I", payload[:4])
+    try:
+        sym = ChunkDecoder(payload[4:]).gaussian(idx.shape, SCALE_TABLE[idx])
+    except EntropyDecodeError as e:
+        raise DesyncError(f"{what}: {e}") from None
+    if _crc(sym) != crc:
+        raise DesyncError(f"{what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
+    return sym
+
+
+def model_bits(symbols: np.ndarray, std: np.ndarray) -> float:
+    """Information content (bits) of integer symbols under zero-mean quantized Gaussians."""
+    s = torch.from_numpy(symbols).double()
+    sd = torch.from_numpy(np.broadcast_to(std, symbols.shape).copy())
+    p = torch.special.ndtr((s + 0.5) / sd) - torch.special.ndtr((s - 0.5) / sd)
+    return float(-torch.log2(p.clamp_min(2.0 ** -24)).sum())

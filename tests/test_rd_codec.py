@@ -1,0 +1,210 @@
+"""The default lossy codec (codec/rd_api.py, codec/rd_coder.py, codec/rate_search.py): round
+trips at any size and in tiles, truncation, determinism across threads and processes, the decoder
+under mutated payloads (below the CRC layer), the rate search, and a golden stream."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from codec.bitstream import BitstreamError, Chunk, read_stream, truncate_levels, write_stream
+from codec.rate_search import search_quality
+from codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
+
+from .conftest import require_data, synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden"
+
+
+@pytest.fixture(scope="session")
+def tiny_rd(tiny_rd_weights: Path) -> RDCodec:
+    return RDCodec(tiny_rd_weights)
+
+
+@pytest.fixture(scope="session")
+def shipped_rd() -> RDCodec:
+    if not DEFAULT_RD_WEIGHTS.exists():
+        pytest.skip(f"shipped weights {DEFAULT_RD_WEIGHTS} are absent")
+    return RDCodec()
+
+
+def png_hash(img: np.ndarray) -> str:
+    b = io.BytesIO()
+    Image.fromarray(img).save(b, format="PNG")
+    return hashlib.sha256(b.getvalue()).hexdigest()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (37, 53), (64, 96)])
+def test_every_level_decodes_at_any_size(tiny_rd: RDCodec, size: tuple[int, int]) -> None:
+    img = synthetic(*size)
+    data = tiny_rd.encode(img, quality=3.0)
+    steps = list(tiny_rd.decode_progressive(data))
+    assert [s.level for s in steps] == [1, 2, 3]
+    assert all(s.image.shape == img.shape and s.image.dtype == np.uint8 for s in steps)
+    assert steps[-1].bytes_used == len(data)
+    assert [s.bytes_used for s in steps] == sorted(s.bytes_used for s in steps)
+    assert read_stream(data).header.version == 2
+
+
+def test_levels_option_and_truncation_equal_the_decode_of_that_level(tiny_rd: RDCodec) -> None:
+    img = synthetic(40, 72, 1)
+    data = tiny_rd.encode(img, quality=5.0)
+    full = {s.level: s.image for s in tiny_rd.decode_progressive(data)}
+    for lv in (1, 2):
+        assert np.array_equal(tiny_rd.decode(data, lv), full[lv])
+        assert np.array_equal(tiny_rd.decode(truncate_levels(data, lv)), full[lv])
+        assert np.array_equal(tiny_rd.decode(tiny_rd.encode(img, lv, 5.0)), full[lv])
+    with pytest.raises(ValueError, match="levels 1..1"):
+        tiny_rd.decode(truncate_levels(data, 1), 2)
+
+
+def test_tiles_decode_to_the_whole_image(tiny_rd: RDCodec) -> None:
+    img = synthetic(70, 100, 2)
+    data = tiny_rd.encode(img, quality=2.0, tile=32)
+    hd = read_stream(data).header
+    assert hd.tile_grid == (3, 4)
+    steps = list(tiny_rd.decode_progressive(data))
+    assert [s.image.shape for s in steps] == [img.shape] * 3
+    assert len(tiny_rd.latent_estimates(data)) == 3 * 12
+
+
+def test_grey_input_decodes_to_grey(tiny_rd: RDCodec) -> None:
+    grey = synthetic(32, 32)[:, :, 0]
+    assert tiny_rd.decode(tiny_rd.encode(grey)).shape == (32, 32)
+
+
+def test_estimates_match_the_chunk_sizes(tiny_rd: RDCodec) -> None:
+    data, report = tiny_rd.encode_with_report(synthetic(64, 64, 3), quality=6.0)
+    est = tiny_rd.latent_estimates(data)
+    for r, e in zip(report, est):
+        assert e == pytest.approx(r["estimated_bits"])
+        assert abs(r["bytes"] - e / 8) <= 0.02 * e / 8 + 8  # range coding is within a few bytes of the model
+
+
+def test_quality_is_checked(tiny_rd: RDCodec) -> None:
+    with pytest.raises(ValueError, match="quality must be in"):
+        tiny_rd.encode(synthetic(8, 8), quality=9)
+
+
+def test_other_weights_are_refused(tiny_rd: RDCodec, tmp_path: Path) -> None:
+    from models.io import save_weights
+    from models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+    torch.manual_seed(5)
+    other = tmp_path / "other.safetensors"
+    save_weights(RDSSVAE(tiny_rd_config()), other)
+    with pytest.raises(BitstreamError, match="encoded with weights"):
+        RDCodec(other).decode(tiny_rd.encode(synthetic(16, 16)))
+
+
+# ----- the decoder below the CRC layer ----------------------------------------------------------
+def mutate(data: bytes, chunk: int, pos: int, value: int) -> bytes:
+    """``data`` with byte ``pos`` of chunk ``chunk``'s payload replaced, CRCs recomputed, so the
+    mutation reaches the entropy decoder."""
+    parsed = read_stream(data)
+    c = parsed.chunks[chunk % len(parsed.chunks)]
+    p = bytearray(c.payload)
+    if p:
+        p[pos % len(p)] = value
+    chunks = list(parsed.chunks)
+    chunks[chunk % len(chunks)] = Chunk(c.type, c.level, bytes(p), c.tile)
+    return write_stream(parsed.header, chunks)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunk=st.integers(0, 2), pos=st.integers(0, 10 ** 6), value=st.integers(0, 255))
+def test_mutated_payloads_give_a_clean_error_or_an_image(tiny_rd: RDCodec, chunk: int, pos: int, value: int) -> None:
+    img = synthetic(24, 40, 4)
+    data = tiny_rd.encode(img, quality=4.0)
+    bad = mutate(data, chunk, pos, value)
+    try:
+        out = tiny_rd.decode(bad)
+    except (BitstreamError, ValueError):
+        return
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+# ----- the rate search --------------------------------------------------------------------------
+def test_search_quality_bisects_to_the_target() -> None:
+    calls: list[float] = []
+
+    def encode(q: float) -> bytes:
+        calls.append(q)
+        return bytes(int(100 * 2 ** (q / 2)))
+
+    r = search_quality(encode, 1000, 0.0, 8.0)
+    assert abs(r.relative_error(1000)) <= 0.02 and r.tries == len(set(calls)) <= 12
+    assert search_quality(encode, 10, 0.0, 8.0).quality == 0.0        # below the range: its end
+    assert search_quality(encode, 10 ** 6, 0.0, 8.0).quality == 8.0
+    with pytest.raises(ValueError):
+        search_quality(encode, 0, 0.0, 8.0)
+
+
+def test_bpp_target_within_five_percent(shipped_rd: RDCodec) -> None:
+    img = np.asarray(Image.open(require_data("kodak", "kodim04.png")).convert("RGB"))[:256, :384]
+    for target in (0.25, 1.0):
+        r = shipped_rd.encode_to_rate(img, bpp=target)
+        assert abs(8 * len(r.data) / img[:, :, 0].size / target - 1) <= 0.05, (target, r.quality)
+
+
+# ----- determinism and the golden stream --------------------------------------------------------
+DECODE_SCRIPT = """
+import sys, hashlib, io, torch
+torch.set_num_threads(1)
+from PIL import Image
+from codec.rd_api import RDCodec
+c = RDCodec(sys.argv[1])
+for s in c.decode_progressive(open(sys.argv[2], 'rb').read()):
+    b = io.BytesIO(); Image.fromarray(s.image).save(b, format='PNG')
+    print(s.level, hashlib.sha256(b.getvalue()).hexdigest())
+"""
+
+
+def test_two_thread_stream_decodes_identically_in_a_fresh_one_thread_process(tmp_path: Path) -> None:
+    weights = DEFAULT_RD_WEIGHTS if DEFAULT_RD_WEIGHTS.exists() else None
+    if weights is None:
+        pytest.skip(f"shipped weights {DEFAULT_RD_WEIGHTS} are absent")
+    codec = RDCodec(weights)
+    img = np.asarray(Image.open(require_data("kodak", "kodim23.png")).convert("RGB"))[96:288, 160:416]
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        data = codec.encode(img, quality=5.0)
+        here = [f"{s.level} {png_hash(s.image)}" for s in codec.decode_progressive(data)]
+    finally:
+        torch.set_num_threads(n)
+    torch.set_num_threads(1)
+    try:
+        assert codec.encode(img, quality=5.0) == data  # the file's bytes do not depend on threads
+    finally:
+        torch.set_num_threads(n)
+    (tmp_path / "s.ssv").write_bytes(data)
+    r = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(weights), str(tmp_path / "s.ssv")],
+                       capture_output=True, text=True, cwd=ROOT, check=True)
+    assert r.stdout.split("\n")[:-1] == here
+
+
+def test_golden_stream_decodes_to_its_recorded_pixels() -> None:
+    """A committed stream of the shipped weights and the SHA-256 of each level's decoded PNG:
+    any change to the model, the coder or the weights that alters decoding fails here (a new
+    weights version re-records it with ``python -m bench.golden``)."""
+    meta_path = GOLDEN / "rd-v2.json"
+    if not DEFAULT_RD_WEIGHTS.exists():
+        pytest.skip(f"shipped weights {DEFAULT_RD_WEIGHTS} are absent")
+    meta = json.loads(meta_path.read_text())
+    data = (GOLDEN / meta["stream"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == meta["stream_sha256"]
+    got = {str(s.level): png_hash(s.image) for s in RDCodec().decode_progressive(data)}
+    assert got == meta["png_sha256"]
