@@ -28,7 +28,6 @@ from .quantize import DEFAULT_QUALITY
 
 TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles
 DEFAULT_TILE = 1024
-DEFAULT_REFINE = CodingOptions.refine_steps
 
 
 def _header_tiles(hd: Header) -> list[tuple[int, int, int, int]]:
@@ -54,16 +53,14 @@ class Codec:
     # ----- encoding ---------------------------------------------------------------------------
     def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                quality: float = DEFAULT_QUALITY, with_y: bool = False, lossless: bool = False,
-               tile: int | None = None, progress: bool = False, refine: int = DEFAULT_REFINE) -> bytes:
+               tile: int | None = None, progress: bool = False) -> bytes:
         """Encode an image; ``levels`` defaults to every latent level (K+1). ``lossless`` adds
-        a last chunk with x itself (and implies ``with_y``): the decode is then bit-exact.
-        ``refine``: gradient steps of encoder-side latent refinement (0: posterior means)."""
-        return self.encode_with_report(image, levels, quality, with_y, lossless, tile, progress, refine)[0]
+        a last chunk with x itself (and implies ``with_y``): the decode is then bit-exact."""
+        return self.encode_with_report(image, levels, quality, with_y, lossless, tile, progress)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                            quality: float = DEFAULT_QUALITY, with_y: bool = False, lossless: bool = False,
-                           tile: int | None = None, progress: bool = False,
-                           refine: int = DEFAULT_REFINE) -> tuple[bytes, list[dict[str, Any]]]:
+                           tile: int | None = None, progress: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
         """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size."""
         rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
         px = rgb.pixels
@@ -73,9 +70,7 @@ class Codec:
         levels = self.K + 1 if levels is None else levels
         with_y = with_y or lossless
         quality = round(float(quality), 2)
-        if refine < 0:
-            raise ValueError("refine steps must be >= 0")
-        opts = CodingOptions(levels, quality, with_y, lossless, refine_steps=refine)
+        opts = CodingOptions(levels, quality, with_y, lossless)
         if tile is None:
             tile = DEFAULT_TILE if h * w > TILE_ABOVE_PIXELS else 0
         if tile:

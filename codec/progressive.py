@@ -32,7 +32,6 @@ from .bitstream import BitstreamError, ChunkType
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits
 from .quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior,
                        snap_gaussian, snap_mixture_params, step_for_quality)
-from .refine import refine_latent
 
 PIXEL_SLICE_ROWS = 16  # rows of categorical tables built at a time (bounded memory, §3.5)
 TABLE_DTYPE = torch.float32
@@ -50,11 +49,6 @@ class CodingOptions:
     quality: float
     with_y: bool = False
     lossless: bool = False
-    # Encoder-side latent refinement (codec/refine.py); 0: posterior means. Off by default: on
-    # kodim01-04 at q=1 and 4, 10 steps made encoding 21x slower (1.1 s -> 24 s, 1 thread) and
-    # the RS2/RS3 curves 13 % / 2 % worse in BD-rate (bench/results/kodak-refine.md).
-    refine_steps: int = 0
-    rate_weight: float = 30.0    # rate proxy weight of the refinement (MSE in 8-bit units per z-score^2)
 
 
 @dataclass
@@ -208,19 +202,9 @@ class TileCoder:
         n_chunks = opts.levels + (opts.levels - 1 if opts.with_y else 0) + (1 if opts.lossless else 0)
         bar = tqdm(total=n_chunks, desc="encode", unit="chunk", disable=not progress, leave=False)
 
-        threads = torch.get_num_threads()
-
         def latent(kind: ChunkType, k: int, mean: Tensor, std: Tensor | float, y_state: Tensor | None) -> Tensor:
             if kind == ChunkType.U:   # base space of the flow: N(0, I), no posterior width there
-                target = refine_latent(v, torch.zeros_like(v), 1.0, ys[0],
-                                       lambda t: model.p_y(0, None, self.u_from_base(t)),
-                                       opts.refine_steps, opts.rate_weight, threads)
-                sym = quantize(target, mean, std, step)
-            elif opts.refine_steps:
-                assert isinstance(std, Tensor) and y_state is not None
-                target = refine_latent(mu_z[k - 1], mean, std, ys[k], lambda t: model.p_y(k, y_state, t),
-                                       opts.refine_steps, opts.rate_weight, threads)
-                sym = quantize(target, mean, std, step)
+                sym = quantize(v, mean, std, step)
             else:
                 assert isinstance(std, Tensor)
                 sym = quantize_posterior(mu_z[k - 1], std_z[k - 1], mean, std, step)

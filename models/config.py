@@ -106,7 +106,7 @@ class RDConfig:
 
     kind: str = "rd"
     render_strides: tuple[int, ...] = (4, 2, 1)
-    latent_strides: tuple[int, ...] = (32, 32, 16)
+    latent_strides: tuple[int, ...] = (64, 32, 16)
     latent_channels: tuple[int, ...] = (64, 64, 96)
     width: int = 64                              # N: channels of every transform
     emb_dim: int = 64                            # quality embedding

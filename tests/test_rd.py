@@ -24,7 +24,7 @@ from .conftest import synthetic, tiny_rd_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def batch(n: int = 2, h: int = 64, w: int = 96) -> torch.Tensor:
+def batch(n: int = 2, h: int = 64, w: int = 128) -> torch.Tensor:
     return torch.stack([torch.from_numpy(synthetic(h, w, s).transpose(2, 0, 1).copy()) for s in range(n)])
 
 
@@ -68,7 +68,7 @@ def test_decoder_rebuilds_the_encoders_renders_from_z_hat_alone() -> None:
     with torch.no_grad():
         enc = list(model.top_down(q, rounding_quantizer, x))
         replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
-        dec = list(model.top_down(q, replay, None, size=(64, 96)))
+        dec = list(model.top_down(q, replay, None, size=(64, 128)))
     for a, b in zip(enc, dec):
         assert torch.equal(a.render, b.render)
 
@@ -86,7 +86,7 @@ def test_lambda_scale_and_config_checks() -> None:
     with pytest.raises(ValueError, match="full size"):
         RDConfig(render_strides=(4, 2), latent_strides=(32, 32), latent_channels=(4, 4), level_weights=(1, 1))
     with pytest.raises(ValueError, match="synthesis path"):
-        RDConfig(latent_strides=(32, 64, 16))
+        RDConfig(latent_strides=(64, 128, 16))
     assert RDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
