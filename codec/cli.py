@@ -27,7 +27,8 @@ import click
 import numpy as np
 from PIL import Image
 
-from .bitstream import ELBO_VERSION, HEADER_SIZE, BitstreamError, HeaderFlags, read_header, read_stream, truncate_levels
+from .bitstream import ELBO_VERSION, HEADER_SIZE, BitstreamError, HeaderFlags, read_stream, truncate_levels
+from .dispatch import codec_for_stream, open_codec
 from .images import InputError, RGBImage, open_image
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
@@ -148,22 +149,18 @@ class Say:
 # ----- codecs (imported lazily: they import torch) --------------------------------------------
 def _open_codec(kind: str, weights: str | None, device: str = "cpu") -> Any:
     try:
-        if kind == "rd":
-            from .rd_api import RDCodec
-            return RDCodec(weights, device) if weights else RDCodec(device=device)
-        from .api import Codec
-        return Codec(weights, device) if weights else Codec(device=device)
+        return open_codec(kind, weights, device)
     except (FileNotFoundError, ValueError) as e:
         raise CodecFailure(str(e)) from None
 
 
 def _decoder_for(data: bytes, weights: str | None) -> Any:
-    """The codec that reads a stream: format version 1 is the ELBO model's, 2 the RD model's."""
     try:
-        version = read_header(data).version
+        return codec_for_stream(data, weights)
     except BitstreamError as e:
         raise CodecFailure(str(e)) from None
-    return _open_codec("elbo" if version == ELBO_VERSION else "rd", weights)
+    except (FileNotFoundError, ValueError) as e:
+        raise CodecFailure(str(e)) from None
 
 
 def _set_threads(threads: int | None) -> None:

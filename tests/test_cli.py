@@ -161,3 +161,18 @@ def test_quality_rate_and_levels_are_checked(work, capsys: pytest.CaptureFixture
     assert run("encode", str(d / "in.png"), "-o", str(d / "a.ssv"), "--quality", "3", "--bpp", "1", *w) == 2
     assert run("encode", str(d / "in.png"), "-o", str(d / "a.ssv"), "--size", "400", *w) == 0
     assert "tries" in capsys.readouterr().err
+
+
+def test_pillow_opens_ssv_files(work) -> None:
+    import codec.pillow
+
+    d, w = work
+    assert run("encode", str(d / "in.png"), "-o", str(d / "a.ssv"), *w) == 0
+    assert run("decode", str(d / "a.ssv"), "-o", str(d / "a.png"), *w) == 0
+    codec.pillow.weights = w[1]
+    try:
+        with Image.open(d / "a.ssv") as im:
+            assert im.format == "SSV" and im.size == (56, 40) and im.info["ssv_levels"] == 3
+            assert np.array_equal(np.asarray(im), np.asarray(Image.open(d / "a.png")))
+    finally:
+        codec.pillow.weights = None
