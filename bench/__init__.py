@@ -8,7 +8,7 @@ Modules (one job each):
 - :mod:`bench.codecs`  -- one :class:`~bench.codecs.Codec` interface, the classical
   anchors (JPEG, WebP, JPEG 2000 with and without quality layers, AVIF, JPEG XL,
   PNG) and a registry by stable names.
-- :mod:`bench.rd`      -- ``python -m bench.rd``: run every codec over an image set,
+- :mod:`bench.rd`      -- ``python -m ssvcodec.bench.rd``: run every codec over an image set,
   write JSON, a markdown table and RD plots.
 
 The measurement protocol is ``docs``/design ``ssvae-codec.md`` §4.

@@ -1,6 +1,6 @@
 """End-to-end acceptance check of the ``ssvcodec`` command on real images, as a user runs it.
 
-    python -m bench.acceptance ../shared/data/kodak/kodim04.png ../shared/data/kodak/kodim23.png \
+    python -m ssvcodec.bench.acceptance ../shared/data/kodak/kodim04.png ../shared/data/kodak/kodim23.png \
         --out bench/results/acceptance
 
 For each image: encode (every level; ``--with-y``; ``--lossless``), ``decode --progressive``,
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.metrics import bpp, psnr
+from .metrics import bpp, psnr
 
 REFERENCE = {"encode_s": 0.41, "decode_s": 0.52}
 
@@ -35,7 +35,7 @@ def _run(args: list[str], threads: int) -> tuple[int, str, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     extra = ["--threads", str(threads)] if args[0] in ("encode", "decode") else []
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "codec.cli", *args, *extra], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", *args, *extra], capture_output=True, text=True, env=env)
     return res.returncode, (res.stdout + res.stderr).strip(), time.perf_counter() - t0
 
 

@@ -1,5 +1,5 @@
 """Recompute ssvcodec file sizes of a benchmark JSON with the command-line tool:
-``python -m bench.check_cli bench/results/kodak.json [--images kodim04.png,kodim23.png] [--all]``.
+``python -m ssvcodec.bench.check_cli bench/results/kodak.json [--images kodim04.png,kodim23.png] [--all]``.
 
 For each selected image and each ssvcodec stream the run measured (``ssvcodec``, ``ssvcodec+y``,
 ``ssvcodec-lossless``, ... at every quality), it runs ``ssvcodec encode`` in a subprocess with the
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import rd
+from . import rd
 
 
 def run_cli(args: list[str]) -> None:
     """One ``ssvcodec`` command in a fresh process of this interpreter (as bench.acceptance runs it)."""
-    res = subprocess.run([sys.executable, "-m", "codec.cli", *args], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", *args], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"ssvcodec {' '.join(args)} failed: {res.stderr.strip()}")
 
@@ -95,7 +95,7 @@ def check(result: dict, images: set[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.check_cli", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.check_cli", description=__doc__.split("\n\n")[0])
     ap.add_argument("result", type=Path, help="a bench.rd JSON")
     ap.add_argument("--images", default=None, help="comma-separated image names (default: the first one)")
     ap.add_argument("--all", action="store_true", help="every image of the run")

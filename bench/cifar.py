@@ -1,5 +1,5 @@
 """Rate-quality and lossless comparison on CIFAR-10 test images (32x32):
-``python -m bench.cifar [--n 200] [--weights W] [--out bench/results/c10-test]``.
+``python -m ssvcodec.bench.cifar [--n 200] [--weights W] [--out bench/results/c10-test]``.
 
 1. A fixed random subset of ``--n`` CIFAR-10 test images (``numpy.random.default_rng(seed)``
    choice without replacement, sorted; the same subset as ``models.evaluate.cifar_subset`` for
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from bench import learned, rd
-from bench.codecs import REGISTRY
-from models.evaluate import subset_indices
+from . import learned, rd
+from .codecs import REGISTRY
+from ..models.evaluate import subset_indices
 
 DEFAULT_CODECS = ("ssvcodec", "ssvcodec+y", "ssvcodec-lossless", "jpeg", "webp", "jpeg2000", "avif", "jpegxl",
                   "png", "webp-lossless", "jpegxl-lossless", "jpeg2000-lossless")
@@ -74,7 +74,7 @@ def model_nll(images: np.ndarray, k: int, batch: int, seed: int = 0) -> dict[str
     """-ELBO and IWAE-k bits/dim of the ELBO model on ``images`` (N, 3, H, W) uint8."""
     import torch
 
-    from models.evaluate import evaluate_images
+    from ..models.evaluate import evaluate_images
 
     model = learned.load_codec(learned.elbo_weights_path()).model.eval()  # the likelihood model
     with torch.no_grad():
@@ -107,7 +107,7 @@ def run(n: int = 200, *, codecs: Sequence[str] = DEFAULT_CODECS, repeats: int = 
     ``images`` (N, 3, H, W) uint8 replaces the CIFAR subset (tests)."""
     synthetic = images is not None
     if images is None:
-        from models.data import DEFAULT_DATA, load_cifar
+        from ..models.data import DEFAULT_DATA, load_cifar
 
         test = load_cifar("test", data_dir or DEFAULT_DATA)
         idx = subset_indices(len(test), n, seed)
@@ -132,7 +132,7 @@ def run(n: int = 200, *, codecs: Sequence[str] = DEFAULT_CODECS, repeats: int = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.cifar", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.cifar", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="CIFAR-10 test images (fixed random subset)")
     ap.add_argument("--seed", type=int, default=1234, help="subset seed")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output path stem")
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run(args.n, codecs=names, repeats=args.repeats, threads=args.threads,
                  sweeps=rd.parse_sweeps(args.sweep), k=args.k, batch=args.batch, seed=args.seed,
                  data_dir=args.data_dir, progress=not args.no_progress)
-    result["meta"]["command"] = " ".join(["python -m bench.cifar", *(argv if argv is not None else sys.argv[1:])])
+    result["meta"]["command"] = " ".join(["python -m ssvcodec.bench.cifar", *(argv if argv is not None else sys.argv[1:])])
     result["meta"]["plugins"] = {"bench.learned": learned.describe()}
     paths = rd.write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots, json_gz=True)
     md_path = args.out.with_suffix(".md")

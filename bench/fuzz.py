@@ -1,4 +1,4 @@
-"""Fuzz the decoder below the CRC layer: ``python -m bench.fuzz [--cases 100000] [--weights W]``.
+"""Fuzz the decoder below the CRC layer: ``python -m ssvcodec.bench.fuzz [--cases 100000] [--weights W]``.
 
 Each case takes a valid stream, mutates its chunk payloads (bit flips, byte overwrites, cuts,
 insertions, swaps of whole payloads), recomputes every CRC so the container accepts the stream,
@@ -27,7 +27,7 @@ import numpy as np
 
 def mutate(data: bytes, rng: np.random.Generator) -> bytes:
     """A copy of ``data`` with mutated payloads and valid CRCs."""
-    from codec.bitstream import Chunk, read_stream, write_stream
+    from ..codec.bitstream import Chunk, read_stream, write_stream
 
     parsed = read_stream(data)
     chunks = list(parsed.chunks)
@@ -57,8 +57,8 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
     import torch
     from tqdm import tqdm
 
-    from codec.bitstream import BitstreamError
-    from codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
+    from ..codec.bitstream import BitstreamError
+    from ..codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
 
     torch.set_num_threads(1)
     if weights is None and DEFAULT_RD_WEIGHTS.exists():
@@ -66,9 +66,9 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
     if weights is None:  # a random model of the shipped layout
         import tempfile
 
-        from models.config import RDConfig
-        from models.io import save_weights
-        from models.rd import RDSSVAE
+        from ..models.config import RDConfig
+        from ..models.io import save_weights
+        from ..models.rd import RDSSVAE
         torch.manual_seed(seed)
         weights = Path(tempfile.mkdtemp()) / "random.safetensors"
         save_weights(RDSSVAE(RDConfig(width=16, latent_channels=(8, 8, 8), emb_dim=8)), weights)
@@ -101,7 +101,7 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.fuzz", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=100_000)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Record the golden streams the tests decode: ``python -m bench.golden [--image PATH]``.
+"""Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
 For every supported format version, one stream of the shipped weights and the SHA-256 of the PNG
 of each level it decodes to:
@@ -47,11 +47,11 @@ def record(name: str, data: bytes, codec: object, weights: Path, note: str) -> P
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from codec.api import Codec
-    from codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
-    from models.io import DEFAULT_WEIGHTS
+    from ..codec.api import Codec
+    from ..codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
+    from ..models.io import DEFAULT_WEIGHTS
 
-    ap = argparse.ArgumentParser(prog="python -m bench.golden", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.golden", description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)

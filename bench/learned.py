@@ -1,4 +1,4 @@
-"""ssvcodec in the rate-quality benchmark: ``python -m bench.rd --plugin bench.learned ...``.
+"""ssvcodec in the rate-quality benchmark: ``python -m ssvcodec.bench.rd --plugin bench.learned ...``.
 
 Registers three :class:`bench.codecs.Codec` entries:
 
@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bench.codecs import Codec, OperatingPoint, register
+from .codecs import Codec, OperatingPoint, register
 
 WEIGHTS_ENV = "SSVCODEC_WEIGHTS"
 DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)       # ELBO model: latent precision
@@ -53,13 +53,13 @@ _loaded: dict[str, Any] = {}
 
 
 def default_weights() -> Path:
-    from models.io import WEIGHTS_DIR
+    from ..models.io import WEIGHTS_DIR
 
     return WEIGHTS_DIR / "ssvae-rd.safetensors"
 
 
 def default_elbo_weights() -> Path:
-    from models.io import DEFAULT_WEIGHTS
+    from ..models.io import DEFAULT_WEIGHTS
 
     return DEFAULT_WEIGHTS
 
@@ -88,10 +88,10 @@ def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec | codec.
     if key not in _loaded:
         kind = json.loads(Path(key).with_suffix(".json").read_text())["config"].get("kind")
         if kind == "rd":
-            from codec.rd_api import RDCodec
+            from ..codec.rd_api import RDCodec
             _loaded[key] = RDCodec(key)
         else:
-            from codec.api import Codec as ApiCodec
+            from ..codec.api import Codec as ApiCodec
             _loaded[key] = ApiCodec(key)
     return _loaded[key]
 
@@ -104,7 +104,7 @@ def qkey(q: Any) -> str:
 def level_ends(data: bytes) -> dict[int, int]:
     """``{progressive level: bytes a decoder needs for it}`` (header + chunks of levels <= L):
     the same numbers as ``LevelImage.bytes_used`` and ``len(truncate_levels(data, L))``."""
-    from codec.bitstream import level_ends as ends_of, read_stream
+    from ..codec.bitstream import level_ends as ends_of, read_stream
 
     return ends_of(read_stream(data))
 
@@ -209,7 +209,7 @@ class SSVCodec(_SSVBase):
     derived_curves = staticmethod(pareto_best)
 
     def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
-        from codec.bitstream import truncate_levels
+        from ..codec.bitstream import truncate_levels
 
         ends = level_ends(data)
         top = max(ends)
@@ -248,7 +248,7 @@ class SSVCodecLossless(_SSVBase):
     qualities = (4.0,)  # the CLI default (codec.quantize.DEFAULT_QUALITY)
 
     def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
-        from codec.bitstream import describe, read_stream
+        from ..codec.bitstream import describe, read_stream
 
         chunks = describe(read_stream(data))
         level = max(c["progressive_level"] for c in chunks)
@@ -275,7 +275,7 @@ def configure(args: argparse.Namespace) -> None:
 def describe() -> dict[str, Any]:
     import json
 
-    from models.io import weights_fingerprint
+    from ..models.io import weights_fingerprint
 
     out: dict[str, Any] = {}
     for role, w in (("weights", weights_path()), ("elbo_weights", elbo_weights_path())):

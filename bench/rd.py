@@ -1,4 +1,4 @@
-"""Rate-quality benchmark: ``python -m bench.rd [IMAGE_DIR] [options]``.
+"""Rate-quality benchmark: ``python -m ssvcodec.bench.rd [IMAGE_DIR] [options]``.
 
 For every image, codec and quality setting it measures (protocol §4 of
 ``ssvae-codec.md``):
@@ -63,9 +63,9 @@ from typing import Any
 
 import numpy as np
 
-from bench import codecs as codecs_mod
-from bench.bdrate import bd_psnr, bd_rate, quality_at_rate
-from bench.metrics import bpp, ms_ssim, ms_ssim_db, mse, psnr_from_mse
+from . import codecs as codecs_mod
+from .bdrate import bd_psnr, bd_rate, quality_at_rate
+from .metrics import bpp, ms_ssim, ms_ssim_db, mse, psnr_from_mse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE_DIR = REPO_ROOT / ".." / "shared" / "data" / "kodak"
@@ -601,6 +601,14 @@ def write_outputs(result: dict, stem: Path, anchor: str = "jpeg", plots: bool = 
     return paths
 
 
+def import_plugin(name: str):  # type: ignore[no-untyped-def]
+    """A plugin module by its name; this project's own may be named without the package prefix
+    (``bench.learned`` is ``ssvcodec.bench.learned``)."""
+    if name.split(".")[0] in ("bench", "codec", "models"):
+        name = f"ssvcodec.{name}"
+    return importlib.import_module(name)
+
+
 def read_result(path: Path) -> dict:
     """A result written by :func:`write_outputs`, plain or gzipped."""
     data = path.read_bytes()
@@ -608,7 +616,7 @@ def read_result(path: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.rd", description=__doc__.split("\n\n")[0])
     ap.add_argument("image_dir", nargs="?", type=Path, default=DEFAULT_IMAGE_DIR)
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "kodak",
                     help="output path stem: writes STEM.json, STEM.md, STEM_psnr.png, STEM_msssim.png")
@@ -636,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list registered codecs and exit")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plugin", action="append", default=[])
-    plugins = {m: importlib.import_module(m) for m in pre.parse_known_args(argv)[0].plugin}
+    plugins = {m: import_plugin(m) for m in pre.parse_known_args(argv)[0].plugin}
     for m in plugins.values():
         if hasattr(m, "add_arguments"):
             m.add_arguments(ap)

@@ -1,5 +1,5 @@
 """Encode / decode speed of ssvcodec beside the classical codecs, per image:
-``python -m bench.speed [IMAGE_DIR] [--limit N] [--repeats 5] [--weights W] [--quality 4]``.
+``python -m ssvcodec.bench.speed [IMAGE_DIR] [--limit N] [--repeats 5] [--weights W] [--quality 4]``.
 
 Per image (default: the 24 Kodak images), all in one process on one machine, torch threads = the
 number of cores (``--threads``), every time the median of ``--repeats`` runs after one warm-up:
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from bench import learned, rd
-from bench.codecs import Codec, CodecUnavailable, get_codec
-from bench.metrics import bpp as bpp_of
-from bench.metrics import psnr
+from . import learned, rd
+from .codecs import Codec, CodecUnavailable, get_codec
+from .metrics import bpp as bpp_of
+from .metrics import psnr
 
 DEFAULT_CODECS = ("jpeg", "webp", "jpeg2000", "avif", "jpegxl")
 DEFAULT_OUT = rd.REPO_ROOT / "bench" / "results" / "speed"
@@ -113,13 +113,13 @@ def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec],
     if count_macs_too:
         import torch
 
-        from models.rd import RDSSVAE
+        from ..models.rd import RDSSVAE
 
         rd_model = isinstance(api.model, RDSSVAE)
         hp, wp = api._padded(h, w) if rd_model else api.model.pad(torch.zeros(1, 1, h, w)).shape[-2:]
         key = (int(hp), int(wp))
         if key not in macs_cache:
-            from models.macs import count_macs, count_rd_macs
+            from ..models.macs import count_macs, count_rd_macs
 
             macs_cache[key] = (count_rd_macs if rd_model else count_macs)(api.model.eval(), *key)
         row["macs_size"] = list(key)
@@ -245,14 +245,14 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
                  "n_images": len(images), "repeats": repeats, "threads": threads, "machine": rd.machine_info(),
                  "versions": rd.library_versions(), "quality": quality, "with_y": with_y,
                  "weights": str(learned.elbo_weights_path() if with_y else learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
-                 "command": " ".join(["python -m bench.speed", *sys.argv[1:]])},
+                 "command": " ".join(["python -m ssvcodec.bench.speed", *sys.argv[1:]])},
         "reference": REFERENCE, "ceiling_gmac_per_mp": CEILING_GMAC_PER_MP, "unavailable": unavailable,
         "summary": summarize(rows), "rows": rows,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("image_dir", nargs="?", type=Path, default=rd.DEFAULT_IMAGE_DIR)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs after a warm-up (0: one run, no warm-up)")

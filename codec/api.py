@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
+from ..models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
 
 from .bitstream import (ELBO_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
                         read_stream, write_stream)

@@ -1,8 +1,8 @@
-"""Pillow plugin: ``import codec.pillow`` registers ``.ssv`` files, so ``Image.open("x.ssv")``
+"""Pillow plugin: ``import ssvcodec.pillow`` registers ``.ssv`` files, so ``Image.open("x.ssv")``
 decodes the whole stream (every level it holds) with the shipped weights of its format version.
 ``Image.open(...).reduce(f)`` / ``draft`` are Pillow's own (they act on the decoded image).
 
-    import codec.pillow  # noqa: F401
+    import ssvcodec.pillow  # noqa: F401
     from PIL import Image
     Image.open("photo.ssv").save("photo.png")
 """

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from models.distributions import DiscretizedLogisticMixture
-from models.ssvae import SSVAE
+from ..models.distributions import DiscretizedLogisticMixture
+from ..models.ssvae import SSVAE
 
 from .bitstream import BitstreamError, ChunkType
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError, gaussian_bits

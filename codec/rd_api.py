@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from models.io import WEIGHTS_DIR, load_any, weights_fingerprint
-from models.rd import RDSSVAE
-from models.transforms import pad_to_multiple
+from ..models.io import WEIGHTS_DIR, load_any, weights_fingerprint
+from ..models.rd import RDSSVAE
+from ..models.transforms import pad_to_multiple
 
 from .bitstream import FORMAT_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, check_weights, level_ends, read_stream, write_stream
 from .images import LevelImage, RGBImage, tiles, to_rgb8

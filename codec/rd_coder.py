@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.rd import RDSSVAE, upsample
+from ..models.rd import RDSSVAE, upsample
 
 from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .progressive import DesyncError, single_thread

@@ -1,7 +1,7 @@
 """Likelihood evaluation: IWAE-k negative log-likelihood per image (Burda et al. 2016,
 arXiv:1509.00519; thesis §6.3) and a table shaped like thesis Table 7.2.
 
-    python -m models.evaluate weights/ssvae-codec.safetensors [--k 512] [--n 10000] [--kodak]
+    python -m ssvcodec.models.evaluate weights/ssvae-codec.safetensors [--k 512] [--n 10000] [--kodak]
 
 ``log p(x) ~ logsumexp_i [log p(x, w_i) - log q(w_i | x)] - log k`` is taken per image (the
 reference code applied it to batch-averaged ELBOs, which is not an IWAE bound), then averaged.

@@ -1,6 +1,10 @@
 """Export a training checkpoint as shippable weights (safetensors + JSON; no optimiser state).
 
-    python -m models.export runs/codec/checkpoint.pt weights/ssvae-codec.safetensors
+    python -m ssvcodec.models.export runs/rd/checkpoint.pt weights/ssvae-rd.safetensors      # EMA weights
+    python -m ssvcodec.models.export runs/codec/checkpoint.pt weights/ssvae-codec.safetensors
+
+A rate-distortion checkpoint (``models.train_rd``) exports its EMA weights (``--raw``: the
+optimised ones); an ELBO checkpoint (``models.train``) its model.
 """
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import ModelConfig, RDConfig
 from .io import save_weights
+from .rd import RDSSVAE
 from .ssvae import SSVAE, build_model
 
 
@@ -26,13 +31,31 @@ def load_checkpoint_model(path: Path) -> tuple[SSVAE, dict]:
     return model.eval(), info
 
 
+def load_rd_checkpoint(path: Path, ema: bool = True) -> tuple[RDSSVAE, dict]:
+    """The (EMA) model of a ``models.train_rd`` checkpoint and what the model card states."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = RDSSVAE(RDConfig.from_dict(json.loads(ckpt["config"])))
+    model.load_state_dict(ckpt["ema" if ema else "model"])
+    c = json.loads(ckpt["counters"])
+    run = json.loads(ckpt.get("run", "{}"))
+    info = {"steps": c["step"], "images_seen": c["images"], "train_seconds": round(c["seconds"], 1),
+            "weights": "EMA" if ema else "optimised", **run}
+    return model.eval(), info
+
+
+def is_rd_checkpoint(path: Path) -> bool:
+    return "ema" in torch.load(path, map_location="cpu", weights_only=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("out", help="destination .safetensors (a .json is written beside it)")
     ap.add_argument("--meta", default="{}", help="extra JSON metadata for the model card")
+    ap.add_argument("--raw", action="store_true", help="RD checkpoints: the optimised weights, not the EMA")
     a = ap.parse_args(argv)
-    model, info = load_checkpoint_model(Path(a.checkpoint))
+    rd = is_rd_checkpoint(Path(a.checkpoint))
+    model, info = load_rd_checkpoint(Path(a.checkpoint), not a.raw) if rd else load_checkpoint_model(Path(a.checkpoint))
     info.update(json.loads(a.meta))
     save_weights(model, Path(a.out), info)
     print(f"wrote {a.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters): {info}")

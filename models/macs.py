@@ -1,7 +1,7 @@
 """Count multiply-accumulates of decoding and encoding, per megapixel, with
 ``torch.utils.flop_counter`` (one MAC = 2 FLOPs of a convolution or matrix product).
 
-    python -m models.macs [--preset rd|codec] [--size 512x768]
+    python -m ssvcodec.models.macs [--preset rd|codec] [--size 512x768]
 """
 from __future__ import annotations
 

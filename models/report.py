@@ -1,7 +1,7 @@
 """Plot a training log (``OUT/log.csv`` of ``models.train``): training and validation bits/dim
 against images seen, and every RE/KL term, so the next run knows where returns diminish.
 
-    python -m models.report runs/codec/log.csv --out docs/training/codec --title "codec preset"
+    python -m ssvcodec.models.report runs/codec/log.csv --out docs/training/codec --title "codec preset"
 
 Several logs (a run and its continuations with ``--init-from``, whose counters carry on) are
 joined in the order given, with a dashed line where each continuation starts.

@@ -2,8 +2,8 @@
 lr 2e-3 with per-step exponential decay floored at 1e-4, weight normalisation with data-dependent
 initialisation on the first batch, random horizontal flips (and random crop scales for photos).
 
-    python -m models.train --preset codec --data photos+cifar --out runs/codec --minutes 60
-    python -m models.train --preset cifar-small --data cifar --out runs/cifar --steps 20000
+    python -m ssvcodec.models.train --preset codec --data photos+cifar --out runs/codec --minutes 60
+    python -m ssvcodec.models.train --preset cifar-small --data cifar --out runs/cifar --steps 20000
 
 ``--kl-warmup-steps N`` weights the KL terms by step/N for the first N steps (the logged bpd is
 always the true negative ELBO). Resumable: re-running with the same ``--out`` continues exactly

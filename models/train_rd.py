@@ -1,6 +1,6 @@
 """Train the rate-distortion ssVAE (:mod:`models.rd`) on random crops of the photos.
 
-    python -m models.train_rd --out runs/rd --steps 20000 --threads 1
+    python -m ssvcodec.models.train_rd --out runs/rd --steps 20000 --threads 1
 
 Recipe (measured on this CPU, see the RD issue and ``../shared/design/ssvae-codec.md`` §3.3):
 Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the planned
@@ -109,10 +109,16 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export(ema: RDSSVAE, path: Path, meta: dict[str, Any]) -> None:
-    """Write the EMA weights as shipped safetensors + JSON (see :mod:`models.io`)."""
-    from .io import save_weights
-    save_weights(ema, path, meta)
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -187,9 +193,13 @@ def train(args: argparse.Namespace) -> Path:
         _atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                       "config": json.dumps(cfg.to_dict()), "counters": json.dumps(counters),
                       "segment": json.dumps(seg), "torch_rng": torch.get_rng_state(),
-                      "grad_norms": json.dumps(norms)}, ckpt_path)
+                      "grad_norms": json.dumps(norms), "run": json.dumps(run_info)}, ckpt_path)
         tqdm.write(f"[{reason}] checkpoint at step {counters['step']} -> {ckpt_path}")
 
+    run_info = {"threads": args.threads or torch.get_num_threads(), "world": world, "crop": args.crop,
+                "batch_per_process": args.batch, "lr": args.lr, "lr_min": args.lr_min, "warmup": args.warmup,
+                "ema": args.ema, "clip": args.clip, "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
+                "device": str(device), "hardware": _hardware(device), "schedule": seg}
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
@@ -283,9 +293,10 @@ def train(args: argparse.Namespace) -> Path:
         log_f.close()
     save("stop" if stop["now"] else "end")
     if args.export and rank == 0:
-        export(ema, Path(args.export), {"steps": counters["step"], "images_seen": counters["images"],
-                                        "train_seconds": round(counters["seconds"], 1), "crop": args.crop,
-                                        "batch": args.batch * world, "device": str(device)})
+        from .export import load_rd_checkpoint
+        from .io import save_weights
+        model_out, info = load_rd_checkpoint(ckpt_path)
+        save_weights(model_out, Path(args.export), info)
     if distributed:
         dist.destroy_process_group()
     return ckpt_path

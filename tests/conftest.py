@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import ModelConfig, RDConfig
-from models.io import save_weights
-from models.layers import data_dependent_init
-from models.rd import RDSSVAE
-from models.ssvae import build_model
+from ssvcodec.models.config import ModelConfig, RDConfig
+from ssvcodec.models.io import save_weights
+from ssvcodec.models.layers import data_dependent_init
+from ssvcodec.models.rd import RDSSVAE
+from ssvcodec.models.ssvae import build_model
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -73,7 +73,7 @@ def tiny_rd_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(*args: str) -> int:
     """``ssvcodec ARGS`` in this process; its exit status."""
-    from codec.cli import main as cli_main
+    from ssvcodec.codec.cli import main as cli_main
 
     try:
         cli_main(list(args))

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import cifar, learned, rd, speed
-from bench import codecs as bc
-from codec.api import Codec as ApiCodec
-from codec.rd_api import RDCodec
-from codec.bitstream import truncate_levels
-from codec.cli import main as cli_main
+from ssvcodec.bench import cifar, learned, rd, speed
+from ssvcodec.bench import codecs as bc
+from ssvcodec.codec.api import Codec as ApiCodec
+from ssvcodec.codec.rd_api import RDCodec
+from ssvcodec.codec.bitstream import truncate_levels
+from ssvcodec.codec.cli import main as cli_main
 
 from .conftest import require_data, synthetic
 
@@ -133,7 +133,7 @@ def test_rd_run_with_plugin_end_to_end(plugin, tiny_weights: Path, tiny_rd_weigh
     assert "ssvcodec/best" in out.with_suffix(".md").read_text()
 
     # The command-line tool writes files of exactly the sizes in the JSON (bench.check_cli).
-    from bench import check_cli
+    from ssvcodec.bench import check_cli
 
     assert check_cli.main([str(out.with_suffix(".json")), "--images", "im0.png"]) == 0
     res["rows"][0]["n_bytes"] += 1
@@ -159,8 +159,8 @@ def test_cifar_lossless_bits_per_dim_arithmetic(plugin) -> None:
 
 def test_cifar_subset_matches_models_evaluate() -> None:
     require_data("cifar10")
-    from models.data import load_cifar
-    from models.evaluate import cifar_subset
+    from ssvcodec.models.data import load_cifar
+    from ssvcodec.models.evaluate import cifar_subset
 
     test = load_cifar("test")
     idx = cifar.subset_indices(len(test), 5, 1234)

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from bench import codecs as bc
-from bench.bdrate import bd_psnr, bd_rate, quality_at_rate
-from bench.metrics import bpp, ms_ssim, ms_ssim_scales, mse, psnr
+from ssvcodec.bench import codecs as bc
+from ssvcodec.bench.bdrate import bd_psnr, bd_rate, quality_at_rate
+from ssvcodec.bench.metrics import bpp, ms_ssim, ms_ssim_scales, mse, psnr
 
 PSNR_MSE1 = 20 * math.log10(255)  # 48.1308036086791
 
@@ -144,7 +144,7 @@ def test_quality_at_rate():
 # --- codecs --------------------------------------------------------------
 # the classical anchors of bench/codecs.py; plug-in codecs (bench.learned) have their own tests
 AVAILABLE = [n for n, reason in bc.available_codecs().items()
-             if reason is None and bc.REGISTRY[n].__module__ == "bench.codecs"]
+             if reason is None and bc.REGISTRY[n].__module__ == "ssvcodec.bench.codecs"]
 
 
 def test_registry():
@@ -214,7 +214,7 @@ def test_rd_main_smoke(tmp_path):
     pytest.importorskip("pytorch_msssim")
     from PIL import Image
 
-    from bench import rd
+    from ssvcodec.bench import rd
 
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
@@ -237,7 +237,7 @@ def test_rd_main_smoke(tmp_path):
 def test_rd_resume_reuses_logged_settings(tmp_path, monkeypatch):
     from PIL import Image
 
-    from bench import rd
+    from ssvcodec.bench import rd
 
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()

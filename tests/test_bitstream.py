@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from codec import bitstream as bs
-from codec.bitstream import (
+from ssvcodec.codec import bitstream as bs
+from ssvcodec.codec.bitstream import (
     ELBO_VERSION,
     BadMagic, BitstreamError, Chunk, ChunkCRCError, ChunkError, ChunkType, Header,
     HeaderError, HeaderFlags, StreamOrderError, UnsupportedVersion, WeightsMismatch,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from codec.cli import EXIT_PARTIAL
+from ssvcodec.codec.cli import EXIT_PARTIAL
 
 from .conftest import run_cli as run
 from .conftest import synthetic
@@ -95,7 +95,7 @@ def test_files_get_the_umask_mode(work) -> None:
 def test_pipes(work, tiny_rd_weights: Path) -> None:
     d, w = work
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "codec.cli"]
+    cli = [sys.executable, "-m", "ssvcodec.codec.cli"]
     enc = subprocess.run(cli + ["encode", "-", "-o", "-", *w], input=(d / "in.png").read_bytes(),
                          capture_output=True, env=env, check=True)
     assert enc.stdout[:4] == b"SSVC"
@@ -145,10 +145,10 @@ def test_help_and_version_start_without_torch() -> None:
     code = "import sys, codec.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "codec.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "Exit status" in r.stdout
     assert time.perf_counter() - t0 < 3  # includes the interpreter's own start
-    r = subprocess.run([sys.executable, "-m", "codec.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert "ssvcodec, version" in r.stdout
 
 
@@ -164,15 +164,16 @@ def test_quality_rate_and_levels_are_checked(work, capsys: pytest.CaptureFixture
 
 
 def test_pillow_opens_ssv_files(work) -> None:
-    import codec.pillow
+    import ssvcodec.pillow
+    from ssvcodec.codec import pillow as plugin
 
     d, w = work
     assert run("encode", str(d / "in.png"), "-o", str(d / "a.ssv"), *w) == 0
     assert run("decode", str(d / "a.ssv"), "-o", str(d / "a.png"), *w) == 0
-    codec.pillow.weights = w[1]
+    plugin.weights = w[1]
     try:
         with Image.open(d / "a.ssv") as im:
             assert im.format == "SSV" and im.size == (56, 40) and im.info["ssv_levels"] == 3
             assert np.array_equal(np.asarray(im), np.asarray(Image.open(d / "a.png")))
     finally:
-        codec.pillow.weights = None
+        plugin.weights = None

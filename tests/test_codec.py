@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.metrics import psnr
-from codec.api import Codec, to_rgb8
-from codec.bitstream import BitstreamError, read_stream, truncate_levels, write_stream, Chunk
-from models.io import DEFAULT_WEIGHTS, save_weights
-from models.ssvae import build_model
+from ssvcodec.bench.metrics import psnr
+from ssvcodec.codec.api import Codec, to_rgb8
+from ssvcodec.codec.bitstream import BitstreamError, read_stream, truncate_levels, write_stream, Chunk
+from ssvcodec.models.io import DEFAULT_WEIGHTS, save_weights
+from ssvcodec.models.ssvae import build_model
 
 from .conftest import require_data, run_cli, synthetic, tiny_config
 
@@ -169,7 +169,7 @@ DETERMINISM_SCRIPT = """
 import sys, hashlib, io, torch
 torch.set_num_threads(1)
 from PIL import Image
-from codec.api import Codec
+from ssvcodec.codec.api import Codec
 c = Codec(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else Codec()
 data = open(sys.argv[2], 'rb').read()
 for s in c.decode_progressive(data):

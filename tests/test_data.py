@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data import load_cifar, load_photos, photo_files
+from ssvcodec.models.data import load_cifar, load_photos, photo_files
 
 
 def _smooth_image(rng: np.random.Generator, w: int, h: int) -> Image.Image:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from models.distributions import (DiagonalGaussian, DiscretizedLogisticMixture, MixtureOfGaussiansPrior,
+from ssvcodec.models.distributions import (DiagonalGaussian, DiscretizedLogisticMixture, MixtureOfGaussiansPrior,
                                   dmol_param_channels, log_discretized_logistic)
 
 

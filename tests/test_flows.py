@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from models.flows import RealNVPPrior, squeeze2x2, unsqueeze2x2
+from ssvcodec.models.flows import RealNVPPrior, squeeze2x2, unsqueeze2x2
 
 
 def random_flow(channels: int = 2) -> RealNVPPrior:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from models.layers import DenseBlock, WNConv2d, WNConvTranspose2d, data_dependent_init, weight_norm_layers
+from ssvcodec.models.layers import DenseBlock, WNConv2d, WNConvTranspose2d, data_dependent_init, weight_norm_layers
 
 
 def test_ddi_gives_unit_variance_preactivations() -> None:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec.progressive import decode_latent, encode_latent
-from codec.quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior, snap,
+from ssvcodec.codec.progressive import decode_latent, encode_latent
+from ssvcodec.codec.quantize import (STD_TABLE, choose_std_indices, dequantize, quantize, quantize_posterior, snap,
                             snap_gaussian, step_for_quality)
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models.config import RDConfig
-from models.io import load_any, save_weights
-from models.rd import RDSSVAE, rounding_quantizer, upsample
-from models.rd_layers import gaussian_bits
-from models.train_rd import lr_at
+from ssvcodec.models.config import RDConfig
+from ssvcodec.models.io import load_any, save_weights
+from ssvcodec.models.rd import RDSSVAE, rounding_quantizer, upsample
+from ssvcodec.models.rd_layers import gaussian_bits
+from ssvcodec.models.train_rd import lr_at
 
 from .conftest import synthetic, tiny_rd_config
 
@@ -125,7 +125,7 @@ def photo_dir(root: Path) -> Path:
 
 
 def train_cmd(out: Path, data: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "models.train_rd", "--out", str(out), "--data-dir", str(data), "--crop", "64",
+    return [sys.executable, "-m", "ssvcodec.models.train_rd", "--out", str(out), "--data-dir", str(data), "--crop", "64",
             "--batch", "2", "--warmup", "2", "--val-every", "2", "--threads", "1", "--device", "cpu",
             "--config", json.dumps(tiny_rd_config().to_dict()), *extra]
 

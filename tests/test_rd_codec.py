@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from codec.bitstream import BitstreamError, Chunk, read_stream, truncate_levels, write_stream
-from codec.rate_search import search_quality
-from codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
+from ssvcodec.codec.bitstream import BitstreamError, Chunk, read_stream, truncate_levels, write_stream
+from ssvcodec.codec.rate_search import search_quality
+from ssvcodec.codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
 
 from .conftest import require_data, synthetic
 
@@ -96,8 +96,8 @@ def test_quality_is_checked(tiny_rd: RDCodec) -> None:
 
 
 def test_other_weights_are_refused(tiny_rd: RDCodec, tmp_path: Path) -> None:
-    from models.io import save_weights
-    from models.rd import RDSSVAE
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.rd import RDSSVAE
 
     from .conftest import tiny_rd_config
     torch.manual_seed(5)
@@ -162,7 +162,7 @@ DECODE_SCRIPT = """
 import sys, hashlib, io, torch
 torch.set_num_threads(1)
 from PIL import Image
-from codec.rd_api import RDCodec
+from ssvcodec.codec.rd_api import RDCodec
 c = RDCodec(sys.argv[1])
 for s in c.decode_progressive(open(sys.argv[2], 'rb').read()):
     b = io.BytesIO(); Image.fromarray(s.image).save(b, format='PNG')

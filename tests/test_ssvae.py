@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from models.evaluate import iwae_nll
-from models.layers import data_dependent_init
-from models.ssvae import build_model
-from models.transforms import Downscale2x, make_transform
+from ssvcodec.models.evaluate import iwae_nll
+from ssvcodec.models.layers import data_dependent_init
+from ssvcodec.models.ssvae import build_model
+from ssvcodec.models.transforms import Downscale2x, make_transform
 
 from .conftest import tiny_config
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.export import load_checkpoint_model
-from models.train import kl_weight, learning_rate, main
+from ssvcodec.models.export import load_checkpoint_model
+from ssvcodec.models.train import kl_weight, learning_rate, main
 
 from .conftest import require_data
 
@@ -61,7 +61,7 @@ def test_init_from_continues_the_counters(tmp_path: Path) -> None:
 
 
 def test_report_plots_a_log(tmp_path: Path) -> None:
-    from models.report import plot, read_log, smooth
+    from ssvcodec.models.report import plot, read_log, smooth
 
     log = tmp_path / "log.csv"
     rows = ["step,images,seconds,lr,size,bpd,kl_weight,grad_norm,skipped,val_bpd,kl_u,re_x"]
@@ -77,7 +77,7 @@ def test_report_plots_a_log(tmp_path: Path) -> None:
 
 
 def test_report_joins_a_run_and_its_continuation(tmp_path: Path) -> None:
-    from models.report import join_logs
+    from ssvcodec.models.report import join_logs
 
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("step,images,bpd,val_bpd\n1,16,7.0,\n2,32,6.5,6.6\n")
@@ -90,7 +90,7 @@ def test_report_joins_a_run_and_its_continuation(tmp_path: Path) -> None:
 
 def test_batch_stream_does_not_depend_on_prefetch_depth() -> None:
     """Batch s comes from its own seed, so drawing ahead in a thread changes nothing."""
-    from models.train import Batches, BatchStream
+    from ssvcodec.models.train import Batches, BatchStream
 
     data = require_data("cifar10", "train_000.webp").parent.parent
     batches = Batches("cifar", data, 32, 4, 0.0, cifar_shards=1)

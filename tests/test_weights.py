@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from models.config import ModelConfig
-from models.evaluate import CARD_CHECK, card_check
-from models.io import WEIGHTS_DIR, load_model, read_meta
+from ssvcodec.models.config import ModelConfig
+from ssvcodec.models.evaluate import CARD_CHECK, card_check
+from ssvcodec.models.io import WEIGHTS_DIR, load_model, read_meta
 
 from .conftest import require_data
 

@@ -1,0 +1,139 @@
+"""Kodak PSNR of the rate-distortion model against training core-hours:
+``python -m ssvcodec.bench.rd_hours WEIGHTS [WEIGHTS ...] [--limit N] [--label TEXT]``.
+
+For each weights file (shipped safetensors + JSON; its meta gives the training seconds, images and
+steps), every Kodak image is encoded with real bitstreams at the qualities ``--qualities`` and
+decoded at every level from the stream's prefix; per level, PSNR (8-bit RGB, mean over images) is
+interpolated at 0.25 / 0.5 / 1.0 bpp (PCHIP in log-rate, as bench.rd; "–" outside the level's
+rates). Each evaluation adds (or replaces, by fingerprint) one row of ``OUT.json`` and rewrites
+``OUT.md`` and ``OUT.png`` (PSNR vs core-hours, one line per level and rate). Core-hours = training
+seconds x processes x threads per process / 3600 (one thread per process on this CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .bdrate import quality_at_rate
+from .metrics import psnr
+
+ROOT = Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+DEFAULT_OUT = ROOT / "bench" / "results" / "rd-hours"
+TARGETS = (0.25, 0.5, 1.0)
+QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+
+
+def evaluate(weights: Path, images: list[np.ndarray], qualities: tuple[float, ...] = QUALITIES,
+             progress: bool = True) -> dict[str, Any]:
+    """Per level L and quality q: mean bpp (bytes a decoder needs for L) and mean PSNR."""
+    from tqdm import tqdm
+
+    from ..codec.bitstream import level_ends, read_stream, truncate_levels
+    from ..codec.rd_api import RDCodec
+
+    codec = RDCodec(weights)
+    n = codec.n_levels
+    bpp = np.zeros((n, len(qualities), len(images)))
+    ps = np.zeros_like(bpp)
+    for i, img in enumerate(tqdm(images, desc=weights.name, unit="img", disable=not progress)):
+        h, w = img.shape[:2]
+        for j, q in enumerate(qualities):
+            data = codec.encode(img, quality=q)
+            ends = level_ends(read_stream(data))
+            for L in range(1, n + 1):
+                bpp[L - 1, j, i] = 8 * ends[L] / (h * w)
+                ps[L - 1, j, i] = psnr(img, codec.decode(truncate_levels(data, L)))
+    curves = {f"L{L}": {"q": list(qualities), "bpp": bpp[L - 1].mean(1).tolist(), "psnr": ps[L - 1].mean(1).tolist()}
+              for L in range(1, n + 1)}
+    at = {name: dict(zip(map(str, TARGETS), quality_at_rate(c["bpp"], c["psnr"], TARGETS))) for name, c in curves.items()}
+    return {"curves": curves, "psnr_at_bpp": at}
+
+
+def row_for(weights: Path, images: list[np.ndarray], label: str) -> dict[str, Any]:
+    from ..models.io import read_meta, weights_fingerprint
+
+    meta = read_meta(weights)
+    procs = int(meta.get("world", 1)) * int(meta.get("threads", 1))
+    return {"label": label or weights.name, "weights": weights.name, "fingerprint": weights_fingerprint(weights).hex(),
+            "steps": meta.get("steps"), "images_seen": meta.get("images_seen"),
+            "core_hours": float(meta.get("train_seconds", 0.0)) * procs / 3600, "n_images": len(images),
+            **evaluate(weights, images)}
+
+
+def fmt(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    levels = sorted(rows[-1]["psnr_at_bpp"]) if rows else []
+    head = "| weights | core-hours | steps | images seen | " + " | ".join(
+        f"{L} @{t}" for L in levels for t in TARGETS) + " |"
+    lines = ["# Rate-distortion model: Kodak PSNR vs training core-hours", "",
+             "`python -m ssvcodec.bench.rd_hours WEIGHTS`: every Kodak image, real bitstreams at q = 0..8, each level decoded "
+             "from the stream's prefix; PSNR (dB, mean over images) interpolated at 0.25 / 0.5 / 1.0 bpp (\"–\": the "
+             "level's curve does not reach that rate). References at those rates: JPEG 24.9 / 29.1 / 32.7, WebP "
+             "28.6 / 31.3 / 35.1 (bench/results/kodak.md).", "", head, "|---" * (4 + len(levels) * len(TARGETS)) + "|"]
+    for r in rows:
+        cells = [fmt(r["psnr_at_bpp"][L].get(str(t))) for L in levels for t in TARGETS]
+        lines.append(f"| {r['label']} | {r['core_hours']:.2f} | {r['steps']} | {r['images_seen']} | " + " | ".join(cells) + " |")
+    lines += ["", "Full curves (mean bpp, PSNR per quality) are in the JSON."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    hours = [r["core_hours"] for r in rows]
+    for L in sorted(rows[-1]["psnr_at_bpp"]):
+        for t, style in zip(TARGETS, ("-", "--", ":")):
+            ys = [r["psnr_at_bpp"][L].get(str(t)) for r in rows]
+            ys = [y if y is not None and np.isfinite(y) else np.nan for y in ys]
+            ax.plot(hours, ys, style, marker="o", label=f"{L} @ {t} bpp")
+    ax.set_xlabel("training core-hours")
+    ax.set_ylabel("Kodak PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.rd_hours", description=__doc__.split("\n\n")[0])
+    ap.add_argument("weights", nargs="+", type=Path)
+    ap.add_argument("--label", default="", help="row label (default: the weights file name)")
+    ap.add_argument("--limit", type=int, default=None, help="first N Kodak images only")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    files = sorted(KODAK.glob("kodim*.png"))[: a.limit]
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    js = a.out.with_suffix(".json")
+    rows: list[dict[str, Any]] = json.loads(js.read_text())["rows"] if js.exists() else []
+    for w in a.weights:
+        row = row_for(w, images, a.label)
+        rows = [r for r in rows if r["fingerprint"] != row["fingerprint"]] + [row]
+    rows.sort(key=lambda r: r["core_hours"])
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    js.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(rows))
+    plot(rows, a.out.with_suffix(".png"))
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shipped weights (safetensors + JSON model cards), installed as package data."""
