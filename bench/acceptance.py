@@ -1,13 +1,15 @@
 """End-to-end acceptance check of the ``ssvcodec`` command on real images, as a user runs it.
 
     python -m ssvcodec.bench.acceptance ../shared/data/kodak/kodim04.png ../shared/data/kodak/kodim23.png \
-        --out bench/results/acceptance
+        --out bench/results/acceptance [--bpp 0.5] [--elbo]
 
-For each image: encode (every level; ``--with-y``; ``--lossless``), ``decode --progressive``,
-PSNR per level (must rise), lossless bit-exactness, ``truncate`` == decode of that level, a
-corrupted byte (must fail with one line and no output file), a decode in a fresh process with one
-torch thread (must give the same PNG bytes as the encoder machine's two-thread decode), and the
-wall time of every command against the speed goal of design doc §3.6 (CompressAI
+For each image: ``encode --bpp B`` (the default lossy codec, every level; with ``--elbo`` also the
+ELBO model's ``--with-y`` and ``--lossless``), ``decode --progressive`` (OUT_L1.png ... OUT.png),
+PSNR per level (must rise) beside JPEG's and WebP's PSNR at the same bpp on the same image (their
+quality sweeps interpolated in log-rate), lossless bit-exactness, ``truncate --levels L`` ==
+decode of that level, a corrupted byte (must fail with one line and no output file), a decode in
+a fresh process with one torch thread (must give the same PNG bytes as the two-thread decode), and
+the wall time of every command against the speed goal of design doc §3.6 (CompressAI
 bmshj2018-hyperprior: 0.41 s encode, 0.52 s decode per Kodak image on these 2 cores).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .bdrate import quality_at_rate
 from .metrics import bpp, psnr
 
 REFERENCE = {"encode_s": 0.41, "decode_s": 0.52}
@@ -43,17 +46,31 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def check_image(src: Path, work: Path, quality: float, weights: list[str]) -> dict:
+def anchor_psnr(ref: np.ndarray, name: str, rate: float) -> float:
+    """PSNR of a classical codec (``jpeg`` or ``webp``, Pillow, its bench sweep) at ``rate`` bpp on
+    this image, interpolated in log-rate (nan outside its range)."""
+    from .codecs import get_codec
+
+    c = get_codec(name)
+    pts = sorted((bpp(len(d), *ref.shape[:2]), psnr(ref, c.decode(d))) for d in (c.encode(ref, q) for q in c.qualities))
+    return float(quality_at_rate([p[0] for p in pts], [p[1] for p in pts], rate))
+
+
+def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], elbo: bool) -> dict:
     ref = np.asarray(Image.open(src).convert("RGB"))
     h, w = ref.shape[:2]
-    out: dict = {"image": src.name, "size": f"{w}x{h}", "quality": quality, "modes": {}}
-    for mode, flags in (("RS", []), ("CR", ["--with-y"]), ("lossless", ["--lossless"])):
+    out: dict = {"image": src.name, "size": f"{w}x{h}", "target_bpp": target_bpp, "modes": {}}
+    modes = [("lossy", ["--bpp", str(target_bpp), *weights])]
+    if elbo:
+        modes += [("CR", ["--with-y"]), ("lossless", ["--lossless"])]
+    for mode, flags in modes:
         ssv = work / f"{src.stem}_{mode}.ssv"
-        rc, log, t_enc = _run(["encode", str(src), "-o", str(ssv), "--quality", str(quality), *flags, *weights], 2)
+        rc, log, t_enc = _run(["encode", str(src), "-o", str(ssv), *flags], 2)
         if rc:
             raise RuntimeError(f"encode failed: {log}")
         png = work / f"{src.stem}_{mode}.png"
-        rc, log, t_dec = _run(["decode", str(ssv), "-o", str(png), "--progressive", *weights], 2)
+        dweights = weights if mode == "lossy" else []
+        rc, log, t_dec = _run(["decode", str(ssv), "-o", str(png), "--progressive", *dweights], 2)
         if rc:
             raise RuntimeError(f"decode failed: {log}")
         levels = sorted(work.glob(f"{src.stem}_{mode}_L*.png"), key=lambda p: int(p.stem.rsplit("_L", 1)[1]))
@@ -63,26 +80,30 @@ def check_image(src: Path, work: Path, quality: float, weights: list[str]) -> di
             part = work / f"{src.stem}_{mode}_t{lv}.ssv"
             _run(["truncate", str(ssv), "--levels", str(lv), "-o", str(part)], 2)
             img = np.asarray(Image.open(p).convert("RGB"))
-            rows.append({"level": lv, "bytes": part.stat().st_size, "bpp": round(bpp(part.stat().st_size, h, w), 4),
+            rate = bpp(part.stat().st_size, h, w)
+            rows.append({"level": lv, "bytes": part.stat().st_size, "bpp": round(rate, 4),
                          "psnr": round(psnr(ref, img), 3) if not np.array_equal(ref, img) else "inf (exact)",
-                         "png_sha": _sha(p)})
+                         "jpeg_psnr_same_bpp": round(anchor_psnr(ref, "jpeg", rate), 3),
+                         "webp_psnr_same_bpp": round(anchor_psnr(ref, "webp", rate), 3), "png_sha": _sha(p)})
             # truncate == decode of that level
             tpng = work / f"{src.stem}_{mode}_t{lv}.png"
-            _run(["decode", str(part), "-o", str(tpng), *weights], 2)
+            _run(["decode", str(part), "-o", str(tpng), *dweights], 2)
             rows[-1]["truncate_equals_level"] = _sha(tpng) == _sha(p)
         psnrs = [r["psnr"] if isinstance(r["psnr"], float) else float("inf") for r in rows]
         # fresh process, one thread, decodes the whole stream to the same PNG bytes
         one = work / f"{src.stem}_{mode}_1thread.png"
-        rc1, _, t_dec1 = _run(["decode", str(ssv), "-o", str(one), *weights], 1)
+        rc1, _, t_dec1 = _run(["decode", str(ssv), "-o", str(one), *dweights], 1)
         out["modes"][mode] = {
             "encode_s": round(t_enc, 2), "progressive_decode_s": round(t_dec, 2), "decode_1thread_s": round(t_dec1, 2),
-            "file_bytes": ssv.stat().st_size, "levels": rows,
+            "file_bytes": ssv.stat().st_size, "file_bpp": round(bpp(ssv.stat().st_size, h, w), 4), "levels": rows,
+            "outputs_written": sorted(p.name for p in work.glob(f"{src.stem}_{mode}*.png") if "_t" not in p.stem
+                                      and "1thread" not in p.stem),
             "psnr_rises_every_level": all(b > a for a, b in zip(psnrs, psnrs[1:])),
             "one_thread_fresh_process_identical": rc1 == 0 and _sha(one) == _sha(png),
         }
     # a corrupted byte: one clear line, non-zero exit, no output file
     bad = work / f"{src.stem}_bad.ssv"
-    data = bytearray((work / f"{src.stem}_RS.ssv").read_bytes())
+    data = bytearray((work / f"{src.stem}_lossy.ssv").read_bytes())
     data[len(data) // 2] ^= 0x40
     bad.write_bytes(bytes(data))
     bad_png = work / f"{src.stem}_bad.png"
@@ -93,14 +114,16 @@ def check_image(src: Path, work: Path, quality: float, weights: list[str]) -> di
 
 
 def to_markdown(results: list[dict]) -> str:
-    lines = ["| image | mode | level | bytes | bpp | PSNR (dB) | truncate == level | encode s | progressive decode s | 1-thread fresh decode identical |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| image | mode | level | bytes | bpp | PSNR (dB) | JPEG / WebP PSNR at that bpp | truncate == level | "
+             "encode s | progressive decode s | 1-thread fresh decode identical |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for mode, m in r["modes"].items():
             for i, row in enumerate(m["levels"]):
                 first = i == 0
                 lines.append(f"| {r['image'] if first else ''} | {mode if first else ''} | {row['level']} | {row['bytes']} | "
-                             f"{row['bpp']} | {row['psnr']} | {row['truncate_equals_level']} | "
+                             f"{row['bpp']} | {row['psnr']} | {row['jpeg_psnr_same_bpp']} / {row['webp_psnr_same_bpp']} | "
+                             f"{row['truncate_equals_level']} | "
                              f"{m['encode_s'] if first else ''} | {m['progressive_decode_s'] if first else ''} | "
                              f"{m['one_thread_fresh_process_identical'] if first else ''} |")
     lines.append("")
@@ -120,15 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="+")
     ap.add_argument("--out", default="bench/results/acceptance")
-    ap.add_argument("--quality", type=float, default=4.0)
-    ap.add_argument("--weights", default=None)
+    ap.add_argument("--bpp", type=float, default=0.5, help="target rate of the lossy stream (encode --bpp)")
+    ap.add_argument("--weights", default=None, help="weights of the lossy codec (default: the shipped ones)")
+    ap.add_argument("--elbo", action="store_true", help="also the ELBO model's --with-y and --lossless")
     a = ap.parse_args(argv)
     weights = ["--weights", a.weights] if a.weights else []
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for src in a.images:
             print(f"checking {src} ...", flush=True)
-            results.append(check_image(Path(src), Path(tmp), a.quality, weights))
+            results.append(check_image(Path(src), Path(tmp), a.bpp, weights, a.elbo))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -541,7 +541,7 @@ def run(
                                 f.write(json.dumps({"setting": sid, "rows": new}, default=_json_scalar) + "\n")
                     bar.update(1)
     if n_resumed:
-        print(f"resumed {n_resumed} of {total} settings from {row_log}", file=sys.stderr)
+        print(f"took {n_resumed} of {total} settings from earlier rows (--resume / --reuse)", file=sys.stderr)
 
     curves = aggregate(rows)
     hooks: list[Callable[[dict], dict]] = []

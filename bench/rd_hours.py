@@ -6,8 +6,8 @@ steps), every Kodak image is encoded with real bitstreams at the qualities ``--q
 decoded at every level from the stream's prefix; per level, PSNR (8-bit RGB, mean over images) is
 interpolated at 0.25 / 0.5 / 1.0 bpp (PCHIP in log-rate, as bench.rd; "–" outside the level's
 rates). Each evaluation adds (or replaces, by fingerprint) one row of ``OUT.json`` and rewrites
-``OUT.md`` and ``OUT.png`` (PSNR vs core-hours, one line per level and rate). Core-hours = training
-seconds x processes x threads per process / 3600 (one thread per process on this CPU).
+``OUT.md`` and ``OUT.png`` (PSNR vs core-hours, one line per level and rate). Core-hours: the
+weights' ``core_seconds`` (training seconds x threads x processes, counted by models.train_rd) / 3600.
 """
 from __future__ import annotations
 
@@ -56,15 +56,31 @@ def evaluate(weights: Path, images: list[np.ndarray], qualities: tuple[float, ..
     return {"curves": curves, "psnr_at_bpp": at}
 
 
-def row_for(weights: Path, images: list[np.ndarray], label: str) -> dict[str, Any]:
+def from_result(path: Path) -> dict[str, Any]:
+    """The same per-level curves from a ``bench.rd`` result of the ``ssvcodec`` entry (its
+    ``ssvcodec/L<L>`` curves), instead of coding the images again."""
+    from .rd import read_result
+
+    res = read_result(path)
+    curves = {}
+    for name, c in res["curves"].items():
+        if name.startswith("ssvcodec/L"):
+            pts = sorted(c["points"], key=lambda p: p["bpp"])
+            curves[name.split("/")[1]] = {"q": [p["key"] for p in pts], "bpp": [p["bpp"] for p in pts],
+                                          "psnr": [p["psnr"] for p in pts]}
+    at = {name: dict(zip(map(str, TARGETS), quality_at_rate(c["bpp"], c["psnr"], TARGETS))) for name, c in curves.items()}
+    return {"curves": curves, "psnr_at_bpp": at, "n_images": res["meta"]["n_images"], "from": str(path)}
+
+
+def row_for(weights: Path, images: list[np.ndarray], label: str, result: Path | None = None) -> dict[str, Any]:
     from ..models.io import read_meta, weights_fingerprint
 
     meta = read_meta(weights)
-    procs = int(meta.get("world", 1)) * int(meta.get("threads", 1))
+    core_s = float(meta.get("core_seconds", float(meta.get("train_seconds", 0.0)) * int(meta.get("world", 1))))
     return {"label": label or weights.name, "weights": weights.name, "fingerprint": weights_fingerprint(weights).hex(),
             "steps": meta.get("steps"), "images_seen": meta.get("images_seen"),
-            "core_hours": float(meta.get("train_seconds", 0.0)) * procs / 3600, "n_images": len(images),
-            **evaluate(weights, images)}
+            "core_hours": core_s / 3600, "n_images": len(images),
+            **(from_result(result) if result else evaluate(weights, images))}
 
 
 def fmt(v: float | None) -> str:
@@ -117,14 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N Kodak images only")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--from-result", type=Path, default=None,
+                    help="take the curves of one WEIGHTS from this bench.rd JSON (its ssvcodec rows) instead of coding")
     a = ap.parse_args(argv)
+    if a.from_result and len(a.weights) != 1:
+        ap.error("--from-result goes with exactly one WEIGHTS (the one that result measured)")
     torch.set_num_threads(a.threads)
     files = sorted(KODAK.glob("kodim*.png"))[: a.limit]
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     js = a.out.with_suffix(".json")
     rows: list[dict[str, Any]] = json.loads(js.read_text())["rows"] if js.exists() else []
     for w in a.weights:
-        row = row_for(w, images, a.label)
+        row = row_for(w, images, a.label, a.from_result)
         rows = [r for r in rows if r["fingerprint"] != row["fingerprint"]] + [row]
     rows.sort(key=lambda r: r["core_hours"])
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,8 +106,8 @@ class RDConfig:
 
     kind: str = "rd"
     render_strides: tuple[int, ...] = (4, 2, 1)
-    latent_strides: tuple[int, ...] = (64, 32, 16)
-    latent_channels: tuple[int, ...] = (64, 64, 96)
+    latent_strides: tuple[int, ...] = (32, 16, 8)
+    latent_channels: tuple[int, ...] = (48, 48, 48)
     width: int = 64                              # N: channels of every transform
     emb_dim: int = 64                            # quality embedding
     level_weights: tuple[float, ...] = (0.5, 0.5, 1.0)  # w_k of the distortion at each truncation

@@ -39,6 +39,7 @@ def load_rd_checkpoint(path: Path, ema: bool = True) -> tuple[RDSSVAE, dict]:
     c = json.loads(ckpt["counters"])
     run = json.loads(ckpt.get("run", "{}"))
     info = {"steps": c["step"], "images_seen": c["images"], "train_seconds": round(c["seconds"], 1),
+            "core_seconds": round(c.get("core_seconds", c["seconds"]), 1),
             "weights": "EMA" if ema else "optimised", **run}
     return model.eval(), info
 

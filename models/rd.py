@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import RDConfig
-from .rd_layers import GDN, Gain, QualityEmbedding, conv, deconv, gaussian_bits, scale_from_raw
+from .rd_layers import SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, conv, deconv, gaussian_bits, scale_from_raw
 
 
 LATENT_INIT_GAIN = 40.0
@@ -186,6 +186,13 @@ class RDSSVAE(nn.Module):
     def lam(self, q: Tensor) -> Tensor:
         return self.config.lambda_min * torch.pow(2.0, q)
 
+    def quant_step(self, q: Tensor) -> Tensor:
+        """The quantization step of quality ``q`` in latent units: 2^((q_mid - q) / 2), i.e.
+        proportional to lambda^(-1/2), the high-rate optimum for an MSE-weighted Gaussian (as
+        variable-rate coders with a quantization bin size per lambda, Choi et al. 2019). It gives
+        every q its own rate from the first step; the gain units learn the rest."""
+        return torch.pow(2.0, (self.config.q_max / 2 - q.double()) / 2).to(q.dtype if q.is_floating_point() else torch.float32)
+
     def top_down(self, q: Tensor, quantize: Quantizer, x: Tensor | None = None,
                  size: tuple[int, int] | None = None, levels: int | None = None,
                  render: bool | Callable[[int], bool] = True,
@@ -209,6 +216,7 @@ class RDSSVAE(nn.Module):
         guard = deterministic or contextlib.nullcontext
         with guard():
             emb = self.embed(q)
+            step = self.quant_step(q).view(-1, 1, 1, 1)
         ctx: Tensor | None = None
         prev: Tensor | None = None
         want = render if callable(render) else (lambda k: bool(render))
@@ -219,8 +227,12 @@ class RDSSVAE(nn.Module):
             with guard():  # the analysis too: the file's bytes do not depend on the thread count
                 mu, sigma = lvl.prior(ctx, emb, shape, float64=deterministic is not None)
                 latent = lvl.analysis(downscale(x, r), ctx, emb) if x is not None else None
+                # quantize in units of the quality's step: z / step is what is rounded and coded
+                mu, sigma = mu / step.to(mu.dtype), (sigma / step.to(sigma.dtype)).clamp(SCALE_MIN, SCALE_MAX)
+                if latent is not None:
+                    latent = latent / step.to(latent.dtype)
             z_hat, bits = quantize(k, latent, mu, sigma)
-            stages = lvl.synthesis_stages(z_hat.float(), ctx, emb)
+            stages = lvl.synthesis_stages(z_hat.float() * step, ctx, emb)
             need_ctx = k + 1 < n
             next_stride = cfg.latent_strides[k + 1] if need_ctx else None
             stride, new_ctx = s, None

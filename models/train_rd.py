@@ -141,7 +141,8 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     counters = {"step": 0, "images": 0, "seconds": 0.0}
     seg = {"start": 0, "end": args.steps}
-    init_from = Path(args.init_from) if args.init_from else (RD_WEIGHTS if RD_WEIGHTS.exists() else None)
+    init_from = (None if args.from_scratch else Path(args.init_from) if args.init_from
+                 else RD_WEIGHTS if RD_WEIGHTS.exists() else None)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         cfg = RDConfig.from_dict(json.loads(ckpt["config"]))
@@ -170,6 +171,7 @@ def train(args: argparse.Namespace) -> Path:
         model = RDSSVAE(cfg)
         ema = copy.deepcopy(model)
         source = "scratch"
+    counters.setdefault("core_seconds", counters["seconds"])  # runs before it was counted used one thread
     step = counters["step"]
     if args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
         seg = {"start": step, "end": args.steps}
@@ -261,7 +263,9 @@ def train(args: argparse.Namespace) -> Path:
         step += 1
         counters["step"] = step
         counters["images"] += len(x) * world
-        counters["seconds"] += time.time() - t0
+        dt = time.time() - t0
+        counters["seconds"] += dt
+        counters["core_seconds"] += dt * world * (args.threads or torch.get_num_threads())
         if writer is not None:
             row: dict[str, Any] = {"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
                                    "lr": f"{lr:.3g}", "loss": round(float(loss), 4), "grad_norm": round(gn, 3),
@@ -318,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
+    ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ssvcodec.bench.metrics import psnr
 from ssvcodec.codec.api import Codec, to_rgb8
+from ssvcodec.codec.progressive import DesyncError
 from ssvcodec.codec.bitstream import BitstreamError, read_stream, truncate_levels, write_stream, Chunk
 from ssvcodec.models.io import DEFAULT_WEIGHTS, save_weights
 from ssvcodec.models.ssvae import build_model
@@ -113,7 +114,7 @@ def test_fuzzed_streams_never_crash_or_hang(tiny: Codec) -> None:
     data = tiny.encode(img, with_y=True, lossless=True)
     parsed = read_stream(data)
     rng = np.random.default_rng(0)
-    outcomes = {"ok": 0, "error": 0}
+    outcomes = {"ok": 0, "error": 0, "desync": 0}
     for i in range(1000):
         if i % 2:
             buf = bytearray(data)
@@ -132,10 +133,11 @@ def test_fuzzed_streams_never_crash_or_hang(tiny: Codec) -> None:
             out = tiny.decode(mutated)
             assert out.dtype == np.uint8
             outcomes["ok"] += 1
+        except DesyncError:                 # reached the entropy decoder and was caught there
+            outcomes["desync"] += 1
         except (BitstreamError, ValueError):
             outcomes["error"] += 1
-    assert outcomes["ok"] + outcomes["error"] == 1000
-    assert outcomes["error"] > 300
+    assert outcomes["error"] > 300 and outcomes["desync"] > 50 and outcomes["ok"] > 0, outcomes
 
 
 def test_cli_round_trip_and_errors(tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
