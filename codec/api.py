@@ -1,8 +1,10 @@
-"""The codec's Python API: encode an image to bytes, decode bytes (optionally up to a level), decode
-progressively. Any size (padded, cropped back), grey / RGBA / 16-bit input converted with a
-notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles in bounded memory.
+"""The ELBO model's codec (format version 1: RS/CR levels, ``--with-y``, ``--lossless``); the
+default lossy codec is :class:`codec.rd_api.RDCodec`. Encode an image to bytes, decode bytes
+(optionally up to a level), decode progressively. Any size (padded, cropped back), grey / RGBA /
+16-bit input converted with a notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent
+tiles in bounded memory.
 
-    codec = Codec()                                   # the shipped default weights
+    codec = Codec()                                   # the shipped ELBO weights
     data = codec.encode(image, levels=3, quality=4)   # PIL image or HxW(x3/4) uint8/uint16 array
     for step in codec.decode_progressive(data):       # one image per whole level in the stream
         print(step.level, step.bytes_used, step.image.shape)
@@ -22,12 +24,10 @@ from ..models.io import DEFAULT_WEIGHTS, load_model, weights_fingerprint
 
 from .bitstream import (ELBO_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
                         read_stream, write_stream)
-from .images import LevelImage, RGBImage, load_image, tiles as _tiles, to_rgb8  # noqa: F401 (re-exported)
+from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, load_image, tiles as _tiles, to_rgb8  # noqa: F401
 from .progressive import CodedChunk, CodingOptions, TileCoder, latent_bits
 from .quantize import DEFAULT_QUALITY
 
-TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles
-DEFAULT_TILE = 1024
 
 
 def _header_tiles(hd: Header) -> list[tuple[int, int, int, int]]:

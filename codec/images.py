@@ -10,6 +10,9 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles of DEFAULT_TILE
+DEFAULT_TILE = 1024
+
 
 @dataclass
 class RGBImage:

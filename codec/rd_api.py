@@ -25,14 +25,12 @@ from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
 from .bitstream import FORMAT_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, check_weights, level_ends, read_stream, write_stream
-from .images import LevelImage, RGBImage, tiles, to_rgb8
+from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, tiles, to_rgb8
 from .rate_search import RateResult, search_quality
 from .rd_coder import RDTileCoder
 
 DEFAULT_RD_WEIGHTS = WEIGHTS_DIR / "ssvae-rd.safetensors"
 DEFAULT_RD_QUALITY = 4.0
-TILE_ABOVE_PIXELS = 2048 * 2048
-DEFAULT_TILE = 1024
 
 
 class RDCodec:

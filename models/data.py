@@ -67,11 +67,13 @@ def _is_packed(f: Path) -> bool:
 def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160) -> tuple[int, int]:
     """The (width, height) a photo is trained at: BSDS500 (JPEG quality ~90) halved, SUN-Hays
     (quality ~50) to a longest side of 320, so JPEG artefacts and blurred chroma shrink below a
-    pixel; the wallpapers (lossless, already downscaled from their sources) as stored. ``stored`` is the file's size; packed files (see :func:`photo_files`) were halved
-    already (odd sides rounded down), so the same photo gets the same training size from either
-    layout, up to one pixel."""
+    pixel; the wallpapers (lossless, already downscaled from their sources) as stored. ``stored`` is
+    the file's size; packed files (see :func:`photo_files`) were halved already (odd sides rounded
+    down), so the same BSDS500 or SUN-Hays photo gets the same training size from either layout,
+    up to one pixel (a packed wallpaper stays halved: its full resolution did not travel)."""
     packed = _is_packed(f)
-    if f.name.startswith("wallpapers_") if packed else "wallpapers" in f.parts:
+    wallpaper = f.name.startswith("wallpapers_") if packed else "wallpapers" in f.parts
+    if wallpaper:
         return stored
     original = (stored[0] * 2, stored[1] * 2) if packed else stored
     bsds = not f.name.startswith("sunhays80_") if packed else "bsds500" in f.parts
