@@ -12,8 +12,9 @@ Resuming: re-running with the same ``--out`` continues from ``OUT/checkpoint.pt`
 optimiser, schedule, counters; batch s is drawn from its own seed [seed, s, rank], so the data
 continue exactly). Asking for more ``--steps`` than the checkpoint planned starts a new schedule
 segment from the current step: warm-up again, then cosine to the new end ("re-warm when you
-extend"). Without a checkpoint, ``--init-from`` (default: the shipped RD weights, if present) starts
-from committed EMA weights with their counters. Checkpoints every ``--ckpt-minutes`` and on
+extend"); with ``--stretch`` a segment still running keeps its warm-up and only its cosine is
+stretched to the new end. Without a checkpoint, ``--init-from`` (default: the shipped RD weights,
+if present) starts from committed EMA weights with their counters. Checkpoints every ``--ckpt-minutes`` and on
 SIGTERM/SIGINT. Logs every step to ``OUT/log.csv`` (bits per pixel and PSNR per level, lambda, lr,
 wall time) and validation rows (EMA weights, held-out crops, fixed q) every ``--val-every`` steps.
 
@@ -171,9 +172,12 @@ def train(args: argparse.Namespace) -> Path:
         model = RDSSVAE(cfg)
         ema = copy.deepcopy(model)
         source = "scratch"
+    q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else (0.0, cfg.q_max)
     counters.setdefault("core_seconds", counters["seconds"])  # runs before it was counted used one thread
     step = counters["step"]
-    if args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
+    if args.steps > seg["end"] and args.stretch and step < seg["end"]:
+        seg = {"start": seg["start"], "end": args.steps}  # same warm-up, the cosine stretched to the new end
+    elif args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
         seg = {"start": step, "end": args.steps}
     model.to(device).train()
     ema.to(device).eval()
@@ -234,7 +238,7 @@ def train(args: argparse.Namespace) -> Path:
             break
         t0 = time.time()
         x = stream.get(step).to(device, non_blocking=True)
-        q = torch.from_numpy(np.random.default_rng([args.seed, step, rank, 1]).uniform(0, cfg.q_max, len(x))).float()
+        q = torch.from_numpy(np.random.default_rng([args.seed, step, rank, 1]).uniform(q_lo, q_hi, len(x))).float()
         lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
         # spike guard (lossy-vae): a gradient far above the recent median gets a small step and no EMA update
         gn_ref = float(np.median(norms)) if len(norms) >= 20 else math.inf
@@ -245,7 +249,8 @@ def train(args: argparse.Namespace) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
-        ok = math.isfinite(gn) and math.isfinite(float(loss))
+        loss_v = float(loss.detach())
+        ok = math.isfinite(gn) and math.isfinite(loss_v)
         spike = ok and gn > 10 * gn_ref
         if spike:
             for g in opt.param_groups:
@@ -268,11 +273,11 @@ def train(args: argparse.Namespace) -> Path:
         counters["core_seconds"] += dt * world * (args.threads or torch.get_num_threads())
         if writer is not None:
             row: dict[str, Any] = {"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
-                                   "lr": f"{lr:.3g}", "loss": round(float(loss), 4), "grad_norm": round(gn, 3),
+                                   "lr": f"{lr:.3g}", "loss": round(loss_v, 4), "grad_norm": round(gn, 3),
                                    "skipped": int(not ok) + 2 * int(spike), "kind": "train", "q": round(float(q.mean()), 3)}
             for k in range(cfg.levels):
-                row[f"bpp_{k + 1}"] = round(float(terms[f"bpp_{k + 1}"].mean()), 4)
-                row[f"psnr_{k + 1}"] = round(psnr_from_mse(float(terms[f"mse_{k + 1}"].mean())), 3)
+                row[f"bpp_{k + 1}"] = round(float(terms[f"bpp_{k + 1}"].detach().mean()), 4)
+                row[f"psnr_{k + 1}"] = round(psnr_from_mse(float(terms[f"mse_{k + 1}"].detach().mean())), 3)
             writer.writerow(row)
             if val is not None and step % args.val_every == 0:
                 for vq in VAL_QUALITIES:
@@ -281,10 +286,10 @@ def train(args: argparse.Namespace) -> Path:
                                      "kind": "val_ema", "q": vq, **{k: round(v, 4) for k, v in r.items()}})
                 log_f.flush()  # type: ignore[union-attr]
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", bpp=f"{sum(row[f'bpp_{k + 1}'] for k in range(cfg.levels)):.3f}",
+            bar.set_postfix(loss=f"{loss_v:.3f}", bpp=f"{sum(row[f'bpp_{k + 1}'] for k in range(cfg.levels)):.3f}",
                             psnr=row[f"psnr_{cfg.levels}"], lr=row["lr"])
             if step % 200 == 0 and not args.progress:
-                print(f"step {step} {counters['seconds'] / 60:.1f} min loss {float(loss):.4f} lr {lr:.2e} "
+                print(f"step {step} {counters['seconds'] / 60:.1f} min loss {loss_v:.4f} lr {lr:.2e} "
                       f"img/s {counters['images'] / max(counters['seconds'], 1e-9):.1f}", flush=True)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             if log_f is not None:
@@ -314,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8, help="crops per step and process")
     ap.add_argument("--steps", type=int, default=20000, help="planned end of the schedule (a larger value re-warms)")
+    ap.add_argument("--stretch", action="store_true",
+                    help="with a larger --steps while the current segment runs: move its end there without a new warm-up")
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--stop-at", type=int, default=0, help="stop at this step without changing the schedule")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -323,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")
+    ap.add_argument("--q-range", default="", help="LO,HI: draw q from U(LO, HI) (default: the model's 0..q_max)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
