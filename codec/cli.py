@@ -330,7 +330,8 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--size", type=click.IntRange(1), default=None, help="target file size in bytes: bisection on --quality")
 @click.option("--with-y", is_flag=True, help="ELBO model: add the lossless y_k chunks (conditional reconstruction)")
 @click.option("--lossless", is_flag=True, help="ELBO model: add a last chunk with x itself (bit-exact decode)")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: the ELBO model's posteriors (--with-y/--lossless); the lossy codec runs on the CPU")
 @click.option("--tile", type=int, default=None, help="tile side for large images (default: 1024 above 4 MP)")
 @weights_option
 @threads_option

@@ -39,8 +39,9 @@ class RDCodec:
     def __init__(self, weights: str | Path = DEFAULT_RD_WEIGHTS, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}: use cpu or cuda")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available")
+        if device == "cuda":  # refused rather than silently run on the CPU
+            raise ValueError("--device cuda: the lossy codec runs on the CPU only for now (what its priors read must be "
+                             "bit-exact on any machine); --device cuda serves --with-y / --lossless")
         self.weights = Path(weights)
         model = load_any(self.weights)
         if not isinstance(model, RDSSVAE):

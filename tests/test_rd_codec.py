@@ -95,6 +95,13 @@ def test_quality_is_checked(tiny_rd: RDCodec) -> None:
         tiny_rd.encode(synthetic(8, 8), quality=9)
 
 
+def test_cuda_is_refused_not_ignored(tiny_rd_weights: Path) -> None:
+    with pytest.raises(ValueError, match="CPU only"):
+        RDCodec(tiny_rd_weights, device="cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        RDCodec(tiny_rd_weights, device="tpu")
+
+
 def test_other_weights_are_refused(tiny_rd: RDCodec, tmp_path: Path) -> None:
     from ssvcodec.models.io import save_weights
     from ssvcodec.models.rd import RDSSVAE
