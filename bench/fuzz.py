@@ -97,7 +97,7 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
         worst = max(worst, dt)
         counts["slow" if dt > slow_s and kind != "crash" else kind] += 1
     return {"cases": cases, "counts": dict(counts), "crashes": crashes[:20], "max_decode_s": worst,
-            "weights": str(weights), "image": list(img.shape), "seed": seed}
+            "weights": weights.name, "image": list(img.shape), "seed": seed}
 
 
 def main(argv: list[str] | None = None) -> int:
