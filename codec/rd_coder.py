@@ -73,7 +73,7 @@ class RDTileCoder:
         q_t = torch.tensor([float(q)])
         with torch.no_grad():
             for _ in self.model.top_down(q_t, quantize, to_model_input(pixels), levels=levels,
-                                         render=lambda k: k + 1 < levels, deterministic=single_thread):
+                                         render=False, deterministic=single_thread):
                 pass
         out = []
         for enc, s, b in zip(encoders, symbols_of, bits_of):

@@ -99,9 +99,9 @@ class RDConfig:
     """Architecture of the rate-distortion ssVAE (:class:`models.rd.RDSSVAE`).
 
     Level k (1-based) renders the image at 1/``render_strides[k-1]`` of x's size (the ssVAE's
-    y_{K+1-k}; the last level renders x) from a latent at 1/``latent_strides[k-1]`` of x. Level
-    k+1 reads level k's synthesis features at its own latent stride, so that stride must be one
-    level k's synthesis passes through.
+    y_{K+1-k}; the last level renders x) with a latent at 1/``latent_strides[k-1]`` of x. The
+    top-down state goes from each level's latent stride to the next one's, so latent strides may
+    not grow from one level to the next.
     """
 
     kind: str = "rd"
@@ -128,7 +128,7 @@ class RDConfig:
             if r & (r - 1) or s & (s - 1) or s <= r:
                 raise ValueError(f"level {k + 1}: strides must be powers of two with latent > render, got {r}, {s}")
             if k + 1 < n and not (r < self.latent_strides[k + 1] <= s):
-                raise ValueError(f"level {k + 2}'s latent stride must lie on level {k + 1}'s synthesis path")
+                raise ValueError(f"level {k + 2}'s latent stride must lie between level {k + 1}'s latent and render strides")
             if k + 1 < n and self.render_strides[k + 1] * 2 != r:
                 raise ValueError("each level must render at twice the resolution of the one before")
 

@@ -44,9 +44,10 @@ def count_macs(model: SSVAE, height: int, width: int) -> dict[str, float]:
 
 
 def count_rd_macs(model: RDSSVAE, height: int, width: int) -> dict[str, float]:
-    """GMAC per megapixel of the rate-distortion ssVAE: decoding up to each level (every level
-    renders; level L's decode includes levels 1..L), and encoding (analyses + the top-down pass;
-    the encoder renders no image)."""
+    """GMAC per megapixel of the rate-distortion ssVAE: decoding up to each level and showing
+    that level only (the top-down pass to it, then its render head), the same showing every level
+    on the way (a progressive decode), and encoding (encoder trunk + the top-down pass; the
+    encoder renders no image)."""
     cfg = model.config
     m = cfg.pad_multiple
     height, width = -(-height // m) * m, -(-width // m) * m
@@ -55,10 +56,14 @@ def count_rd_macs(model: RDSSVAE, height: int, width: int) -> dict[str, float]:
     mp = height * width / 1e6
     with torch.no_grad():
         enc = list(model.top_down(q, rounding_quantizer, x))
+    replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
     res: dict[str, float] = {}
     for n in range(1, cfg.levels + 1):
-        replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
-        res[f"decode to level {n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width), levels=n))) / 1e9 / mp
+        res[f"decode to level {n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width), levels=n,
+                                                                       render=lambda k: k == n - 1))) / 1e9 / mp
+    for n in range(2, cfg.levels + 1):
+        res[f"progressive decode, levels 1..{n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width),
+                                                                                      levels=n))) / 1e9 / mp
     res["encode (all levels)"] = _macs(lambda: list(model.top_down(q, rounding_quantizer, x, render=False))) / 1e9 / mp
     return res
 

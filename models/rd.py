@@ -2,10 +2,13 @@
 rate + lambda * distortion at every truncation point, with one model for every rate.
 
 The ssVAE's deterministic representations are the downscales y_K (coarsest) ... y_1 of x
-(thesis §5.2.5). Level 1 codes a latent z_1 for the coarsest scale and renders it; level k+1 codes
-z_{k+1} under a prior conditioned on everything decoded so far (level k's synthesis features, the
-ssVAE's p(z_{k+1} | y_k, z_k), eq. 5.4) and renders the next finer image as a correction of the
-upsampled render before it. Training minimises
+(thesis §5.2.5). Level 1 codes a latent z_1 at the coarsest latent stride and renders y_K; level
+k+1 codes z_{k+1} under a prior conditioned on everything decoded so far (the top-down state,
+which holds z_1..z_k: the ssVAE's p(z_{k+1} | y_k, z_k), eq. 5.4) and renders the next finer
+image; the last level renders x. As in QRes-VAE / QARV (Duan et al. 2023), one bottom-up encoder
+trunk gives the posterior its features at every latent stride, and one top-down state is refined
+by each latent in turn; each level's render is its own light head on that state, so a decoder
+that stops after level k runs that head alone. Training minimises
 
     L = sum_k R_k + lambda * 255^2 * sum_k w_k * MSE(up(x_hat_k), x)
 
@@ -44,16 +47,10 @@ LATENT_INIT_GAIN = 40.0
 
 def upsample(img: Tensor, factor: int) -> Tensor:
     """The one upsampler of renders: bicubic by ``factor`` (identity for 1). Level k's display
-    image and the base that level k+1 corrects are both made with it."""
+    image and the image its training distortion is measured on are both made with it."""
     if factor == 1:
         return img
     return F.interpolate(img, scale_factor=factor, mode="bicubic", align_corners=False)
-
-
-def downscale(x: Tensor, factor: int) -> Tensor:
-    """y_k of x in [-1/2, 1/2]: the box filter of the ssVAE's 2x downscale (thesis §5.2.5),
-    applied ``log2(factor)`` times at once, without rounding back to 8 bits."""
-    return x if factor == 1 else F.avg_pool2d(x, factor)
 
 
 class Quantizer(Protocol):
@@ -91,10 +88,24 @@ class LevelOutput:
     render: Tensor | None        # x_hat_k at 1/render_stride of x, in [-1/2, 1/2] (unclamped)
 
 
+def _ups(n: int, c_in: int, c_out: int, emb: int) -> tuple[nn.ModuleList, nn.ModuleList, nn.ModuleList]:
+    """``n`` 2x upsampling stages (IGDN, gain, transposed conv), the last one to ``c_out`` channels."""
+    ups = nn.ModuleList([deconv(c_in, c_in if i + 1 < n else c_out) for i in range(n)])
+    return ups, nn.ModuleList([GDN(c_in, inverse=True) for _ in range(n)]), nn.ModuleList([Gain(emb, c_in) for _ in range(n)])
+
+
+def _run_ups(h: Tensor, emb: Tensor, ups: nn.ModuleList, gdns: nn.ModuleList, gains: nn.ModuleList) -> Tensor:
+    for u, g, a in zip(ups, gdns, gains):
+        h = u(a(g(h), emb))
+    return h
+
+
 class RDLevel(nn.Module):
-    """One level: analysis g_a (image at the level's scale + context -> latent), conditional prior
-    (context -> mu, sigma; a learned per-channel Gaussian for level 1) and synthesis g_s (latent +
-    context -> render correction, and the features the next level reads)."""
+    """One level of the top-down path: posterior head (encoder features at the level's latent
+    stride + the top-down state -> latent), conditional prior (top-down state -> mu, sigma; a
+    learned per-channel Gaussian for level 1), merge (the quantized latent into the state), the
+    render head (state -> the level's image) and the transition (state -> the next level's
+    latent stride)."""
 
     def __init__(self, cfg: RDConfig, k: int) -> None:
         super().__init__()
@@ -102,14 +113,8 @@ class RDLevel(nn.Module):
         r, s = cfg.render_strides[k], cfg.latent_strides[k]
         self.k, self.first = k, k == 0
         ctx = 0 if self.first else N
-        n_steps = int(math.log2(s // r))
-        # analysis
-        self.down = nn.ModuleList([conv(3 if i == 0 else N, N, 5, 2) for i in range(n_steps)])
-        self.down_gdn = nn.ModuleList([GDN(N) for _ in range(n_steps)])
-        self.down_gain = nn.ModuleList([Gain(E, N) for _ in range(n_steps)])
         self.to_latent = nn.Sequential(conv(N + ctx, N), nn.GELU(), conv(N, M))
         self.latent_gain = Gain(E, M)
-        # prior
         if self.first:
             self.prior_table = nn.Linear(E, 2 * M)
             nn.init.zeros_(self.prior_table.weight)
@@ -118,24 +123,19 @@ class RDLevel(nn.Module):
             self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
             self.prior_gain = Gain(E, N)
             self.prior_head = conv(N, 2 * M, 1)
-        # synthesis: from_latent at stride s, then n_steps 2x upsamplings to stride r
         self.latent_ungain = Gain(E, M)
-        self.from_latent = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
-        self.up = nn.ModuleList([deconv(N, N) for _ in range(n_steps - 1)] + [deconv(N, 3)])
-        self.up_gdn = nn.ModuleList([GDN(N, inverse=True) for _ in range(n_steps)])
-        self.up_gain = nn.ModuleList([Gain(E, N) for _ in range(n_steps)])
-        # Latents start about one quantization step wide (a fresh analysis outputs ~0.03): smaller
-        # ones round to the prior mean, carry nothing, and the rate term then collapses them for good.
+        self.merge = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
+        self.head, self.head_gdn, self.head_gain = _ups(int(math.log2(s // r)), N, 3, E)
+        nxt = cfg.latent_strides[k + 1] if k + 1 < cfg.levels else s
+        self.trans, self.trans_gdn, self.trans_gain = _ups(int(math.log2(s // nxt)), N, N, E)
+        # Latents start about one quantization step wide (a fresh posterior head outputs ~0.03):
+        # smaller ones round to the prior mean, carry nothing, and the rate term then collapses them.
         nn.init.constant_(self.latent_gain.lin.bias, math.log(LATENT_INIT_GAIN))
-        nn.init.constant_(self.latent_ungain.lin.bias, -math.log(LATENT_INIT_GAIN))
 
-    def analysis(self, y: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
-        """The latent (before quantization) of the level's image ``y``."""
-        h = y
-        for c, g, a in zip(self.down, self.down_gdn, self.down_gain):
-            h = a(g(c(h)), emb)
-        if ctx is not None:
-            h = torch.cat([h, ctx], dim=1)
+    def analysis(self, feat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
+        """The latent (before quantization) from the encoder's features at this stride and the
+        top-down state ``ctx`` (None at level 1)."""
+        h = feat if ctx is None else torch.cat([feat, ctx], dim=1)
         return self.latent_gain(self.to_latent(h), emb)
 
     def prior(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int], float64: bool = False) -> tuple[Tensor, Tensor]:
@@ -158,16 +158,21 @@ class RDLevel(nn.Module):
         mu, raw = p.chunk(2, dim=1)
         return mu, scale_from_raw(raw)
 
-    def synthesis_stages(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Iterator[Tensor]:
-        """Synthesis features at strides s, s/2, ..., then the render correction at stride r."""
+    def update(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
+        """The top-down state after this level's latent: ``ctx + merge(z_hat, ctx)`` (the first
+        level starts the state from its latent alone)."""
         h = self.latent_ungain(z_hat, emb)
-        if ctx is not None:
-            h = torch.cat([h, ctx], dim=1)
-        h = self.from_latent(h)
-        yield h
-        for u, g, a in zip(self.up, self.up_gdn, self.up_gain):
-            h = u(a(g(h), emb))
-            yield h
+        if ctx is None:
+            return self.merge(h)
+        return ctx + self.merge(torch.cat([h, ctx], dim=1))
+
+    def render(self, state: Tensor, emb: Tensor) -> Tensor:
+        """The level's image (x_hat_k at 1/render_stride of x, in [-1/2, 1/2], unclamped)."""
+        return _run_ups(state, emb, self.head, self.head_gdn, self.head_gain)
+
+    def transition(self, state: Tensor, emb: Tensor) -> Tensor:
+        """The state carried to the next level's latent stride."""
+        return _run_ups(state, emb, self.trans, self.trans_gdn, self.trans_gain)
 
 
 class RDSSVAE(nn.Module):
@@ -176,7 +181,12 @@ class RDSSVAE(nn.Module):
     def __init__(self, config: RDConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = QualityEmbedding(config.emb_dim, q_range=config.q_max)
+        N, E = config.width, config.emb_dim
+        self.embed = QualityEmbedding(E, q_range=config.q_max)
+        n_down = int(math.log2(max(config.latent_strides)))
+        self.enc = nn.ModuleList([conv(3 if i == 0 else N, N, 5, 2) for i in range(n_down)])
+        self.enc_gdn = nn.ModuleList([GDN(N) for _ in range(n_down)])
+        self.enc_gain = nn.ModuleList([Gain(E, N) for _ in range(n_down)])
         self.levels = nn.ModuleList([RDLevel(config, k) for k in range(config.levels)])
 
     @property
@@ -193,6 +203,18 @@ class RDSSVAE(nn.Module):
         every q its own rate from the first step; the gain units learn the rest."""
         return torch.pow(2.0, (self.config.q_max / 2 - q.double()) / 2).to(q.dtype if q.is_floating_point() else torch.float32)
 
+    def encoder_features(self, x: Tensor, emb: Tensor) -> dict[int, Tensor]:
+        """The bottom-up pass: features of x at every latent stride (one shared trunk, as the
+        encoders of QRes-VAE / QARV, Duan et al. 2023)."""
+        want = set(self.config.latent_strides)
+        feats: dict[int, Tensor] = {}
+        h, stride = x, 1
+        for c, g, a in zip(self.enc, self.enc_gdn, self.enc_gain):
+            h, stride = a(g(c(h)), emb), stride * 2
+            if stride in want:
+                feats[stride] = h
+        return feats
+
     def top_down(self, q: Tensor, quantize: Quantizer, x: Tensor | None = None,
                  size: tuple[int, int] | None = None, levels: int | None = None,
                  render: bool | Callable[[int], bool] = True,
@@ -200,10 +222,10 @@ class RDSSVAE(nn.Module):
         """The one top-down pass, level by level (yields after each).
 
         ``x``: the padded image in [-1/2, 1/2] (encoder and training) or None (decoder, which then
-        needs ``size``, the padded (H, W)). ``render``: whether to render level k (every level is
-        rendered whose successor needs it: each render corrects the one before). ``deterministic``:
-        a context-manager factory wrapped around everything the prior of a later level depends
-        on (the codec runs it on one thread), but not around the renders.
+        needs ``size``, the padded (H, W)). ``render``: whether to render level k (renders are
+        independent heads on the top-down state: no later level needs one). ``deterministic``: a
+        context-manager factory wrapped around everything a later prior depends on (the codec
+        runs it on one thread), but not around the renders.
         """
         cfg = self.config
         if x is not None:
@@ -214,39 +236,29 @@ class RDSSVAE(nn.Module):
             raise ValueError(f"image sides must be multiples of {cfg.pad_multiple}, got {H}x{W}")
         n = cfg.levels if levels is None else levels
         guard = deterministic or contextlib.nullcontext
-        with guard():
+        with guard():  # the analysis too: the file's bytes do not depend on the thread count
             emb = self.embed(q)
             step = self.quant_step(q).view(-1, 1, 1, 1)
-        ctx: Tensor | None = None
-        prev: Tensor | None = None
+            feats = self.encoder_features(x, emb) if x is not None else {}
         want = render if callable(render) else (lambda k: bool(render))
+        ctx: Tensor | None = None
         for k in range(n):
             lvl = self.levels[k]
-            r, s = cfg.render_strides[k], cfg.latent_strides[k]
-            shape = (H // s, W // s)
-            with guard():  # the analysis too: the file's bytes do not depend on the thread count
-                mu, sigma = lvl.prior(ctx, emb, shape, float64=deterministic is not None)
-                latent = lvl.analysis(downscale(x, r), ctx, emb) if x is not None else None
+            s = cfg.latent_strides[k]
+            with guard():
+                mu, sigma = lvl.prior(ctx, emb, (H // s, W // s), float64=deterministic is not None)
+                latent = lvl.analysis(feats[s], ctx, emb) if x is not None else None
                 # quantize in units of the quality's step: z / step is what is rounded and coded
                 mu, sigma = mu / step.to(mu.dtype), (sigma / step.to(sigma.dtype)).clamp(SCALE_MIN, SCALE_MAX)
                 if latent is not None:
                     latent = latent / step.to(latent.dtype)
             z_hat, bits = quantize(k, latent, mu, sigma)
-            stages = lvl.synthesis_stages(z_hat.float() * step, ctx, emb)
-            need_ctx = k + 1 < n
-            next_stride = cfg.latent_strides[k + 1] if need_ctx else None
-            stride, new_ctx = s, None
             with guard():
-                h = next(stages)
-                while need_ctx and stride > next_stride:
-                    h, stride = next(stages), stride // 2
-                new_ctx = h if need_ctx else None
-            out: Tensor | None = None
-            if want(k) or need_ctx:
-                while stride > r:
-                    h, stride = next(stages), stride // 2
-                out = h if prev is None else h + upsample(prev, 2)
-            ctx, prev = new_ctx, out
+                state = lvl.update(z_hat.float() * step, ctx, emb)
+            out = lvl.render(state, emb) if want(k) else None
+            if k + 1 < n:
+                with guard():
+                    ctx = lvl.transition(state, emb)
             yield LevelOutput(k, z_hat, bits, out)
 
     def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor]:
@@ -260,7 +272,7 @@ class RDSSVAE(nn.Module):
         terms: dict[str, Tensor] = {}
         dist = torch.zeros(len(x), device=x.device)
         rate = torch.zeros(len(x), device=x.device)
-        for o in self.top_down(q, training_quantizer if self.training else rounding_quantizer, xf):
+        for o in self.top_down(q, training_quantizer if self.training else rounding_quantizer, xf):  # renders every level
             assert o.bits is not None and o.render is not None
             bpp = o.bits.sum(dim=(1, 2, 3)) / pixels
             mse = (upsample(o.render, cfg.render_strides[o.k]) - xf).pow(2).mean(dim=(1, 2, 3))

@@ -36,9 +36,11 @@ def test_training_terms_cover_every_truncation_level() -> None:
         assert t[f"bpp_{k}"].shape == (2,) and bool((t[f"bpp_{k}"] > 0).all())
         assert t[f"mse_{k}"].shape == (2,) and bool((t[f"mse_{k}"] > 0).all())
     t["loss"].backward()
-    for k, level in enumerate(model.levels):  # every level's analysis learns from the loss
-        g = level.down[0].weight.grad
-        assert g is not None and float(g.abs().sum()) > 0, f"level {k + 1} gets no gradient"
+    for k, level in enumerate(model.levels):  # every level's posterior and render head learn from the loss
+        for part in (level.to_latent[0], level.head[-1]):
+            g = part.weight.grad
+            assert g is not None and float(g.abs().sum()) > 0, f"level {k + 1} gets no gradient"
+    assert float(model.enc[0].weight.grad.abs().sum()) > 0  # the shared encoder trunk
 
 
 def test_fresh_latents_span_a_quantization_step() -> None:
@@ -85,7 +87,7 @@ def test_lambda_scale_and_config_checks() -> None:
     assert math.isclose(cfg.lam(0), 0.0009) and math.isclose(cfg.lam(8), 0.0009 * 256)
     with pytest.raises(ValueError, match="full size"):
         RDConfig(render_strides=(4, 2), latent_strides=(32, 32), latent_channels=(4, 4), level_weights=(1, 1))
-    with pytest.raises(ValueError, match="synthesis path"):
+    with pytest.raises(ValueError, match="between level"):
         RDConfig(latent_strides=(64, 128, 16))
     assert RDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
