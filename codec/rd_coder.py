@@ -1,8 +1,10 @@
 """Coding one tile with the rate-distortion ssVAE (:mod:`models.rd`): one chunk payload per level,
 written and read by the model's own top-down pass (:meth:`models.rd.RDSSVAE.top_down`).
 
-Level k's latent is coded element by element under its conditional prior: with (mu, sigma) from
-the float64 last layer, snapped by :func:`codec.quantize.snap_prior`, the symbol is
+Level k's latent is coded element by element under its conditional prior: with (mu, sigma) from a
+float64 copy of the model (everything a later prior depends on runs in float64, so CPU kinds whose
+float32 kernels round differently still build the same tables), snapped by
+:func:`codec.quantize.snap_prior`, the symbol is
 ``round(latent - mu_hat)`` under a zero-mean quantized Gaussian of the table scale, and both sides
 take ``z_hat = mu_hat + symbol``. Everything the prior of a later level depends on runs on one
 thread (:func:`codec.progressive.single_thread`), so a stream encoded with any thread count
@@ -13,6 +15,7 @@ Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wro
 """
 from __future__ import annotations
 
+import copy
 import struct
 import zlib
 from collections.abc import Iterator
@@ -49,6 +52,7 @@ class RDTileCoder:
 
     def __init__(self, model: RDSSVAE) -> None:
         self.model = model.eval()
+        self.precise = copy.deepcopy(model).double().eval()  # the priors' path (top_down's ``precise``)
 
     @torch.no_grad()
     def encode(self, pixels: Tensor, q: float, levels: int) -> list[tuple[bytes, float]]:
@@ -73,7 +77,7 @@ class RDTileCoder:
         q_t = torch.tensor([float(q)])
         with torch.no_grad():
             for _ in self.model.top_down(q_t, quantize, to_model_input(pixels), levels=levels,
-                                         render=False, deterministic=single_thread):
+                                         render=False, deterministic=single_thread, precise=self.precise):
                 pass
         out = []
         for enc, s, b in zip(encoders, symbols_of, bits_of):
@@ -97,7 +101,7 @@ class RDTileCoder:
 
         q_t = torch.tensor([float(q)])
         for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
-                                     render=lambda k: (k + 1) in want, deterministic=single_thread):
+                                     render=lambda k: (k + 1) in want, deterministic=single_thread, precise=self.precise):
             if (o.k + 1) in want:
                 assert o.render is not None
                 yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size)
@@ -116,7 +120,7 @@ class RDTileCoder:
             return mu_hat + torch.from_numpy(sym).double(), None
 
         for _ in self.model.top_down(torch.tensor([float(q)]), quantize, None, size=padded, levels=len(payloads),
-                                     render=False, deterministic=single_thread):
+                                     render=False, deterministic=single_thread, precise=self.precise):
             pass
         return out
 

@@ -19,6 +19,17 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssvae-codec.safetensors"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for model cards and golden streams."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
 def save_weights(model: SSVAE | RDSSVAE, path: Path, meta: dict[str, Any] | None = None) -> None:
     """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` (config + ``meta``)."""
     path = Path(path)

@@ -138,23 +138,14 @@ class RDLevel(nn.Module):
         h = feat if ctx is None else torch.cat([feat, ctx], dim=1)
         return self.latent_gain(self.to_latent(h), emb)
 
-    def prior(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int], float64: bool = False) -> tuple[Tensor, Tensor]:
-        """(mu, sigma) of every latent element. ``float64``: the last layer in double precision
-        (the codec snaps its output to fixed tables; see ``codec/quantize.py``)."""
+    def prior(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) of every latent element (in the dtype of this module: the codec runs a
+        float64 copy and snaps the result to fixed tables; see ``codec/quantize.py``)."""
         if self.first:
-            w, b = self.prior_table.weight, self.prior_table.bias
-            e = emb
-            if float64:
-                w, b, e = w.double(), b.double(), emb.double()
-            p = F.linear(e, w, b)[:, :, None, None].expand(-1, -1, *shape)
+            p = self.prior_table(emb)[:, :, None, None].expand(-1, -1, *shape)
         else:
             assert ctx is not None
-            h = self.prior_gain(self.prior_net(ctx), emb)
-            head = self.prior_head
-            if float64:
-                p = F.conv2d(h.double(), head.weight.double(), head.bias.double())
-            else:
-                p = head(h)
+            p = self.prior_head(self.prior_gain(self.prior_net(ctx), emb))
         mu, raw = p.chunk(2, dim=1)
         return mu, scale_from_raw(raw)
 
@@ -218,14 +209,21 @@ class RDSSVAE(nn.Module):
     def top_down(self, q: Tensor, quantize: Quantizer, x: Tensor | None = None,
                  size: tuple[int, int] | None = None, levels: int | None = None,
                  render: bool | Callable[[int], bool] = True,
-                 deterministic: Callable[[], object] | None = None) -> Iterator[LevelOutput]:
+                 deterministic: Callable[[], object] | None = None,
+                 precise: RDSSVAE | None = None) -> Iterator[LevelOutput]:
         """The one top-down pass, level by level (yields after each).
 
         ``x``: the padded image in [-1/2, 1/2] (encoder and training) or None (decoder, which then
         needs ``size``, the padded (H, W)). ``render``: whether to render level k (renders are
         independent heads on the top-down state: no later level needs one). ``deterministic``: a
-        context-manager factory wrapped around everything a later prior depends on (the codec
-        runs it on one thread), but not around the renders.
+        context-manager factory wrapped around the encoder's trunk and posteriors (the codec runs
+        it on one thread, so the file's bytes do not depend on the thread count) and, without
+        ``precise``, around everything a later prior depends on, but never around the renders.
+        ``precise``: a float64 copy of this model that computes everything a later prior depends
+        on (the priors, the merges, the transitions): float32 kernels round differently on other
+        CPU kinds and thread counts, and at float64 the snapped tables do not notice (so that path
+        may use every thread). The trunk, the posteriors and the renders, which no prior reads,
+        stay in this model's float32.
         """
         cfg = self.config
         if x is not None:
@@ -236,29 +234,33 @@ class RDSSVAE(nn.Module):
             raise ValueError(f"image sides must be multiples of {cfg.pad_multiple}, got {H}x{W}")
         n = cfg.levels if levels is None else levels
         guard = deterministic or contextlib.nullcontext
+        det = precise if precise is not None else self
+        det_guard = guard if precise is None else contextlib.nullcontext
         with guard():  # the analysis too: the file's bytes do not depend on the thread count
             emb = self.embed(q)
-            step = self.quant_step(q).view(-1, 1, 1, 1)
+            det_emb = det.embed(q.double()) if precise is not None else emb
+            step = self.quant_step(q.double() if precise is not None else q).view(-1, 1, 1, 1)
             feats = self.encoder_features(x, emb) if x is not None else {}
         want = render if callable(render) else (lambda k: bool(render))
-        ctx: Tensor | None = None
+        ctx: Tensor | None = None  # the top-down state at level k's latent stride (det's dtype)
         for k in range(n):
-            lvl = self.levels[k]
+            lvl, det_lvl = self.levels[k], det.levels[k]
             s = cfg.latent_strides[k]
-            with guard():
-                mu, sigma = lvl.prior(ctx, emb, (H // s, W // s), float64=deterministic is not None)
-                latent = lvl.analysis(feats[s], ctx, emb) if x is not None else None
+            with det_guard():
+                mu, sigma = det_lvl.prior(ctx, det_emb, (H // s, W // s))
                 # quantize in units of the quality's step: z / step is what is rounded and coded
-                mu, sigma = mu / step.to(mu.dtype), (sigma / step.to(sigma.dtype)).clamp(SCALE_MIN, SCALE_MAX)
-                if latent is not None:
-                    latent = latent / step.to(latent.dtype)
-            z_hat, bits = quantize(k, latent, mu, sigma)
-            with guard():
-                state = lvl.update(z_hat.float() * step, ctx, emb)
-            out = lvl.render(state, emb) if want(k) else None
-            if k + 1 < n:
+                mu, sigma = mu / step, (sigma / step).clamp(SCALE_MIN, SCALE_MAX)
+            latent = None
+            if x is not None:
                 with guard():
-                    ctx = lvl.transition(state, emb)
+                    latent = lvl.analysis(feats[s], None if ctx is None else ctx.float(), emb) / step.float()
+            z_hat, bits = quantize(k, latent, mu, sigma)
+            with det_guard():
+                state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
+            out = lvl.render(state.float(), emb) if want(k) else None
+            if k + 1 < n:
+                with det_guard():
+                    ctx = det_lvl.transition(state, det_emb)
             yield LevelOutput(k, z_hat, bits, out)
 
     def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor]:

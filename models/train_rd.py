@@ -111,15 +111,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
+    from .io import cpu_name
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def train(args: argparse.Namespace) -> Path:
