@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     rd = is_rd_checkpoint(Path(a.checkpoint))
     model, info = load_rd_checkpoint(Path(a.checkpoint), not a.raw) if rd else load_checkpoint_model(Path(a.checkpoint))
     info.update(json.loads(a.meta))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, Path(a.out), info)
     print(f"wrote {a.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters): {info}")
 
