@@ -113,6 +113,11 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], el
     return out
 
 
+def _anchor(v: float | None) -> str:
+    """An anchor's PSNR at our rate, or "–" outside the rates its quality sweep reaches."""
+    return "–" if v is None or v != v else f"{v:.2f}"
+
+
 def to_markdown(results: list[dict]) -> str:
     lines = ["| image | mode | level | bytes | bpp | PSNR (dB) | JPEG / WebP PSNR at that bpp | truncate == level | "
              "encode s | progressive decode s | 1-thread fresh decode identical |",
@@ -122,11 +127,11 @@ def to_markdown(results: list[dict]) -> str:
             for i, row in enumerate(m["levels"]):
                 first = i == 0
                 lines.append(f"| {r['image'] if first else ''} | {mode if first else ''} | {row['level']} | {row['bytes']} | "
-                             f"{row['bpp']} | {row['psnr']} | {row['jpeg_psnr_same_bpp']} / {row['webp_psnr_same_bpp']} | "
+                             f"{row['bpp']} | {row['psnr']} | {_anchor(row['jpeg_psnr_same_bpp'])} / {_anchor(row['webp_psnr_same_bpp'])} | "
                              f"{row['truncate_equals_level']} | "
                              f"{m['encode_s'] if first else ''} | {m['progressive_decode_s'] if first else ''} | "
                              f"{m['one_thread_fresh_process_identical'] if first else ''} |")
-    lines.append("")
+    lines += ["", "\"–\": below the lowest rate of that codec's quality sweep on this image.", ""]
     for r in results:
         c = r["corrupted_byte"]
         lines.append(f"- {r['image']}: corrupted byte -> exit {c['exit_code']}, one line: {c['one_line']}, "
