@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import RDConfig
-from .rd_layers import SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, conv, deconv, gaussian_bits, scale_from_raw
+from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, conv, deconv, deconv_subpixel, gaussian_bits,
+                        scale_from_raw)
 
 
 LATENT_INIT_GAIN = 40.0
@@ -94,9 +95,11 @@ def _ups(n: int, c_in: int, c_out: int, emb: int) -> tuple[nn.ModuleList, nn.Mod
     return ups, nn.ModuleList([GDN(c_in, inverse=True) for _ in range(n)]), nn.ModuleList([Gain(emb, c_in) for _ in range(n)])
 
 
-def _run_ups(h: Tensor, emb: Tensor, ups: nn.ModuleList, gdns: nn.ModuleList, gains: nn.ModuleList) -> Tensor:
+def _run_ups(h: Tensor, emb: Tensor, ups: nn.ModuleList, gdns: nn.ModuleList, gains: nn.ModuleList,
+             subpixel: bool = False) -> Tensor:
     for u, g, a in zip(ups, gdns, gains):
-        h = u(a(g(h), emb))
+        h = a(g(h), emb)
+        h = deconv_subpixel(u, h) if subpixel else u(h)
     return h
 
 
@@ -158,8 +161,10 @@ class RDLevel(nn.Module):
         return ctx + self.merge(torch.cat([h, ctx], dim=1))
 
     def render(self, state: Tensor, emb: Tensor) -> Tensor:
-        """The level's image (x_hat_k at 1/render_stride of x, in [-1/2, 1/2], unclamped)."""
-        return _run_ups(state, emb, self.head, self.head_gdn, self.head_gain)
+        """The level's image (x_hat_k at 1/render_stride of x, in [-1/2, 1/2], unclamped). Outside
+        training its transposed convs run as sub-pixel convs (no prior reads a render, so their
+        different float rounding cannot desynchronise a stream)."""
+        return _run_ups(state, emb, self.head, self.head_gdn, self.head_gain, subpixel=not self.training)
 
     def transition(self, state: Tensor, emb: Tensor) -> Tensor:
         """The state carried to the next level's latent stride."""

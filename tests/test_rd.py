@@ -75,6 +75,20 @@ def test_decoder_rebuilds_the_encoders_renders_from_z_hat_alone() -> None:
         assert torch.equal(a.render, b.render)
 
 
+def test_subpixel_deconv_equals_the_transposed_conv() -> None:
+    from ssvcodec.models.rd_layers import deconv, deconv_subpixel
+
+    torch.manual_seed(0)
+    for c_in, c_out, h, w in ((8, 8, 5, 7), (8, 3, 6, 4), (1, 2, 1, 1)):
+        layer = deconv(c_in, c_out)
+        x = torch.randn(2, c_in, h, w, dtype=torch.float64)
+        with torch.no_grad():
+            want = layer.double()(x)
+            got = deconv_subpixel(layer, x)
+        assert got.shape == want.shape == (2, c_out, 2 * h, 2 * w)
+        assert torch.allclose(got, want, atol=1e-12), float((got - want).abs().max())
+
+
 def test_gaussian_bits_are_a_distribution_over_the_integers() -> None:
     mu, sigma = torch.tensor(0.3), torch.tensor(1.7)
     k = torch.arange(-40, 41, dtype=torch.float32)
