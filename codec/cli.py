@@ -331,7 +331,8 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--with-y", is_flag=True, help="ELBO model: add the lossless y_k chunks (conditional reconstruction)")
 @click.option("--lossless", is_flag=True, help="ELBO model: add a last chunk with x itself (bit-exact decode)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: the ELBO model's posteriors (--with-y/--lossless); the lossy codec runs on the CPU")
+              help="cuda: the float32 networks on the GPU (encoder, renders); the priors stay on the CPU in "
+                   "float64, so a stream written with either decodes with either")
 @click.option("--tile", type=int, default=None, help="tile side for large images (default: 1024 above 4 MP)")
 @weights_option
 @threads_option

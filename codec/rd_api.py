@@ -39,16 +39,15 @@ class RDCodec:
     def __init__(self, weights: str | Path = DEFAULT_RD_WEIGHTS, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}: use cpu or cuda")
-        if device == "cuda":  # refused rather than silently run on the CPU
-            raise ValueError("--device cuda: the lossy codec runs on the CPU only for now (what its priors read must be "
-                             "bit-exact on any machine); --device cuda serves --with-y / --lossless")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
         self.weights = Path(weights)
         model = load_any(self.weights)
         if not isinstance(model, RDSSVAE):
             raise ValueError(f"{self.weights} holds an ELBO model; the lossy codec needs rate-distortion weights")
         self.model = model
         self.fingerprint = weights_fingerprint(self.weights)
-        self.coder = RDTileCoder(model)
+        self.coder = RDTileCoder(model, device)
         self.n_levels = model.n_levels
         self.q_max = model.config.q_max
         self.default_quality = DEFAULT_RD_QUALITY

@@ -8,7 +8,8 @@ float32 kernels round differently still build the same tables), snapped by
 ``round(latent - mu_hat)`` under a zero-mean quantized Gaussian of the table scale, and both sides
 take ``z_hat = mu_hat + symbol``. Everything the prior of a later level depends on runs on one
 thread (:func:`codec.progressive.single_thread`), so a stream encoded with any thread count
-decodes to the same pixels with any other; renders, which no prior reads, use every thread.
+decodes to the same pixels with any other; renders, which no prior reads, use every thread (or
+a GPU: ``device``).
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
 :class:`~codec.progressive.DesyncError`, never a silent wrong image.
@@ -50,9 +51,12 @@ def to_pixels(render: Tensor, factor: int, size: tuple[int, int]) -> Tensor:
 class RDTileCoder:
     """Encode and decode one padded tile with an :class:`~models.rd.RDSSVAE`."""
 
-    def __init__(self, model: RDSSVAE) -> None:
-        self.model = model.eval()
-        self.precise = copy.deepcopy(model).double().eval()  # the priors' path (top_down's ``precise``)
+    def __init__(self, model: RDSSVAE, device: str = "cpu") -> None:
+        """``device``: where the float32 networks run (encoder trunk, posteriors, renders); the
+        float64 copy that every prior depends on stays on the CPU, so streams decode anywhere."""
+        self.precise = copy.deepcopy(model).double().cpu().eval()  # the priors' path (top_down's ``precise``)
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
 
     @torch.no_grad()
     def encode(self, pixels: Tensor, q: float, levels: int) -> list[tuple[bytes, float]]:
@@ -76,7 +80,7 @@ class RDTileCoder:
 
         q_t = torch.tensor([float(q)])
         with torch.no_grad():
-            for _ in self.model.top_down(q_t, quantize, to_model_input(pixels), levels=levels,
+            for _ in self.model.top_down(q_t, quantize, to_model_input(pixels.to(self.device)), levels=levels,
                                          render=False, deterministic=single_thread, precise=self.precise):
                 pass
         out = []
@@ -104,7 +108,7 @@ class RDTileCoder:
                                      render=lambda k: (k + 1) in want, deterministic=single_thread, precise=self.precise):
             if (o.k + 1) in want:
                 assert o.render is not None
-                yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size)
+                yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size).cpu()
 
 
     @torch.no_grad()

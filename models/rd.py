@@ -228,7 +228,8 @@ class RDSSVAE(nn.Module):
         on (the priors, the merges, the transitions): float32 kernels round differently on other
         CPU kinds and thread counts, and at float64 the snapped tables do not notice (so that path
         may use every thread). The trunk, the posteriors and the renders, which no prior reads,
-        stay in this model's float32.
+        stay in this model's float32, on this model's device (``precise`` may live on another:
+        the codec keeps it on the CPU, so a stream encoded on a GPU decodes on any CPU).
         """
         cfg = self.config
         if x is not None:
@@ -241,10 +242,12 @@ class RDSSVAE(nn.Module):
         guard = deterministic or contextlib.nullcontext
         det = precise if precise is not None else self
         det_guard = guard if precise is None else contextlib.nullcontext
+        dev = self.embed.mlp[0].weight.device
         with guard():  # the analysis too: the file's bytes do not depend on the thread count
-            emb = self.embed(q)
+            emb = self.embed(q.to(dev))
             det_emb = det.embed(q.double()) if precise is not None else emb
             step = self.quant_step(q.double() if precise is not None else q).view(-1, 1, 1, 1)
+            step_here = step.to(dev, torch.float32)
             feats = self.encoder_features(x, emb) if x is not None else {}
         want = render if callable(render) else (lambda k: bool(render))
         ctx: Tensor | None = None  # the top-down state at level k's latent stride (det's dtype)
@@ -258,11 +261,12 @@ class RDSSVAE(nn.Module):
             latent = None
             if x is not None:
                 with guard():
-                    latent = lvl.analysis(feats[s], None if ctx is None else ctx.float(), emb) / step.float()
+                    here = None if ctx is None else ctx.to(dev, torch.float32)
+                    latent = (lvl.analysis(feats[s], here, emb) / step_here).to(mu.device)
             z_hat, bits = quantize(k, latent, mu, sigma)
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
-            out = lvl.render(state.float(), emb) if want(k) else None
+            out = lvl.render(state.to(dev, torch.float32), emb) if want(k) else None
             if k + 1 < n:
                 with det_guard():
                     ctx = det_lvl.transition(state, det_emb)

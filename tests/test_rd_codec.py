@@ -95,11 +95,27 @@ def test_quality_is_checked(tiny_rd: RDCodec) -> None:
         tiny_rd.encode(synthetic(8, 8), quality=9)
 
 
-def test_cuda_is_refused_not_ignored(tiny_rd_weights: Path) -> None:
-    with pytest.raises(ValueError, match="CPU only"):
-        RDCodec(tiny_rd_weights, device="cuda")
+def test_devices_are_checked(tiny_rd_weights: Path) -> None:
     with pytest.raises(ValueError, match="unknown device"):
         RDCodec(tiny_rd_weights, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            RDCodec(tiny_rd_weights, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_streams_decode_on_the_cpu_and_back(tiny_rd_weights: Path) -> None:
+    """The priors run in float64 on the CPU whatever the device: a GPU-encoded stream decodes
+    on the CPU (and a CPU one on the GPU) with the same symbols (else the CRC refuses it), and
+    the renders agree up to float rounding."""
+    img = synthetic(40, 56)
+    cpu, gpu = RDCodec(tiny_rd_weights), RDCodec(tiny_rd_weights, device="cuda")
+    for enc, dec in ((gpu, cpu), (cpu, gpu)):
+        data = enc.encode(img, quality=4.0)
+        a = [s.image for s in dec.decode_progressive(data)]
+        b = [s.image for s in enc.decode_progressive(data)]
+        for x, y in zip(a, b):
+            assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
 
 
 def test_other_weights_are_refused(tiny_rd: RDCodec, tmp_path: Path) -> None:
