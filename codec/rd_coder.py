@@ -1,15 +1,14 @@
 """Coding one tile with the rate-distortion ssVAE (:mod:`models.rd`): one chunk payload per level,
 written and read by the model's own top-down pass (:meth:`models.rd.RDSSVAE.top_down`).
 
-Level k's latent is coded element by element under its conditional prior: with (mu, sigma) from a
-float64 copy of the model (everything a later prior depends on runs in float64, so CPU kinds whose
-float32 kernels round differently still build the same tables), snapped by
-:func:`codec.quantize.snap_prior`, the symbol is
-``round(latent - mu_hat)`` under a zero-mean quantized Gaussian of the table scale, and both sides
-take ``z_hat = mu_hat + symbol``. Everything the prior of a later level depends on runs on one
-thread (:func:`codec.progressive.single_thread`), so a stream encoded with any thread count
-decodes to the same pixels with any other; renders, which no prior reads, use every thread (or
-a GPU: ``device``).
+Level k's latent is coded element by element under its conditional prior: (mu, sigma) come from a
+float64 copy of the model, on the CPU, which computes everything a later prior depends on (so
+neither the thread count nor a CPU kind whose float32 kernels round differently moves a table),
+snapped by :func:`codec.quantize.snap_prior`; the symbol is ``round(latent - mu_hat)`` under a
+zero-mean quantized Gaussian of the table scale, and both sides take ``z_hat = mu_hat + symbol``.
+The encoder's posteriors run on one thread (:func:`codec.progressive.single_thread`), so the
+file's bytes do not depend on the thread count; renders, which no prior reads, run in float32 on
+every thread (or a GPU: ``device``).
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
 :class:`~codec.progressive.DesyncError`, never a silent wrong image.

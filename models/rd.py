@@ -242,7 +242,7 @@ class RDSSVAE(nn.Module):
         guard = deterministic or contextlib.nullcontext
         det = precise if precise is not None else self
         det_guard = guard if precise is None else contextlib.nullcontext
-        dev = self.embed.mlp[0].weight.device
+        dev = next(self.parameters()).device
         with guard():  # the analysis too: the file's bytes do not depend on the thread count
             emb = self.embed(q.to(dev))
             det_emb = det.embed(q.double()) if precise is not None else emb
