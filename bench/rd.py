@@ -454,6 +454,8 @@ def rows_from_result(path: Path, skip_codecs: Iterable[str] = ()) -> dict[str, l
     done: dict[str, list[dict]] = defaultdict(list)
     for r in data["rows"]:
         if r["codec"] not in skip:
+            if r.get("psnr") is None and r.get("mse") == 0:  # the JSON's strict null for a lossless PSNR
+                r = {**r, "psnr": float("inf")}
             q = tuple(r["q"]) if isinstance(r["q"], list) else r["q"]
             done[_setting_id(r["image"], r["codec"], q)].append(r)
     return dict(done)

@@ -141,10 +141,11 @@ def decode_macs_key(gm: dict[str, float]) -> str | None:
 
 
 def macs_rendered(gm: dict[str, float], level: int) -> float | None:
-    """GMAC/MP of a progressive decode up to ``level``: the RD model's "decode to level L"
-    (it renders every level on the way), or L renders of the ELBO model."""
-    if f"decode to level {level}" in gm:
-        return gm[f"decode to level {level}"]
+    """GMAC/MP of a progressive decode up to ``level``: the RD model's "progressive decode, levels
+    1..L" (level 1: its "decode to level 1"), or L renders of the ELBO model."""
+    for key in (f"progressive decode, levels 1..{level}", f"decode to level {level}"):
+        if key in gm:
+            return gm[key]
     dk = decode_macs_key(gm)
     return gm[dk] * level if dk else None
 
