@@ -5,8 +5,9 @@
 Recipe (measured on this CPU, see the RD issue and ``../shared/design/ssvae-codec.md`` §3.3):
 Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the planned
 ``--steps``, gradient clipping, EMA weights (``--ema``), a quality q ~ U(0, q_max) per crop (one
-lambda-conditioned model for every rate), crops drawn with probability proportional to each photo's
-area (the clean wallpaper photos hold most pixels).
+lambda-conditioned model for every rate), the distortion of truncation level k weighted by the
+config's w_k (``--level-weights`` replaces them, also on a resumed run), crops drawn with
+probability proportional to each photo's area (the clean wallpaper photos hold most pixels).
 
 Resuming: re-running with the same ``--out`` continues from ``OUT/checkpoint.pt`` (model, EMA,
 optimiser, schedule, counters; batch s is drawn from its own seed [seed, s, rank], so the data
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -166,6 +168,9 @@ def train(args: argparse.Namespace) -> Path:
         ema = copy.deepcopy(model)
         source = "scratch"
     q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else (0.0, cfg.q_max)
+    if args.level_weights:
+        cfg = dataclasses.replace(cfg, level_weights=tuple(float(v) for v in args.level_weights.split(",")))
+        model.config = ema.config = cfg
     counters.setdefault("core_seconds", counters["seconds"])  # runs before it was counted used one thread
     step = counters["step"]
     if args.steps > seg["end"] and args.stretch and step < seg["end"]:
@@ -320,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr-min", type=float, default=1e-5)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--level-weights", default=None,
+                    help="w_1,...,w_L: override the config's distortion weight per truncation level")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")

@@ -177,14 +177,17 @@ def test_extending_the_schedule_rewarms_and_export_resumes(tmp_path: Path) -> No
 
 
 def test_stretch_moves_the_running_segments_end_without_a_new_warmup(tmp_path: Path) -> None:
+    """Also: --level-weights on a resumed run replaces the checkpoint's w_k from then on."""
     data = photo_dir(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "6", "--stop-at", "2"), check=True, env=env, capture_output=True)
-    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "9", "--stretch", "--stop-at", "3"), check=True, env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "9", "--stretch", "--stop-at", "3",
+                                 "--level-weights", "0.25,0.5,1"), check=True, env=env, capture_output=True, text=True)
     assert "start at step 2 from checkpoint" in r.stdout and "schedule 0..9" in r.stdout
     last = [row.split(",") for row in (tmp_path / "a" / "log.csv").read_text().splitlines() if ",train," in row][-1]
     assert float(last[3]) == pytest.approx(lr_at(2, 0, 9, 1e-3, 1e-5, 2), rel=1e-2)  # step 3 on the stretched cosine
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["config"])["level_weights"] == [0.25, 0.5, 1.0]
 
 
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
