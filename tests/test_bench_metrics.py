@@ -266,3 +266,18 @@ def test_rd_resume_reuses_logged_settings(tmp_path, monkeypatch):
     assert [p["psnr"] for p in first["curves"]["jpeg"]["points"]] == [p["psnr"] for p in second["curves"]["jpeg"]["points"]]
     resumed_png = [r for r in rd.read_row_log(out.with_name("resume.rows.jsonl")).values() if r[0]["codec"] == "png"]
     assert resumed_png and all(r[0]["exact"] and r[0]["psnr"] == float("inf") for r in resumed_png)
+
+
+def test_residual_probe_side_information_and_causality() -> None:
+    """bench.residual_probe: a perfect x_hat leaves almost nothing to code, a useless one costs
+    no more than coding without it (plus its coefficients), and `shifted` reads only the past."""
+    from ssvcodec.bench.residual_probe import code_length, shifted
+
+    a = np.arange(12.0).reshape(3, 4)
+    assert shifted(a, 0, 1)[1, 2] == a[1, 1] and shifted(a, 1, 0)[1, 2] == a[0, 2] and shifted(a, 1, 0)[0, 0] == 0
+    x = smooth_image(48, 64)
+    pixels = 48 * 64
+    alone = code_length(x, None) / pixels
+    assert code_length(x, x) / pixels < 0.25 * alone
+    noise = np.random.default_rng(1).integers(0, 256, x.shape).astype(np.uint8)
+    assert code_length(x, noise) / pixels < alone + 1.0
