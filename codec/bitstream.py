@@ -39,13 +39,13 @@ MAX_LEVELS = 8                              # K, the model's level count (0 = pl
 MIN_TILE_SIDE = 16                          # a tiled stream's tile height and width, pixels
 MAX_TILE_SIDE = 0xFFFF                      # largest value a u16 can hold
 MAX_PAYLOAD = 1 << 31                       # bytes in one chunk payload
-MAX_QUALITY = 655.35                        # stored as a u16 in hundredths
+MIN_QUALITY, MAX_QUALITY = -327.68, 327.67     # stored as an i16 in hundredths
 CHANNELS = (1, 3, 4)                        # grey, RGB, RGBA (describes the original only)
 FINGERPRINT_SIZE = 16
 
 # --- byte layout (all little-endian) --------------------------------------------------------
 # magic, version, flags, channels, levels, fingerprint, height, width, tile_h, tile_w, quality
-_HEADER_FIELDS = struct.Struct("<4sBBBB16sIIHHH")
+_HEADER_FIELDS = struct.Struct("<4sBBBB16sIIHHh")
 _CHUNK_FIELDS = struct.Struct("<BBII")      # type, level, tile, payload length
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size          # 42
@@ -119,7 +119,7 @@ class Header:
         height, width: true image size in pixels, before any padding.
         channels: channels of the original image (1, 3 or 4). Informative only.
         levels: K, the model's level count (0 = plain VAE).
-        quality: the quantization knob. Must be a multiple of 0.01 in [0, 655.35].
+        quality: the quality knob. Must be a multiple of 0.01 in [-327.68, 327.67].
         fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
@@ -274,8 +274,8 @@ def _validate_header(h: Header) -> None:
     _check_int("level count K", h.levels, 0, MAX_LEVELS)
     q = h.quality
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) \
-            or not 0 <= q <= MAX_QUALITY or round(q * 100) / 100 != q:
-        raise HeaderError(f"quality {q!r} must be a multiple of 0.01 in [0, {MAX_QUALITY}]")
+            or not MIN_QUALITY <= q <= MAX_QUALITY or round(q * 100) / 100 != q:
+        raise HeaderError(f"quality {q!r} must be a multiple of 0.01 in [{MIN_QUALITY}, {MAX_QUALITY}]")
     if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_SIZE:
         raise HeaderError(f"weights fingerprint must be {FINGERPRINT_SIZE} bytes, "
                           f"got {h.fingerprint!r}")

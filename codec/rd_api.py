@@ -49,13 +49,14 @@ class RDCodec:
         self.fingerprint = weights_fingerprint(self.weights)
         self.coder = RDTileCoder(model, device)
         self.n_levels = model.n_levels
-        self.q_max = model.config.q_max
+        self.q_range = model.config.quality_range
         self.default_quality = DEFAULT_RD_QUALITY
 
     def check_quality(self, quality: float) -> float:
         q = round(float(quality), 2)
-        if not 0.0 <= q <= self.q_max:
-            raise ValueError(f"quality must be in [0, {self.q_max:g}] for this model, got {quality}")
+        lo, hi = self.q_range
+        if not lo <= q <= hi:
+            raise ValueError(f"quality must be in [{lo:g}, {hi:g}] for this model, got {quality}")
         return q
 
     # ----- encoding ---------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class RDCodec:
         if (bpp is None) == (size is None):
             raise ValueError("give exactly one of a target bpp or a target size")
         target = size if size is not None else bpp * h * w / 8.0
-        return search_quality(lambda q: self.encode(rgb, levels, q, tile), float(target), 0.0, self.q_max)
+        return search_quality(lambda q: self.encode(rgb, levels, q, tile), float(target), *self.q_range)
 
     # ----- decoding ---------------------------------------------------------------------------
     def decode(self, data: bytes, levels: int | None = None) -> np.ndarray:

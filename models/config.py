@@ -115,15 +115,25 @@ class RDConfig:
     # levels 1-2 spent 12-21 % fewer bits for 0.05-0.13 dB (docs/training.md, session 6).
     level_weights: tuple[float, ...] = (0.1, 0.2, 1.0)
     lambda_min: float = 0.0009                   # lambda(q) = lambda_min * 2**q, q in [0, q_max]
-    q_max: float = 8.0
+    q_max: float = 8.0                           # sets the embedding's and the quantization step's scale
+    # The qualities trained, hence the ones the codec accepts (may reach below 0 and above q_max).
+    quality_range: tuple[float, float] = (0.0, 8.0)
+    # Residual blocks after each level's merge (empty: none). They start as the identity, so a
+    # trained model can grow them and go on training (``train_rd --grow``).
+    merge_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("render_strides", "latent_strides", "latent_channels", "level_weights"):
+        for name in ("render_strides", "latent_strides", "latent_channels", "level_weights", "merge_blocks",
+                     "quality_range"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         n = len(self.render_strides)
         if not (len(self.latent_strides) == len(self.latent_channels) == len(self.level_weights) == n) or n < 1:
             raise ValueError("render_strides, latent_strides, latent_channels and level_weights need one entry per level")
+        if not self.quality_range[0] < self.quality_range[1]:
+            raise ValueError(f"quality_range must be (low, high) with low < high, got {self.quality_range}")
+        if self.merge_blocks and (len(self.merge_blocks) != n or min(self.merge_blocks) < 0):
+            raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
         if self.render_strides[-1] != 1:
             raise ValueError("the last level must render x at full size (render stride 1)")
         for k in range(n):

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import RDConfig
-from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, conv, deconv, deconv_subpixel, gaussian_bits,
-                        scale_from_raw)
+from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, ResBlock, conv, deconv, deconv_subpixel,
+                        gaussian_bits, scale_from_raw)
 
 
 LATENT_INIT_GAIN = 40.0
@@ -128,6 +128,7 @@ class RDLevel(nn.Module):
             self.prior_head = conv(N, 2 * M, 1)
         self.latent_ungain = Gain(E, M)
         self.merge = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
+        self.merge_res = nn.Sequential(*[ResBlock(N) for _ in range(cfg.merge_blocks[k] if cfg.merge_blocks else 0)])
         self.head, self.head_gdn, self.head_gain = _ups(int(math.log2(s // r)), N, 3, E)
         nxt = cfg.latent_strides[k + 1] if k + 1 < cfg.levels else s
         self.trans, self.trans_gdn, self.trans_gain = _ups(int(math.log2(s // nxt)), N, N, E)
@@ -154,11 +155,11 @@ class RDLevel(nn.Module):
 
     def update(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
         """The top-down state after this level's latent: ``ctx + merge(z_hat, ctx)`` (the first
-        level starts the state from its latent alone)."""
+        level starts the state from its latent alone), then the level's residual blocks."""
         h = self.latent_ungain(z_hat, emb)
         if ctx is None:
-            return self.merge(h)
-        return ctx + self.merge(torch.cat([h, ctx], dim=1))
+            return self.merge_res(self.merge(h))
+        return self.merge_res(ctx + self.merge(torch.cat([h, ctx], dim=1)))
 
     def render(self, state: Tensor, emb: Tensor) -> Tensor:
         """The level's image (x_hat_k at 1/render_stride of x, in [-1/2, 1/2], unclamped). Outside

@@ -62,6 +62,22 @@ class Gain(nn.Module):
         return x * torch.exp(self.lin(emb)).view(emb.shape[0], -1, 1, 1)
 
 
+class ResBlock(nn.Module):
+    """``h + conv(GELU(conv(GELU(h))))`` at constant width, the residual unit of the top-down
+    path in VDVAE / QRes-VAE (Child 2021; Duan et al. 2023). The second conv starts at zero, so a
+    new block is the identity: a trained model can grow one without changing what it computes."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.c1 = conv(channels, channels)
+        self.c2 = conv(channels, channels)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.c2(F.gelu(self.c1(F.gelu(h))))
+
+
 def conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2)
 

@@ -4,7 +4,7 @@
 
 Recipe (measured on this CPU, see the RD issue and ``../shared/design/ssvae-codec.md`` §3.3):
 Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the planned
-``--steps``, gradient clipping, EMA weights (``--ema``), a quality q ~ U(0, q_max) per crop (one
+``--steps``, gradient clipping, EMA weights (``--ema``), a quality q ~ U(quality_range) per crop (one
 lambda-conditioned model for every rate), the distortion of truncation level k weighted by the
 config's w_k (``--level-weights`` replaces them, also on a resumed run), crops drawn with
 probability proportional to each photo's area (the clean wallpaper photos hold most pixels).
@@ -106,6 +106,33 @@ def evaluate(model: RDSSVAE, crops: np.ndarray, q: float, device: torch.device) 
     return out
 
 
+def grow(model: RDSSVAE, changes: dict[str, Any]) -> RDSSVAE:
+    """``model`` with its config changed by ``changes``, keeping every trained weight. Only changes
+    that add modules which start as the identity are allowed (today ``merge_blocks``, whose
+    :class:`~models.rd_layers.ResBlock` starts at zero), so the grown model computes what the
+    trained one did and training goes on from there (as progressive growing, Karras et al. 2018)."""
+    allowed = {"merge_blocks"}
+    if set(changes) - allowed:
+        raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
+    bigger = RDSSVAE(RDConfig.from_dict({**model.config.to_dict(), **changes}))
+    missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(".merge_res." not in m for m in missing):
+        raise ValueError(f"--grow {changes} does not only add new blocks (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return bigger
+
+
+def remap_optimizer_state(state: dict[str, Any], old: torch.nn.Module, new: torch.nn.Module) -> dict[str, Any]:
+    """Adam's state of ``old``'s parameters moved to the same-named parameters of ``new`` (the new
+    ones start without moments)."""
+    old_index = {n: i for i, (n, _) in enumerate(old.named_parameters())}
+    moved: dict[int, Any] = {}
+    for i, (n, _) in enumerate(new.named_parameters()):
+        if n in old_index and old_index[n] in state["state"]:
+            moved[i] = state["state"][old_index[n]]
+    group = {**state["param_groups"][0], "params": list(range(len(list(new.parameters()))))}
+    return {"state": moved, "param_groups": [group]}
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -167,7 +194,19 @@ def train(args: argparse.Namespace) -> Path:
         model = RDSSVAE(cfg)
         ema = copy.deepcopy(model)
         source = "scratch"
-    q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else (0.0, cfg.q_max)
+    opt_state = ckpt["optimizer"] if ckpt_path.exists() else None
+    changes = json.loads(args.grow) if args.grow else {}
+    if changes and RDConfig.from_dict({**cfg.to_dict(), **changes}) != cfg:  # a resumed grown run: nothing to do
+        old = model
+        model, ema = grow(model, changes), grow(ema, changes)
+        cfg = model.config
+        if opt_state is not None:
+            opt_state = remap_optimizer_state(opt_state, old, model)
+        source += f", grown by {changes}"
+    if args.q_range:  # the model then declares the range it is trained on (the codec accepts it)
+        cfg = dataclasses.replace(cfg, quality_range=tuple(float(v) for v in args.q_range.split(",")))
+        model.config = ema.config = cfg
+    q_lo, q_hi = cfg.quality_range
     if args.level_weights:
         cfg = dataclasses.replace(cfg, level_weights=tuple(float(v) for v in args.level_weights.split(",")))
         model.config = ema.config = cfg
@@ -182,8 +221,8 @@ def train(args: argparse.Namespace) -> Path:
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    if ckpt_path.exists():
-        opt.load_state_dict(ckpt["optimizer"])
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
     net: torch.nn.Module = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -327,10 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--level-weights", default=None,
                     help="w_1,...,w_L: override the config's distortion weight per truncation level")
+    ap.add_argument("--grow", default="",
+                    help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\'')
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")
-    ap.add_argument("--q-range", default="", help="LO,HI: draw q from U(LO, HI) (default: the model's 0..q_max)")
+    ap.add_argument("--q-range", default="", help="LO,HI: draw q from U(LO, HI) from now on and record it as the model's quality_range "
+                         "(default: the model's quality_range)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)

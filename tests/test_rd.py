@@ -17,7 +17,7 @@ from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
 from ssvcodec.models.rd import RDSSVAE, rounding_quantizer, upsample
 from ssvcodec.models.rd_layers import gaussian_bits
-from ssvcodec.models.train_rd import lr_at
+from ssvcodec.models.train_rd import grow, lr_at, remap_optimizer_state
 
 from .conftest import synthetic, tiny_rd_config
 
@@ -188,6 +188,43 @@ def test_stretch_moves_the_running_segments_end_without_a_new_warmup(tmp_path: P
     assert float(last[3]) == pytest.approx(lr_at(2, 0, 9, 1e-3, 1e-5, 2), rel=1e-2)  # step 3 on the stretched cosine
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert json.loads(ck["config"])["level_weights"] == [0.25, 0.5, 1.0]
+
+
+def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
+    """--grow on a trained run: the grown model computes what the trained one did, Adam's moments
+    follow their parameters by name, the checkpoint records the new config, and resuming it
+    without --grow (or with the same --grow) goes on."""
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config()).eval()
+    big = grow(small, {"merge_blocks": [0, 1, 2]}).eval()
+    x, q = torch.randint(0, 256, (2, 3, 64, 64)).float(), torch.tensor([1.0, 6.0])
+    with torch.no_grad():
+        a, b = small(x, q), big(x, q)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
+    with pytest.raises(ValueError, match="may change only"):
+        grow(small, {"width": 16})
+    opt = torch.optim.Adam(small.parameters())
+    small.train()
+    small(x, q)["loss"].backward()
+    opt.step()
+    moved = remap_optimizer_state(opt.state_dict(), small, big)
+    names = [n for n, _ in big.named_parameters()]
+    old = dict(zip([n for n, _ in small.named_parameters()], opt.state_dict()["state"].values()))
+    assert all(torch.equal(moved["state"][i]["exp_avg"], old[n]["exp_avg"]) for i, n in enumerate(names) if n in old)
+    assert not any(".merge_res." in names[i] for i in moved["state"])
+    torch.optim.Adam(big.parameters()).load_state_dict(moved)
+
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--stop-at", "2"), check=True, env=env, capture_output=True)
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--stop-at", "3", "--grow", '{"merge_blocks": [0, 0, 1]}'),
+                       check=True, env=env, capture_output=True, text=True)
+    assert "grown by" in r.stdout
+    assert json.loads(torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["config"])["merge_blocks"] == [0, 0, 1]
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--grow", '{"merge_blocks": [0, 0, 1]}'),
+                       check=True, env=env, capture_output=True, text=True)
+    assert "start at step 3 from checkpoint" in r.stdout and "grown" not in r.stdout
 
 
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:

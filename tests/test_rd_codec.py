@@ -91,8 +91,26 @@ def test_estimates_match_the_chunk_sizes(tiny_rd: RDCodec) -> None:
 
 
 def test_quality_is_checked(tiny_rd: RDCodec) -> None:
-    with pytest.raises(ValueError, match="quality must be in"):
+    with pytest.raises(ValueError, match=r"quality must be in \[0, 8\]"):
         tiny_rd.encode(synthetic(8, 8), quality=9)
+    with pytest.raises(ValueError, match="quality must be in"):
+        tiny_rd.encode(synthetic(8, 8), quality=-0.5)
+
+
+def test_a_model_trained_below_q_0_codes_negative_qualities(tmp_path: Path) -> None:
+    """The model's quality_range sets what the codec accepts; the header stores a negative q."""
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+
+    w = tmp_path / "wide.safetensors"
+    save_weights(RDSSVAE(tiny_rd_config(quality_range=(-4.0, 9.0))), w, {"note": "test model"})
+    codec = RDCodec(w)
+    data = codec.encode(synthetic(40, 24), quality=-3.25)
+    assert read_stream(data).header.quality == -3.25
+    assert codec.decode(data).shape == (40, 24, 3)
+    assert codec.encode_to_rate(synthetic(40, 24), size=10**6).quality == 9.0  # the range's top
 
 
 def test_devices_are_checked(tiny_rd_weights: Path) -> None:
