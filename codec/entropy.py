@@ -6,7 +6,10 @@ them, so tables can be built and consumed slice by slice. Two model families are
 * quantized Gaussians with mean 0 and a standard deviation taken from a fixed table, for the
   integer latent symbols (the table index is data in the chunk, so both sides build bit-identical
   models without any floating-point network output in the loop);
-* categorical tables over 0..255, for the lossless y_k and x sub-pixels.
+* categorical tables over 0..255, for the ELBO model's lossless y_k and x sub-pixels;
+* quantized Laplaces on 0..255 with a mean and a scale per symbol, for the lossless head's
+  sub-pixels (the mean and scale are snapped to grids by the caller, so both sides pass
+  bit-identical numbers).
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ MAX_SYMBOL = 1023
 
 def _gaussian_family() -> "constriction.stream.model.QuantizedGaussian":
     return constriction.stream.model.QuantizedGaussian(-MAX_SYMBOL, MAX_SYMBOL)
+
+
+def _laplace_family() -> "constriction.stream.model.QuantizedLaplace":
+    return constriction.stream.model.QuantizedLaplace(0, 255)
 
 
 def _categorical_family() -> "constriction.stream.model.Categorical":
@@ -47,6 +54,13 @@ class ChunkEncoder:
         s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
         if s.size:
             self._enc.encode(s, _categorical_family(), np.ascontiguousarray(probabilities, dtype=np.float64))
+
+    def laplace(self, symbols: np.ndarray, means: np.ndarray, scales: np.ndarray) -> None:
+        """8-bit symbols, each under a Laplace(mean, scale) quantized to 0..255."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if s.size:
+            self._enc.encode(s, _laplace_family(), np.ascontiguousarray(means, dtype=np.float64).ravel(),
+                             np.ascontiguousarray(scales, dtype=np.float64).ravel())
 
     def finish(self) -> bytes:
         return self._enc.get_compressed().astype("<u4").tobytes()
@@ -79,6 +93,17 @@ class ChunkDecoder:
         except Exception as e:  # constriction signals invalid data with AssertionError
             raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
         return np.asarray(out, dtype=np.int32)
+
+
+    def laplace(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        m = np.ascontiguousarray(means, dtype=np.float64)
+        if m.size == 0:
+            return np.zeros(m.shape, dtype=np.int32)
+        try:
+            out = self._dec.decode(_laplace_family(), m.ravel(), np.ascontiguousarray(scales, dtype=np.float64).ravel())
+        except Exception as e:  # constriction signals invalid data with AssertionError
+            raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
+        return np.asarray(out, dtype=np.int32).reshape(m.shape)
 
 
 def gaussian_bits(symbols: np.ndarray, std: float) -> float:

@@ -169,6 +169,26 @@ class RDConfig:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class LosslessConfig:
+    """Architecture of the lossless head (:class:`models.lossless.LosslessHead`)."""
+
+    kind: str = "lossless"
+    width: int = 32                              # channels of the half-resolution network
+    blocks: int = 2                              # residual blocks
+    depth: int = 2                               # scales of the multi-resolution split below x (0: x's 2x2 phases only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LosslessConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown lossless head config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 def _preset(base: ModelConfig, **changes: Any) -> ModelConfig:
     return dataclasses.replace(base, **changes)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ssvcodec.models.config import ModelConfig, RDConfig
 from ssvcodec.models.io import save_weights
@@ -41,6 +42,16 @@ def synthetic(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = np.stack([128 + 100 * np.sin(xx / 9.0), 128 + 90 * np.cos(yy / 7.0), (xx + yy) % 256], axis=2)
     img[h // 2:, : w // 3] = 30
     return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def photo_dir(root: Path) -> Path:
+    """A data folder in ../shared/data's layout with a few synthetic photos."""
+    for sub, n, ext in (("wallpapers", 2, "webp"), ("bsds500/val", 2, "jpg")):
+        d = root / "photos" / sub
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic(200, 260, i)).save(d / f"p{i}.{ext}", **({"lossless": True} if ext == "webp" else {}))
+    return root
 
 
 @pytest.fixture(scope="session")

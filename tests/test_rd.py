@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
@@ -19,7 +18,7 @@ from ssvcodec.models.rd import RDSSVAE, rounding_quantizer, upsample
 from ssvcodec.models.rd_layers import gaussian_bits
 from ssvcodec.models.train_rd import grow, lr_at, remap_optimizer_state
 
-from .conftest import synthetic, tiny_rd_config
+from .conftest import photo_dir, synthetic, tiny_rd_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,16 +129,6 @@ def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
 
 
 # ----- the trainer ------------------------------------------------------------------------------
-def photo_dir(root: Path) -> Path:
-    """A data folder in ../shared/data's layout with a few synthetic photos."""
-    for sub, n, ext in (("wallpapers", 2, "webp"), ("bsds500/val", 2, "jpg")):
-        d = root / "photos" / sub
-        d.mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(synthetic(200, 260, i)).save(d / f"p{i}.{ext}", **({"lossless": True} if ext == "webp" else {}))
-    return root
-
-
 def train_cmd(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ssvcodec.models.train_rd", "--out", str(out), "--data-dir", str(data), "--crop", "64",
             "--batch", "2", "--warmup", "2", "--val-every", "2", "--threads", "1", "--device", "cpu",

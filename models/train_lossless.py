@@ -1,0 +1,185 @@
+"""Train the lossless head (:mod:`models.lossless`) on random crops of the photos, with the RD
+model frozen (Mentzer et al. 2020 train their residual coder on a fixed lossy codec the same way).
+
+    python -m ssvcodec.models.train_lossless --out runs/lossless --steps 20000 --threads 1
+
+Each step renders its crops with the frozen RD model at a quality q ~ U(the model's
+quality_range) (rounded latents, the render rounded to 8 bits as the decoder shows it) and
+minimises the head's bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then
+cosine decay, gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on
+SIGTERM, resuming from ``OUT/checkpoint.pt``; validation rows (EMA, held-out crops, q = 0 / 4 / 8)
+every ``--val-every`` steps in ``OUT/log.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import LosslessConfig
+from .data import DEFAULT_DATA
+from .lossless import LosslessHead
+from .rd import RDSSVAE, rounding_quantizer
+from .train_rd import RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, lr_at, validation_crops
+
+VAL_QUALITIES = (0.0, 4.0, 8.0)
+
+
+@torch.no_grad()
+def lossy_render(model: RDSSVAE, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The RD model's final render of ``x`` (uint8, sides multiples of its pad multiple) at
+    qualities ``q``, rounded to uint8: what a decoder of the whole lossy stream shows."""
+    xf = x.float() / 255.0 - 0.5
+    *_, last = model.top_down(q, rounding_quantizer, xf)
+    assert last.render is not None
+    return ((last.render + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def evaluate(head: LosslessHead, rd: RDSSVAE, crops: np.ndarray, q: float) -> float:
+    """Bits per pixel of the held-out crops given their render at quality ``q``."""
+    x = torch.from_numpy(crops)
+    qs = torch.full((len(x),), q)
+    bits = head(x, lossy_render(rd, x, qs), qs)
+    return float(bits.sum()) / (len(x) * x.shape[-2] * x.shape[-1])
+
+
+def train(args: argparse.Namespace) -> Path:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    from .io import load_any
+    rd = load_any(Path(args.rd_weights))
+    if not isinstance(rd, RDSSVAE):
+        raise ValueError(f"{args.rd_weights} does not hold rate-distortion weights")
+    rd.eval()
+    for p in rd.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(args.seed)
+    counters = {"step": 0, "images": 0, "seconds": 0.0}
+    seg = {"start": 0, "end": args.steps}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        cfg = LosslessConfig.from_dict(json.loads(ckpt["config"]))
+        head, ema = LosslessHead(cfg), LosslessHead(cfg)
+        head.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        counters, seg = json.loads(ckpt["counters"]), json.loads(ckpt["segment"])
+        source = f"checkpoint {ckpt_path}"
+    else:
+        cfg = LosslessConfig(**json.loads(args.config)) if args.config else LosslessConfig()
+        head = LosslessHead(cfg)
+        ema = copy.deepcopy(head)
+        source = "scratch"
+    step = counters["step"]
+    if args.steps > seg["end"]:
+        seg = {"start": step, "end": args.steps}
+    opt = torch.optim.Adam(head.parameters(), lr=args.lr)
+    if ckpt_path.exists():
+        opt.load_state_dict(ckpt["optimizer"])
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    print(f"start at step {step} from {source}; schedule {seg['start']}..{seg['end']}; "
+          f"{sum(p.numel() for p in head.parameters()) / 1e3:.1f} k params; RD weights {args.rd_weights}", flush=True)
+
+    def save(reason: str) -> None:
+        _atomic_save({"model": head.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                      "config": json.dumps(cfg.to_dict()), "counters": json.dumps(counters),
+                      "segment": json.dumps(seg), "rd_weights": str(args.rd_weights)}, ckpt_path)
+        print(f"[{reason}] checkpoint at step {counters['step']} -> {ckpt_path}", flush=True)
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    data_dir = Path(args.data_dir)
+    stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch), args.seed, 0, args.prefetch)
+    val = validation_crops(data_dir, args.crop, 16) if args.val_every else None
+    q_lo, q_hi = rd.config.quality_range
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    with log_path.open("a", newline="") as log_f:
+        writer = csv.DictWriter(log_f, fieldnames=["step", "images", "seconds", "lr", "kind", "q", "bpp"])
+        if new_log:
+            writer.writeheader()
+        deadline = time.time() + args.minutes * 60 if args.minutes else math.inf
+        last_ckpt = time.time()
+        while step < seg["end"] and time.time() < deadline and not stop["now"]:
+            t0 = time.time()
+            x = stream.get(step)
+            q = torch.from_numpy(np.random.default_rng([args.seed, step, 1]).uniform(q_lo, q_hi, len(x))).float()
+            xhat = lossy_render(rd, x, q)
+            lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            bpp = head(x, xhat, q).mean() / (x.shape[-2] * x.shape[-1])
+            opt.zero_grad(set_to_none=True)
+            bpp.backward()
+            gn = float(torch.nn.utils.clip_grad_norm_(head.parameters(), args.clip))
+            if math.isfinite(gn):
+                opt.step()
+                d = min(args.ema, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for pe, pm in zip(ema.parameters(), head.parameters()):
+                        pe.lerp_(pm, 1 - d)
+            step += 1
+            counters["step"] = step
+            counters["images"] += len(x)
+            counters["seconds"] += time.time() - t0
+            writer.writerow({"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
+                             "lr": f"{lr:.3g}", "kind": "train", "q": round(float(q.mean()), 3),
+                             "bpp": round(float(bpp.detach()), 4)})
+            if val is not None and step % args.val_every == 0:
+                for vq in VAL_QUALITIES:
+                    writer.writerow({"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
+                                     "kind": "val_ema", "q": vq, "bpp": round(evaluate(ema, rd, val, vq), 4)})
+                log_f.flush()
+            if step % 200 == 0:
+                print(f"step {step} {counters['seconds'] / 60:.1f} min bpp {float(bpp.detach()):.3f} lr {lr:.2e}", flush=True)
+            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                log_f.flush()
+                save("periodic")
+                last_ckpt = time.time()
+    stream.close()
+    save("stop" if stop["now"] else "end")
+    return ckpt_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv)")
+    ap.add_argument("--rd-weights", default=str(RD_WEIGHTS), help="the frozen RD model whose renders the head codes against")
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--config", default="", help="LosslessConfig fields as JSON (new runs only)")
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20000, help="planned end of the schedule (a larger value re-warms)")
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-min", type=float, default=1e-5)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prefetch", type=int, default=4)
+    ap.add_argument("--val-every", type=int, default=500, help="EMA validation every N steps (0: never)")
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The lossless head (models.lossless): its discretized Laplace, the phase split, and training."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssvcodec.models.config import LosslessConfig
+from ssvcodec.models.io import save_weights
+from ssvcodec.models import lossless
+from ssvcodec.models.lossless import (PHASE_ORDER, LosslessHead, from_phases, laplace_bits, snap_mean, snap_scale, stages,
+                                       to_phases)
+from ssvcodec.models.rd import RDSSVAE
+from ssvcodec.models.train_lossless import lossy_render
+
+from .conftest import photo_dir, synthetic, tiny_rd_config
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.mark.parametrize("mean,scale", [(0.3, 0.15), (17.2, 1.0), (128.0, 30.0), (254.9, 2.0), (-3.0, 5.0), (260.0, 0.5),
+                                        (100.0, 200.0)])
+def test_laplace_bins_sum_to_one(mean: float, scale: float) -> None:
+    v = torch.arange(256.0, dtype=torch.float64)
+    bits = laplace_bits(v, torch.full_like(v, mean), torch.full_like(v, scale))
+    assert torch.isfinite(bits).all()
+    assert float((2.0 ** -bits).sum()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_laplace_values_and_gradients() -> None:
+    # P(v = mean) for an integer mean: 1 - e^(-1/(2b)); bins 0 and 255 hold their tails
+    b = torch.tensor([2.0], dtype=torch.float64)
+    assert float(laplace_bits(torch.tensor([50.0]), torch.tensor([50.0]), b)) == pytest.approx(-np.log2(1 - np.exp(-0.25)))
+    assert float(laplace_bits(torch.tensor([0.0]), torch.tensor([0.0]), b)) == pytest.approx(-np.log2(1 - 0.5 * np.exp(-0.25)))
+    mean = torch.tensor([3.0, 250.0, 128.0], requires_grad=True)
+    scale = torch.tensor([0.2, 0.2, 1.0], requires_grad=True)
+    laplace_bits(torch.tensor([255.0, 0.0, 128.0]), mean, scale).sum().backward()
+    assert torch.isfinite(mean.grad).all() and torch.isfinite(scale.grad).all()
+
+
+def test_snapping_is_idempotent_and_bounded() -> None:
+    s = torch.tensor([1e-3, 0.1, 1.0, 3.3, 1e4])
+    assert torch.equal(snap_scale(snap_scale(s)), snap_scale(s))
+    assert float(snap_scale(s).min()) == 2.0 ** -3 and float(snap_scale(s).max()) == 2.0 ** 7
+    m = torch.tensor([-5.0, 17.123456, 300.0])
+    assert torch.equal(snap_mean(snap_mean(m)), snap_mean(m)) and float(snap_mean(m)[1] * 64) == 1096.0
+
+
+def test_phases_cover_every_pixel_once() -> None:
+    x = torch.randint(0, 256, (2, 3, 6, 10))
+    assert torch.equal(from_phases(to_phases(x)), x)
+    assert sorted(PHASE_ORDER) == [0, 1, 2, 3]
+    assert torch.equal(to_phases(x)[:, 3], x[:, :, 1::2, 1::2]) and torch.equal(to_phases(x)[:, 1], x[:, :, 0::2, 1::2])
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_the_stages_code_every_sub_pixel_once(depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lossless, "laplace_bits", lambda value, mean, scale: torch.ones_like(mean))
+    head = LosslessHead(LosslessConfig(width=4, blocks=1, depth=depth))
+    x = torch.randint(0, 256, (1, 3, 16, 24), dtype=torch.uint8)
+    per_stage = head.stage_bits(x, x, torch.tensor([1.0]))[0]
+    assert len(per_stage) == len(stages(depth)) == 4 + 3 * depth
+    assert float(per_stage.sum()) == 3 * 16 * 24
+    assert float(per_stage[0]) == 3 * 16 * 24 / 4 ** (depth + 1)  # only the coarsest quarter sees x_hat alone
+    with pytest.raises(ValueError, match="multiples of"):
+        head.stage_bits(x[..., :13], x[..., :13], torch.tensor([1.0]))
+
+
+def test_the_head_learns_an_image_given_its_render() -> None:
+    """A few Adam steps on one image: its bits given a noisy render fall well below the start."""
+    torch.manual_seed(0)
+    x = torch.from_numpy(synthetic(32, 32).transpose(2, 0, 1).copy()).unsqueeze(0)
+    xhat = (x.float() + 6 * torch.randn(x.shape)).round().clamp(0, 255).to(torch.uint8)
+    head = LosslessHead(LosslessConfig(width=8, blocks=1))
+    opt = torch.optim.Adam(head.parameters(), lr=3e-2)
+    q = torch.tensor([2.0])
+    with torch.no_grad():
+        first = float(head(x, xhat, q)) / 1024
+    for _ in range(60):
+        loss = head(x, xhat, q).sum() / 1024
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(head(x, xhat, q)) / 1024 < first - 1.0, first
+
+
+def test_lossy_render_is_the_decoders_8_bit_image() -> None:
+    torch.manual_seed(0)
+    rd = RDSSVAE(tiny_rd_config()).eval()
+    x = torch.from_numpy(synthetic(64, 32).transpose(2, 0, 1).copy()).unsqueeze(0)
+    r = lossy_render(rd, x, torch.tensor([4.0]))
+    assert r.dtype == torch.uint8 and r.shape == x.shape
+
+
+def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
+    data = photo_dir(tmp_path / "data")
+    rd = tmp_path / "rd.safetensors"
+    torch.manual_seed(0)
+    save_weights(RDSSVAE(tiny_rd_config()), rd, {"note": "test model"})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "ssvcodec.models.train_lossless", "--out", str(tmp_path / "run"), "--data-dir", str(data),
+           "--rd-weights", str(rd), "--crop", "64", "--batch", "2", "--warmup", "1", "--val-every", "2", "--threads", "1",
+           "--config", json.dumps({"width": 8, "blocks": 1})]
+    subprocess.run([*cmd, "--steps", "2"], check=True, env=env, capture_output=True)
+    r = subprocess.run([*cmd, "--steps", "3"], check=True, env=env, capture_output=True, text=True)
+    assert "start at step 2 from checkpoint" in r.stdout and "schedule 2..3" in r.stdout
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert sum(",train," in row for row in rows) == 3 and sum(",val_ema," in row for row in rows) == 3
+    assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
+
+
+def test_the_coders_laplace_is_the_heads_and_round_trips() -> None:
+    """codec.entropy's quantized Laplace decodes what it encoded, and its size is the head's
+    estimate (laplace_bits) to within 1 %: the head's loss is the chunk's length."""
+    from ssvcodec.codec.entropy import ChunkDecoder, ChunkEncoder
+
+    rng = np.random.default_rng(0)
+    means = snap_mean(torch.from_numpy(rng.uniform(-0.5, 255.5, 20000)))
+    scales = snap_scale(torch.from_numpy(rng.uniform(0.2, 12.0, 20000)))
+    sym = (means + scales * torch.from_numpy(rng.laplace(0, 1, 20000))).round().clamp(0, 255)
+    enc = ChunkEncoder()
+    enc.laplace(sym.numpy(), means.numpy(), scales.numpy())
+    data = enc.finish()
+    out = ChunkDecoder(data).laplace(means.numpy(), scales.numpy())
+    assert np.array_equal(out, sym.numpy().astype(np.int32))
+    estimate = float(laplace_bits(sym, means, scales).sum())
+    assert len(data) * 8 == pytest.approx(estimate, rel=0.01)
