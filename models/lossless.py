@@ -153,10 +153,11 @@ class LosslessHead(nn.Module):
         err_g = target[:, 1] - (base[:, 1] + delta[:, 1] + coef[:, 0] * err_r)
         return mean + coef[:, 1] * err_r + coef[:, 2] * err_g
 
-    def stage_bits(self, x: Tensor, xhat: Tensor, q: Tensor) -> Tensor:
+    def stage_bits(self, x: Tensor, xhat: Tensor, q: Tensor, snapped: bool = False) -> Tensor:
         """Bits of each image of ``x`` (B, 3, H, W) uint8 at each stage of :func:`stages`,
         (B, n_stages), given ``xhat`` (same shape, uint8: the render the decoder shows) at lossy
-        quality ``q`` (B,), with the continuous (unsnapped) parameters."""
+        quality ``q`` (B,), with the continuous parameters (training) or, ``snapped``, with the
+        coder's (:func:`snap_mean`, :func:`snap_scale`)."""
         if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
             raise ValueError(f"image sides must be multiples of {self.multiple}, got {tuple(x.shape[-2:])}")
         depth = self.config.depth
@@ -173,6 +174,8 @@ class LosslessHead(nn.Module):
                 delta, scale, coef = self.stage_outputs(hp, err, i, d, q)
                 target, base = xp[:, ph], hp[:, ph]
                 means = torch.stack([self.channel_means(base, delta, coef, target, c) for c in range(3)], 1)
+                if snapped:
+                    means, scale = snap_mean(means), snap_scale(scale)
                 bits.append(laplace_bits(target, means, scale).sum(dim=(1, 2, 3)))
                 err = err.clone()
                 err[:, ph] = target - base
