@@ -94,7 +94,6 @@ class ChunkDecoder:
             raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
         return np.asarray(out, dtype=np.int32)
 
-
     def laplace(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
         m = np.ascontiguousarray(means, dtype=np.float64)
         if m.size == 0:
