@@ -28,7 +28,7 @@ from .config import LosslessConfig
 from .data import DEFAULT_DATA
 from .lossless import LosslessHead
 from .rd import RDSSVAE, rounding_quantizer
-from .train_rd import RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, lr_at, validation_crops
+from .train_rd import RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, validation_crops
 
 VAL_QUALITIES = (0.0, 4.0, 8.0)
 
@@ -127,10 +127,7 @@ def train(args: argparse.Namespace) -> Path:
             gn = float(torch.nn.utils.clip_grad_norm_(head.parameters(), args.clip))
             if math.isfinite(gn):
                 opt.step()
-                d = min(args.ema, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, pm in zip(ema.parameters(), head.parameters()):
-                        pe.lerp_(pm, 1 - d)
+                ema_update(ema, head, step, args.ema)
             step += 1
             counters["step"] = step
             counters["images"] += len(x)

@@ -133,6 +133,15 @@ def remap_optimizer_state(state: dict[str, Any], old: torch.nn.Module, new: torc
     return {"state": moved, "param_groups": [group]}
 
 
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA of the weights, its decay ramped up over the first steps (min(decay, (1+t)/(10+t)), as
+    TensorFlow's ExponentialMovingAverage with num_updates)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -298,10 +307,7 @@ def train(args: argparse.Namespace) -> Path:
         else:
             skipped += 1
         if ok and not spike:
-            d = min(args.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - d)
+            ema_update(ema, model, step, args.ema)
         step += 1
         counters["step"] = step
         counters["images"] += len(x) * world
