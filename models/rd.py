@@ -300,5 +300,7 @@ def build_rd_model(config: RDConfig) -> RDSSVAE:
 
 
 def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB of an MSE on [0, 1] images."""
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+    """PSNR in dB of an MSE on [0, 1] images (-inf for an infinite MSE, NaN for NaN)."""
+    if math.isnan(mse):
+        return math.nan
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12)) if math.isfinite(mse) else -math.inf

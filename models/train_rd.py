@@ -153,6 +153,14 @@ def _hardware(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
+def widened(current: tuple[float, float], target: tuple[float, float], delta: float) -> tuple[float, float]:
+    """``current`` moved by at most ``delta`` at each end towards ``target`` (a curriculum over the
+    trained quality range, so that every new quality is near one the model already renders)."""
+    lo = max(target[0], current[0] - delta) if target[0] < current[0] else min(target[0], current[0] + delta)
+    hi = min(target[1], current[1] + delta) if target[1] > current[1] else max(target[1], current[1] - delta)
+    return (round(lo, 6), round(hi, 6))  # no drift from summing deltas
+
+
 def train(args: argparse.Namespace) -> Path:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = torch.device(args.device)
@@ -212,10 +220,10 @@ def train(args: argparse.Namespace) -> Path:
         if opt_state is not None:
             opt_state = remap_optimizer_state(opt_state, old, model)
         source += f", grown by {changes}"
-    if args.q_range:  # the model then declares the range it is trained on (the codec accepts it)
-        cfg = dataclasses.replace(cfg, quality_range=tuple(float(v) for v in args.q_range.split(",")))
+    q_target = tuple(float(v) for v in args.q_range.split(",")) if args.q_range else cfg.quality_range
+    if args.q_range and not args.q_widen:  # the model then declares the range it is trained on (the codec accepts it)
+        cfg = dataclasses.replace(cfg, quality_range=q_target)
         model.config = ema.config = cfg
-    q_lo, q_hi = cfg.quality_range
     if args.level_weights:
         cfg = dataclasses.replace(cfg, level_weights=tuple(float(v) for v in args.level_weights.split(",")))
         model.config = ema.config = cfg
@@ -284,6 +292,10 @@ def train(args: argparse.Namespace) -> Path:
             break
         t0 = time.time()
         x = stream.get(step).to(device, non_blocking=True)
+        if cfg.quality_range != q_target:
+            cfg = dataclasses.replace(cfg, quality_range=widened(cfg.quality_range, q_target, args.q_widen / 1000))
+            model.config = ema.config = cfg
+        q_lo, q_hi = cfg.quality_range
         q = torch.from_numpy(np.random.default_rng([args.seed, step, rank, 1]).uniform(q_lo, q_hi, len(x))).float()
         lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
         # spike guard (lossy-vae): a gradient far above the recent median gets a small step and no EMA update
@@ -333,7 +345,8 @@ def train(args: argparse.Namespace) -> Path:
                             psnr=row[f"psnr_{cfg.levels}"], lr=row["lr"])
             if step % 200 == 0 and not args.progress:
                 print(f"step {step} {counters['seconds'] / 60:.1f} min loss {loss_v:.4f} lr {lr:.2e} "
-                      f"img/s {counters['images'] / max(counters['seconds'], 1e-9):.1f}", flush=True)
+                      f"img/s {counters['images'] / max(counters['seconds'], 1e-9):.1f} "
+                      f"q in [{q_lo:.2f}, {q_hi:.2f}] skipped {skipped}", flush=True)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             if log_f is not None:
                 log_f.flush()
@@ -379,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")
     ap.add_argument("--q-range", default="", help="LO,HI: draw q from U(LO, HI) from now on and record it as the model's quality_range "
                          "(default: the model's quality_range)")
+    ap.add_argument("--q-widen", type=float, default=0.0,
+                    help="with --q-range: move the trained range towards LO,HI by this many q units per 1,000 steps "
+                         "instead of at once (a model is not defined outside the qualities it was trained on: its "
+                         "renders diverge a quarter of a unit past them); the checkpoint records the range reached")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)

@@ -14,9 +14,9 @@ import torch
 
 from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
-from ssvcodec.models.rd import RDSSVAE, rounding_quantizer, upsample
+from ssvcodec.models.rd import RDSSVAE, psnr_from_mse, rounding_quantizer, upsample
 from ssvcodec.models.rd_layers import gaussian_bits
-from ssvcodec.models.train_rd import grow, lr_at, remap_optimizer_state
+from ssvcodec.models.train_rd import grow, lr_at, remap_optimizer_state, widened
 
 from .conftest import photo_dir, synthetic, tiny_rd_config
 
@@ -177,6 +177,21 @@ def test_stretch_moves_the_running_segments_end_without_a_new_warmup(tmp_path: P
     assert float(last[3]) == pytest.approx(lr_at(2, 0, 9, 1e-3, 1e-5, 2), rel=1e-2)  # step 3 on the stretched cosine
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert json.loads(ck["config"])["level_weights"] == [0.25, 0.5, 1.0]
+
+
+def test_quality_range_widens_step_by_step_and_the_checkpoint_records_it(tmp_path: Path) -> None:
+    assert widened((0.0, 8.0), (-4.0, 9.0), 0.5) == (-0.5, 8.5)
+    assert widened((-3.8, 8.9), (-4.0, 9.0), 0.5) == (-4.0, 9.0)
+    assert widened((1.0, 8.0), (2.0, 6.0), 0.5) == (1.5, 7.5)  # a narrower target is approached too
+    assert psnr_from_mse(float("inf")) == -math.inf and math.isnan(psnr_from_mse(float("nan")))
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "3", "--q-range=-1,8", "--q-widen", "100"),
+                       check=True, env=env, capture_output=True, text=True)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["config"])["quality_range"] == [-0.3, 8.0]  # 0.1 per step
+    qs = [float(row.split(",")[8]) for row in (tmp_path / "a" / "log.csv").read_text().splitlines() if ",train," in row]
+    assert len(qs) == 3 and min(qs) >= -0.3, r.stdout
 
 
 def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
