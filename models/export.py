@@ -2,9 +2,11 @@
 
     python -m ssvcodec.models.export runs/rd/checkpoint.pt weights/ssvae-rd.safetensors      # EMA weights
     python -m ssvcodec.models.export runs/codec/checkpoint.pt weights/ssvae-codec.safetensors
+    python -m ssvcodec.models.export runs/lossless/checkpoint.pt weights/ssvae-lossless.safetensors
 
-A rate-distortion checkpoint (``models.train_rd``) exports its EMA weights (``--raw``: the
-optimised ones); an ELBO checkpoint (``models.train``) its model.
+A rate-distortion checkpoint (``models.train_rd``) or a lossless head's (``models.train_lossless``)
+exports its EMA weights (``--raw``: the optimised ones); an ELBO checkpoint (``models.train``) its
+model.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, RDConfig
+from .config import LosslessConfig, ModelConfig, RDConfig
 from .io import save_weights
+from .lossless import LosslessHead
 from .rd import RDSSVAE
 from .ssvae import SSVAE, build_model
 
@@ -44,8 +47,15 @@ def load_rd_checkpoint(path: Path, ema: bool = True) -> tuple[RDSSVAE, dict]:
     return model.eval(), info
 
 
-def is_rd_checkpoint(path: Path) -> bool:
-    return "ema" in torch.load(path, map_location="cpu", weights_only=True)
+def load_lossless_checkpoint(path: Path, ema: bool = True) -> tuple[LosslessHead, dict]:
+    """The (EMA) head of a ``models.train_lossless`` checkpoint and what its model card states."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    head = LosslessHead(LosslessConfig.from_dict(json.loads(ckpt["config"])))
+    head.load_state_dict(ckpt["ema" if ema else "model"])
+    c = json.loads(ckpt["counters"])
+    info = {"steps": c["step"], "images_seen": c["images"], "train_seconds": round(c["seconds"], 1),
+            "weights": "EMA" if ema else "optimised", "rd_weights": Path(ckpt["rd_weights"]).name}
+    return head.eval(), info
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,8 +65,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--meta", default="{}", help="extra JSON metadata for the model card")
     ap.add_argument("--raw", action="store_true", help="RD checkpoints: the optimised weights, not the EMA")
     a = ap.parse_args(argv)
-    rd = is_rd_checkpoint(Path(a.checkpoint))
-    model, info = load_rd_checkpoint(Path(a.checkpoint), not a.raw) if rd else load_checkpoint_model(Path(a.checkpoint))
+    keys = torch.load(a.checkpoint, map_location="cpu", weights_only=True).keys()
+    model: SSVAE | RDSSVAE | LosslessHead
+    if "rd_weights" in keys:
+        model, info = load_lossless_checkpoint(Path(a.checkpoint), not a.raw)
+    elif "ema" in keys:
+        model, info = load_rd_checkpoint(Path(a.checkpoint), not a.raw)
+    else:
+        model, info = load_checkpoint_model(Path(a.checkpoint))
     info.update(json.loads(a.meta))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, Path(a.out), info)

@@ -11,12 +11,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, RDConfig
+from .config import LosslessConfig, ModelConfig, RDConfig
+from .lossless import LosslessHead
 from .rd import RDSSVAE, build_rd_model
 from .ssvae import SSVAE, build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ssvae-codec.safetensors"
+LOSSLESS_WEIGHTS = WEIGHTS_DIR / "ssvae-lossless.safetensors"
 
 
 def cpu_name() -> str:
@@ -30,7 +32,7 @@ def cpu_name() -> str:
     return "cpu"
 
 
-def save_weights(model: SSVAE | RDSSVAE, path: Path, meta: dict[str, Any] | None = None) -> None:
+def save_weights(model: SSVAE | RDSSVAE | LosslessHead, path: Path, meta: dict[str, Any] | None = None) -> None:
     """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` (config + ``meta``)."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -72,6 +74,20 @@ def load_any(path: Path, device: str | torch.device = "cpu") -> "SSVAE | RDSSVAE
     model = build_rd_model(RDConfig.from_dict(info["config"]))
     model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
     return model.to(device).eval()
+
+
+def load_lossless_head(path: Path = LOSSLESS_WEIGHTS, device: str | torch.device = "cpu") -> LosslessHead:
+    """The lossless head of ``path`` (its JSON must name ``"kind": "lossless"``)."""
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    if not path.exists() or not cfg_path.exists():
+        raise FileNotFoundError(f"lossless head weights not found: {path} (and its .json)")
+    info = json.loads(cfg_path.read_text())
+    if info["config"].get("kind") != "lossless":
+        raise ValueError(f"{path} does not hold lossless head weights")
+    head = LosslessHead(LosslessConfig.from_dict(info["config"]))
+    head.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return head.to(device).eval()
 
 
 def read_meta(path: Path = DEFAULT_WEIGHTS) -> dict[str, Any]:

@@ -19,6 +19,7 @@ sub-pixels in 0.13 s and decodes them in 0.30 s.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ SCALE_LO, SCALE_HI = -3.0, 7.0
 #: Means are snapped to multiples of 1/MEAN_STEPS.
 MEAN_STEPS = 64
 _FAR = 1.0e4  # stands in for an open edge bin's infinite bound
+#: ``code(d, phase, channel, mean, scale) -> values`` of :meth:`LosslessHead.walk`
+Coder = Callable[[int, int, int, Tensor, Tensor], Tensor]
 
 
 def _log1mexp(d: Tensor) -> Tensor:
@@ -153,33 +156,60 @@ class LosslessHead(nn.Module):
         err_g = target[:, 1] - (base[:, 1] + delta[:, 1] + coef[:, 0] * err_r)
         return mean + coef[:, 1] * err_r + coef[:, 2] * err_g
 
+    def walk(self, xhat: Tensor, q: Tensor, code: Coder, snapped: bool = False) -> Tensor:
+        """The one coding order of encoder, decoder and training: for each stage of :func:`stages`
+        and each channel R, G, B, the stage's network gives every sub-pixel of the phase a mean and
+        a scale, and ``code(d, phase, channel, mean, scale)`` returns that channel's true values
+        (B, h, w) there: the encoder and training read them from x, a decoder decodes them. The
+        later channels' means and the later stages' inputs use them. ``xhat`` (B, 3, H, W): the
+        render in 0..255 (any float dtype; the head runs in it). ``snapped``: the coder's
+        parameters (:func:`snap_mean`, :func:`snap_scale`). Returns x as ``code`` gave it."""
+        if xhat.shape[-2] % self.multiple or xhat.shape[-1] % self.multiple:
+            raise ValueError(f"image sides must be multiples of {self.multiple}, got {tuple(xhat.shape[-2:])}")
+        depth = self.config.depth
+        known = xhat.clone()
+        for d in range(depth, -1, -1):
+            s = 2 ** d
+            hp = to_phases(xhat[..., ::s, ::s])
+            err = torch.zeros_like(hp)
+            if d < depth:
+                err[:, 0] = known[..., ::2 * s, ::2 * s] - hp[:, 0]  # x^(d+1), coded at the coarser scale
+            for i, ph in enumerate(PHASE_ORDER):
+                if d < depth and i == 0:
+                    continue
+                delta, scale, coef = self.stage_outputs(hp, err, i, d, q)
+                if snapped:
+                    scale = snap_scale(scale)
+                base = hp[:, ph]
+                got: list[Tensor] = []
+                for c in range(3):
+                    target = torch.stack(got + [base[:, c]] * (3 - c), 1)  # channels >= c unused
+                    mean = self.channel_means(base, delta, coef, target, c)
+                    got.append(code(d, ph, c, snap_mean(mean) if snapped else mean, scale[:, c]).to(xhat.dtype))
+                values = torch.stack(got, 1)
+                dy, dx = divmod(ph, 2)
+                known[..., dy * s::2 * s, dx * s::2 * s] = values
+                err = err.clone()  # the network saved the old one for the backward pass
+                err[:, ph] = values - base
+        return known
+
     def stage_bits(self, x: Tensor, xhat: Tensor, q: Tensor, snapped: bool = False) -> Tensor:
         """Bits of each image of ``x`` (B, 3, H, W) uint8 at each stage of :func:`stages`,
         (B, n_stages), given ``xhat`` (same shape, uint8: the render the decoder shows) at lossy
         quality ``q`` (B,), with the continuous parameters (training) or, ``snapped``, with the
         coder's (:func:`snap_mean`, :func:`snap_scale`)."""
-        if x.shape[-2] % self.multiple or x.shape[-1] % self.multiple:
-            raise ValueError(f"image sides must be multiples of {self.multiple}, got {tuple(x.shape[-2:])}")
-        depth = self.config.depth
-        bits = []
-        for d in range(depth, -1, -1):
-            xp = to_phases(x[..., ::2 ** d, ::2 ** d].float())
-            hp = to_phases(xhat[..., ::2 ** d, ::2 ** d].float())
-            err = torch.zeros_like(xp)
-            if d < depth:
-                err[:, 0] = xp[:, 0] - hp[:, 0]  # x^(d+1), coded at the coarser scale
-            for i, ph in enumerate(PHASE_ORDER):
-                if d < depth and i == 0:
-                    continue
-                delta, scale, coef = self.stage_outputs(hp, err, i, d, q)
-                target, base = xp[:, ph], hp[:, ph]
-                means = torch.stack([self.channel_means(base, delta, coef, target, c) for c in range(3)], 1)
-                if snapped:
-                    means, scale = snap_mean(means), snap_scale(scale)
-                bits.append(laplace_bits(target, means, scale).sum(dim=(1, 2, 3)))
-                err = err.clone()
-                err[:, ph] = target - base
-        return torch.stack(bits, 1)
+        bits: list[Tensor] = []
+        phases: dict[int, Tensor] = {}
+
+        def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
+            if d not in phases:
+                phases[d] = to_phases(x[..., ::2 ** d, ::2 ** d].to(mean.dtype))
+            target = phases[d][:, ph, c]
+            bits.append(laplace_bits(target, mean, scale).sum(dim=(1, 2)))
+            return target
+
+        self.walk(xhat.to(self.inp.weight.dtype), q, code, snapped)
+        return torch.stack(bits, 1).view(len(x), -1, 3).sum(2)
 
     def forward(self, x: Tensor, xhat: Tensor, q: Tensor) -> Tensor:
         """Bits of each image (B,): the training loss (:meth:`stage_bits` summed)."""

@@ -1,0 +1,129 @@
+"""The lossless head in integer arithmetic that float32 computes exactly: the same numbers on
+every thread count and CPU kind, at float32 speed (integer networks, Balle, Johnston & Minnen
+2019, "Integer networks for data compression with latent-variable models", here by
+post-training quantization of the trained float head).
+
+A convolution of integer activations with integer weights is exact in float32 whenever every
+partial sum is an integer below 2^24 in magnitude, whatever the order of summation (oneDNN's
+blocking, the thread count, the SIMD width): so each layer's weights get the finest power-of-two
+scale for which ``sum |W| * max |A| + |B| < 2^24`` holds for each output channel. Between layers activations are rounded to multiples of ``2^-ACT_BITS`` and
+clamped (:data:`ACT_LIMIT`), GELU is a lookup table on that grid, and the residual additions are
+integer additions. The outputs leave as exact float64 numbers; the head's means and scales are
+then formed and snapped as in the float head (:meth:`LosslessHead.walk`).
+
+``verify_exact_float32()`` checks, once per process, that this machine's float32 convolution is
+exact on integer data (it would not be if a library switched to Winograd or reduced precision);
+if not, the convolutions run in float64, exact as well and slower, so the result is the same.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .lossless import LosslessHead
+
+ACT_BITS = 5             # activations are multiples of 2^-ACT_BITS
+ACT_LIMIT = 64.0         # and clamped to [-ACT_LIMIT, ACT_LIMIT]
+Q_LIMIT = 1000           # |quality| * 100 is clamped to this (the RD model's range lies within)
+_EXACT = float(2 ** 24 - 1)
+_IN_MAX = (255.0, 255.0, 1.0, float(Q_LIMIT))  # |input| bound: 2 xhat - 255, errors, one-hots, q * 100
+
+_checked: dict[str, bool] = {}
+
+
+def verify_exact_float32() -> bool:
+    """Whether float32 convolutions are exact on bounded integer data here (cached)."""
+    if "ok" not in _checked:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(-255, 256, (1, 32, 40, 56), generator=g, dtype=torch.float64)
+        w = torch.randint(-2000, 2001, (16, 32, 3, 3), generator=g, dtype=torch.float64)
+        ref = F.conv2d(x, w, padding=1)
+        assert float(ref.abs().max()) < 2 ** 24
+        _checked["ok"] = bool(torch.equal(F.conv2d(x.float(), w.float(), padding=1).double(), ref))
+    return _checked["ok"]
+
+
+class ExactConv:
+    """One convolution on integer activations with integer weights (a power-of-two scale per
+    output channel), exact in float32."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, in_max: Tensor, padding: int) -> None:
+        """``weight`` (O, I, k, k) and ``bias`` in the float head's units per unit of the integer
+        input; ``in_max`` (I,): the bound of each input channel's integers. Each output channel
+        gets the finest scale 2^s with ``sum |W| * in_max + |B| < 2^24``."""
+        w, b = weight.double(), bias.double()
+        mass = (w.abs() * in_max.double().view(1, -1, 1, 1)).sum((1, 2, 3)) + b.abs()
+        s = torch.floor(torch.log2(_EXACT / (mass * (1 + 1e-6) + 1e-30)))
+        while True:  # rounding may push a channel over the bound: one step coarser there
+            W, B = torch.round(w * torch.pow(2.0, s).view(-1, 1, 1, 1)), torch.round(b * torch.pow(2.0, s))
+            over = (W.abs() * in_max.double().view(1, -1, 1, 1)).sum((1, 2, 3)) + B.abs() > _EXACT
+            if not bool(over.any()):
+                break
+            s = s - over.double()
+        self.padding = padding
+        self.shift = s.float()   # acc = y * 2^shift
+        self.weight, self.bias = W.float(), B.float()
+        self._w64, self._b64 = W, B
+
+    def __call__(self, a: Tensor) -> Tensor:
+        """Integer activations (B, I, h, w) -> the exact accumulator (B, O, h, w), bias included,
+        in float32 (float64 where float32 convolutions are not exact here)."""
+        if verify_exact_float32():
+            return F.conv2d(a.float(), self.weight, self.bias, padding=self.padding)
+        return F.conv2d(a.double(), self._w64, self._b64, padding=self.padding).float()
+
+
+def _requant(acc: Tensor, conv: ExactConv) -> Tensor:
+    """The accumulator on the activation grid: round(y * 2^ACT_BITS), clamped (exact: a power of
+    two times an integer below 2^24, then rounding)."""
+    lim = ACT_LIMIT * 2 ** ACT_BITS
+    return torch.round(acc * torch.pow(2.0, ACT_BITS - conv.shift).view(1, -1, 1, 1)).clamp(-lim, lim)
+
+
+class ExactLosslessHead(LosslessHead):
+    """A trained :class:`LosslessHead` in exact integer arithmetic (module docstring); its
+    :meth:`walk` is the float head's, on float64 inputs."""
+
+    def __init__(self, head: LosslessHead) -> None:
+        super().__init__(head.config)
+        self.load_state_dict(head.state_dict())
+        self.double().eval()
+        n = 2 ** ACT_BITS
+        lim = int(ACT_LIMIT * n)
+        grid = torch.arange(-lim, lim + 1, dtype=torch.float64) / n
+        self._gelu = torch.round(F.gelu(grid) * n).float()  # the GELU of each activation integer, on the grid
+        self._lim = lim
+        act_max = torch.full((head.config.width,), float(lim))
+        groups = [12, 12, 4 + self.MAX_DEPTH + 1, 1]
+        in_max = torch.cat([torch.full((g,), m) for g, m in zip(groups, _IN_MAX)])
+        w = self.inp.weight.detach().double().clone()
+        units = torch.cat([torch.full((12,), 1 / 510), torch.full((12,), 1 / 32), torch.ones(groups[2]), torch.full((1,), 1 / 800)])
+        self._inp = ExactConv(w * units.view(1, -1, 1, 1), self.inp.bias.detach(), in_max, 1)
+        self._blocks = [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
+                         ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in self.blocks]
+        self._out = ExactConv(self.out.weight.detach() / n, self.out.bias.detach(), act_max, 0)
+
+    def _act(self, a: Tensor) -> Tensor:
+        return torch.take(self._gelu, (a + self._lim).long())
+
+    @torch.no_grad()
+    def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,
+                      q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`LosslessHead.stage_outputs`, in exact integer arithmetic (float64 results)."""
+        b, _, _, h, w = xhat_ph.shape
+        onehot = torch.zeros(b, 4 + self.MAX_DEPTH + 1, h, w)
+        onehot[:, position] = 1.0
+        onehot[:, 4 + scale] = 1.0
+        q100 = torch.round(q.double() * 100).clamp(-Q_LIMIT, Q_LIMIT).float().view(b, 1, 1, 1).expand(b, 1, h, w)
+        inp = torch.cat([2 * xhat_ph.reshape(b, 12, h, w).float() - 255, err_ph.reshape(b, 12, h, w).float(),
+                         onehot, q100], 1)
+        r = self._act(_requant(self._inp(inp), self._inp))
+        for c1, c2 in self._blocks:
+            u = self._act(_requant(c1(self._act(r)), c1))
+            r = (r + _requant(c2(u), c2)).clamp(-self._lim, self._lim)
+        o = self._out(r).double() * torch.pow(2.0, -self._out.shift.double()).view(1, -1, 1, 1)
+        delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
+        return delta, F.softplus(raw) + 0.1, coef
