@@ -40,21 +40,34 @@ def streams(rows: list[dict], images: set[str] | None) -> dict[tuple, list[dict]
     return out
 
 
-def row_weights(row: dict[str, Any], plugin: dict[str, Any]) -> str | None:
-    """The weights a row's stream was made with: the ELBO model's for --with-y / --lossless."""
-    info = plugin.get("elbo_weights" if row["with_y"] or row["lossless_stream"] else "weights")
+def row_weights(row: dict[str, Any], plugin: dict[str, Any], role: str | None = None) -> str | None:
+    """The weights a row's stream was made with: the ELBO model's for --with-y (``role``
+    "lossless_weights": the lossless head's, for --lossless rows)."""
+    if role is None:
+        role = "elbo_weights" if row["with_y"] else "weights"
+    info = plugin.get(role)
     return info.get("path") if isinstance(info, dict) else info
 
 
-def encode_options(row: dict[str, Any], weights: str | None) -> list[str]:
+def weights_options(row: dict[str, Any], plugin: dict[str, Any]) -> list[str]:
+    """``--weights`` (and for a lossless row ``--lossless-weights``) of the row's stream."""
+    opts: list[str] = []
+    weights = row_weights(row, plugin)
+    if weights:
+        opts += ["--weights", weights]
+    head = row_weights(row, plugin, "lossless_weights") if row["lossless_stream"] else None
+    if head:
+        opts += ["--lossless-weights", head]
+    return opts
+
+
+def encode_options(row: dict[str, Any], plugin: dict[str, Any]) -> list[str]:
     opts = ["--quality", f"{row['quality']:g}", "--force"]
     if row["lossless_stream"]:
         opts.append("--lossless")
     elif row["with_y"]:
         opts.append("--with-y")
-    if weights:
-        opts += ["--weights", weights]
-    return opts
+    return opts + weights_options(row, plugin)
 
 
 def check(result: dict, images: set[str] | None) -> list[str]:
@@ -70,9 +83,8 @@ def check(result: dict, images: set[str] | None) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         for (image, codec, q), rows in sorted(groups.items()):
             src = image_dir / image
-            weights = row_weights(rows[0], plugin)
             full = Path(tmp) / "s.ssv"
-            run_cli(["encode", str(src), "-o", str(full)] + encode_options(rows[0], weights))
+            run_cli(["encode", str(src), "-o", str(full)] + encode_options(rows[0], plugin))
             for r in sorted(rows, key=lambda r: r["level"]):
                 path = full
                 if r["n_bytes"] != r.get("stream_bytes", r["n_bytes"]):
@@ -83,9 +95,9 @@ def check(result: dict, images: set[str] | None) -> list[str]:
                 line = f"{image} {r['curve']} q={q:g}: CLI {size} bytes, JSON {r['n_bytes']}"
                 if r["lossless_stream"]:
                     out = Path(tmp) / "out.png"
-                    run_cli(["decode", str(path), "-o", str(out), "--force"] + (["--weights", weights] if weights else []))
+                    run_cli(["decode", str(path), "-o", str(out), "--force"] + weights_options(r, plugin))
                     with Image.open(src) as a, Image.open(out) as b:
-                        same = np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+                        same = np.array_equal(np.asarray(a), np.asarray(b))
                     ok &= same
                     line += ", decoded bit-exact" if same else ", decoded NOT bit-exact"
                 print(("ok   " if ok else "FAIL ") + line, flush=True)

@@ -14,7 +14,9 @@ Registers three :class:`bench.codecs.Codec` entries:
     the ELBO model (:class:`codec.api.Codec`, format version 1) with ``--with-y``: curves
     ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional reconstruction; its RS1 level is left out).
 ``ssvcodec-lossless``
-    the ELBO model with ``--lossless``: one bit-exact point per quality (the whole file).
+    the rate-distortion model with ``--lossless`` (format version 3: every lossy level, then the
+    lossless head's X chunk): one bit-exact point per quality (the whole file, lossy prefix
+    included).
 
 Derived curve ``ssvcodec/best``: the upper envelope (Pareto front) of PSNR over bpp of every
 *averaged* point of the ``ssvcodec/*`` and ``ssvcodec+y/*`` curves in the run: sorted by mean bpp,
@@ -23,7 +25,8 @@ setting (quality, levels) applied to every image, so it is a rate an encoder can
 its key names the source, e.g. ``L2@q=4``.  (Per image the front is not re-optimised.)
 
 Weights: ``--weights PATH`` (the lossy model; else ``$SSVCODEC_WEIGHTS``, else the shipped
-``weights/ssvae-rd.safetensors``) and ``--elbo-weights PATH`` (else the shipped
+``weights/ssvae-rd.safetensors``), ``--lossless-weights PATH`` (the lossless head; else the shipped
+``weights/ssvae-lossless.safetensors``) and ``--elbo-weights PATH`` (else the shipped
 ``weights/ssvae-codec.safetensors``).
 
 Every row of an ssvcodec point carries ``quality``, ``level``, ``label``, ``with_y``,
@@ -48,7 +51,7 @@ RD_QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # RD model: lambda
 CURVE_PREFIXES = ("ssvcodec/", "ssvcodec+y/")
 BEST = "ssvcodec/best"
 
-_settings: dict[str, Any] = {"weights": None, "elbo_weights": None}
+_settings: dict[str, Any] = {"weights": None, "elbo_weights": None, "lossless_weights": None}
 _loaded: dict[str, Any] = {}
 
 
@@ -74,9 +77,20 @@ def elbo_weights_path() -> Path:
     return Path(_settings["elbo_weights"] or default_elbo_weights()).expanduser().resolve()
 
 
-def set_weights(path: str | Path | None, elbo: str | Path | None = None) -> None:
+def default_lossless_weights() -> Path:
+    from ..models.io import LOSSLESS_WEIGHTS
+
+    return LOSSLESS_WEIGHTS
+
+
+def lossless_weights_path() -> Path:
+    return Path(_settings["lossless_weights"] or default_lossless_weights()).expanduser().resolve()
+
+
+def set_weights(path: str | Path | None, elbo: str | Path | None = None, lossless: str | Path | None = None) -> None:
     _settings["weights"] = str(path) if path else None
     _settings["elbo_weights"] = str(elbo) if elbo else None
+    _settings["lossless_weights"] = str(lossless) if lossless else None
 
 
 def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec | codec.api.Codec
@@ -89,7 +103,7 @@ def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec | codec.
         kind = json.loads(Path(key).with_suffix(".json").read_text())["config"].get("kind")
         if kind == "rd":
             from ..codec.rd_api import RDCodec
-            _loaded[key] = RDCodec(key)
+            _loaded[key] = RDCodec(key, lossless_weights=lossless_weights_path())
         else:
             from ..codec.api import Codec as ApiCodec
             _loaded[key] = ApiCodec(key)
@@ -142,8 +156,8 @@ class _SSVBase(Codec):
 
     def encode(self, img: np.ndarray, q: Any) -> bytes:
         if self.elbo:
-            return self.api.encode(img, quality=float(q), with_y=self.with_y, lossless=self.lossless_stream)
-        return self.api.encode(img, quality=float(q))
+            return self.api.encode(img, quality=float(q), with_y=self.with_y)
+        return self.api.encode(img, quality=float(q), lossless=self.lossless_stream)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.api.decode(data)
@@ -161,6 +175,8 @@ class _SSVBase(Codec):
         default = default_elbo_weights() if self.elbo else default_weights()
         if self.weights != default.resolve():
             opts += f" --weights {self.weights}"
+        if self.lossless_stream and lossless_weights_path() != default_lossless_weights().resolve():
+            opts += f" --lossless-weights {lossless_weights_path()}"
         cmd = f"ssvcodec encode IMAGE -o s.ssv {opts}"
         if level is not None:
             cmd += f"  (level {level}: ssvcodec truncate s.ssv --levels {level} -o s{level}.ssv," \
@@ -238,14 +254,19 @@ class SSVCodecY(SSVCodec):
 
 @register
 class SSVCodecLossless(_SSVBase):
-    """The ELBO model with ``--lossless``: one bit-exact point per quality (the whole file)."""
+    """The rate-distortion model with ``--lossless``: one bit-exact point per quality (the whole
+    file, the lossy levels included)."""
 
     name = "ssvcodec-lossless"
-    elbo = True
     lossless = True
     lossless_stream = True
-    with_y = True
-    qualities = (4.0,)  # the CLI default (codec.quantize.DEFAULT_QUALITY)
+    qualities = (4.0,)  # the CLI default (codec.rd_api.DEFAULT_RD_QUALITY)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if not lossless_weights_path().exists():
+            return f"lossless head {lossless_weights_path()} not found (give --lossless-weights PATH)"
+        return super().unavailable_reason()
 
     def operating_points(self, data: bytes, q: Any) -> list[OperatingPoint]:
         from ..codec.bitstream import describe, read_stream
@@ -265,11 +286,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help=f"ssvcodec weights (default: ${WEIGHTS_ENV} or the shipped {default_weights().name})")
     parser.add_argument("--elbo-weights", default=None,
-                        help=f"ELBO model weights of ssvcodec+y / ssvcodec-lossless (default: {default_elbo_weights().name})")
+                        help=f"ELBO model weights of ssvcodec+y (default: {default_elbo_weights().name})")
+    parser.add_argument("--lossless-weights", default=None,
+                        help="the lossless head of ssvcodec-lossless (default: the shipped ssvae-lossless.safetensors)")
 
 
 def configure(args: argparse.Namespace) -> None:
-    set_weights(getattr(args, "weights", None), getattr(args, "elbo_weights", None))
+    set_weights(getattr(args, "weights", None), getattr(args, "elbo_weights", None),
+                getattr(args, "lossless_weights", None))
 
 
 def describe() -> dict[str, Any]:
@@ -278,7 +302,8 @@ def describe() -> dict[str, Any]:
     from ..models.io import weights_fingerprint
 
     out: dict[str, Any] = {}
-    for role, w in (("weights", weights_path()), ("elbo_weights", elbo_weights_path())):
+    for role, w in (("weights", weights_path()), ("elbo_weights", elbo_weights_path()),
+                    ("lossless_weights", lossless_weights_path())):
         info: dict[str, Any] = {"path": str(w), "exists": w.exists()}
         if w.exists():
             info["fingerprint"] = weights_fingerprint(w).hex()
@@ -287,6 +312,6 @@ def describe() -> dict[str, Any]:
                 info["weights_json"] = json.loads(meta.read_text())
         out[role] = info
     out["curves"] = ("ssvcodec/L<L>: stream of `ssvcodec encode --quality Q` (rate-distortion model) truncated "
-                     "after level L; ssvcodec+y/CR<L>: the ELBO model with --with-y; ssvcodec-lossless: the ELBO "
-                     "model with --lossless; ssvcodec/best: upper envelope of the averaged ssvcodec points")
+                     "after level L; ssvcodec+y/CR<L>: the ELBO model with --with-y; ssvcodec-lossless: the "
+                     "rate-distortion model with --lossless (lossy levels + the lossless head's X chunk); ssvcodec/best: upper envelope of the averaged ssvcodec points")
     return out

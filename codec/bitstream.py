@@ -28,9 +28,11 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 2                          # the newest version (rate-distortion model streams)
-ELBO_VERSION = 1                            # streams of the ELBO model (--with-y / --lossless)
-SUPPORTED_VERSIONS = frozenset({1, 2})      # the versions this module reads and writes
+FORMAT_VERSION = 3                          # the newest version (rate-distortion model streams, X chunks allowed)
+RD_VERSIONS = frozenset({2, 3})             # the rate-distortion model's versions
+LOSSY_VERSION = 2                           # RD streams without X chunks: still written as 2, so v2 readers read them
+ELBO_VERSION = 1                            # streams of the ELBO model (--with-y)
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})   # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -123,9 +125,10 @@ class Header:
         fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 2 (``FORMAT_VERSION``) for the rate-distortion model, whose
-            chunks are one latent per level (U for level 1, Z for the others); 1 for the ELBO
-            model, which may add Y and X chunks.
+        version: format version: 3 (``FORMAT_VERSION``) for the rate-distortion model, whose
+            chunks are one latent per level (U for level 1, Z for the others) and, with the
+            LOSSLESS flag, an X chunk per tile (the lossless head's); 2 for the same without X
+            chunks (written until session 8); 1 for the ELBO model, which may add Y and X chunks.
     """
 
     height: int
@@ -281,9 +284,12 @@ def _validate_header(h: Header) -> None:
                           f"got {h.fingerprint!r}")
     _check_int("flags", h.flags, 0, 0xFF)
     _check_flags(int(h.flags))
-    if h.version >= 2 and h.flags:
-        raise HeaderError(f"flags 0x{int(h.flags):02x}: format version {h.version} (rate-distortion model) "
+    if h.version == 2 and h.flags:
+        raise HeaderError(f"flags 0x{int(h.flags):02x}: format version 2 (rate-distortion model) "
                           "has no Y or X chunks")
+    if h.version >= 3 and h.flags & HeaderFlags.Y_CHUNKS:
+        raise HeaderError(f"flags 0x{int(h.flags):02x}: format version {h.version} (rate-distortion model) "
+                          "has no Y chunks")
     if (h.tile_height == 0) != (h.tile_width == 0):
         raise HeaderError(
             f"tile size {h.tile_height}x{h.tile_width}: both sides must be 0 (untiled) or neither"

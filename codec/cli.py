@@ -93,11 +93,19 @@ def atomic_write(path: str | Path, data: bytes) -> None:
 
 
 def image_bytes(img: np.ndarray, fmt: str) -> bytes:
-    """``img`` encoded as ``fmt`` (JPEG at quality 95, WebP lossless, the others lossless)."""
+    """``img`` encoded as ``fmt`` (JPEG at quality 95, WebP lossless, the others lossless).
+    A format without alpha (JPEG, PPM) gets the colour of an RGBA image (see :func:`drops_alpha`)."""
+    if drops_alpha(img, fmt):
+        img = np.ascontiguousarray(img[..., :3])
     buf = io.BytesIO()
-    options: dict[str, Any] = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+    options: dict[str, Any] = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True, "exact": True}}.get(fmt, {})
     Image.fromarray(img).save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def drops_alpha(img: np.ndarray, fmt: str) -> bool:
+    """Whether writing ``img`` as ``fmt`` loses its alpha plane."""
+    return img.ndim == 3 and img.shape[2] == 4 and fmt in ("JPEG", "PPM")
 
 
 def output_format(output: str) -> str:
@@ -147,16 +155,16 @@ class Say:
 
 
 # ----- codecs (imported lazily: they import torch) --------------------------------------------
-def _open_codec(kind: str, weights: str | None, device: str = "cpu") -> Any:
+def _open_codec(kind: str, weights: str | None, device: str = "cpu", lossless_weights: str | None = None) -> Any:
     try:
-        return open_codec(kind, weights, device)
+        return open_codec(kind, weights, device, lossless_weights)
     except (FileNotFoundError, ValueError) as e:
         raise CodecFailure(str(e)) from None
 
 
-def _decoder_for(data: bytes, weights: str | None) -> Any:
+def _decoder_for(data: bytes, weights: str | None, lossless_weights: str | None = None) -> Any:
     try:
-        return codec_for_stream(data, weights)
+        return codec_for_stream(data, weights, lossless_weights)
     except BitstreamError as e:
         raise CodecFailure(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
@@ -182,7 +190,9 @@ weights_option = click.option("--weights", type=click.Path(dir_okay=False), defa
                               help="safetensors weights (default: the shipped model for the stream's format)")
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
                               help="torch threads for the renders and the encoder (default: all cores); what decides "
-                                   "the file's bytes and the decoded pixels always runs on one thread")
+                                   "the file's bytes runs on one thread or in float64, so any count reads any file")
+lossless_weights_option = click.option("--lossless-weights", type=click.Path(dir_okay=False), default=None,
+                                       help="safetensors weights of the lossless head (default: the shipped one)")
 force_option = click.option("-f", "--force", is_flag=True, help="replace existing output files")
 quiet_option = click.option("-q", "--quiet", "verbosity", flag_value=0, help="print errors only")
 verbose_option = click.option("-v", "--verbose", "verbosity", flag_value=2, help="print details")
@@ -271,29 +281,32 @@ def _try(work: Callable[..., str], pair: tuple[str, str], args: dict[str, Any]) 
 
 
 # ----- encode -----------------------------------------------------------------------------------
-_CODECS: dict[tuple[str, str | None, str], Any] = {}
+_CODECS: dict[tuple[str, str | None, str, str | None], Any] = {}
 
 
-def _cached_codec(kind: str, weights: str | None, device: str) -> Any:
-    key = (kind, weights, device)
+def _cached_codec(kind: str, weights: str | None, device: str, lossless_weights: str | None = None) -> Any:
+    key = (kind, weights, device, lossless_weights)
     if key not in _CODECS:
-        _CODECS[key] = _open_codec(kind, weights, device)
+        _CODECS[key] = _open_codec(kind, weights, device, lossless_weights)
     return _CODECS[key]
 
 
 def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None, bpp: float | None,
                 size: int | None, with_y: bool, lossless: bool, device: str, tile: int | None,
-                weights: str | None, verbosity: int) -> str:
+                weights: str | None, lossless_weights: str | None, verbosity: int) -> str:
     rgb = _load(src)
     say = Say(verbosity)
     for note in rgb.notices:
-        say(f"note: {src}: {note}")
+        if not (lossless and note.startswith("alpha channel not in the lossy levels")):
+            say(f"note: {src}: {note}")
     h, w = rgb.pixels.shape[:2]
-    kind = "elbo" if with_y or lossless else "rd"
-    codec = _cached_codec(kind, weights, device)
+    kind = "elbo" if with_y else "rd"
+    codec = _cached_codec(kind, weights, device, lossless_weights)
     t0 = time.perf_counter()
     extra = ""
     try:
+        if lossless and (bpp is not None or size is not None):
+            raise CodecFailure("--bpp / --size set a lossy rate: with --lossless give --quality (the lossy levels' q)")
         if kind == "rd" and (bpp is not None or size is not None):
             res = codec.encode_to_rate(rgb, bpp=bpp, size=size, levels=levels, tile=tile)
             data, q = res.data, res.quality
@@ -301,13 +314,13 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
             extra = f", quality {q:.2f} after {res.tries} tries ({100 * res.relative_error(target):+.1f} % from the target)"
         elif kind == "rd":
             q = codec.check_quality(codec.default_quality if quality is None else quality)
-            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1)
+            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless)
         else:
             if bpp is not None or size is not None:
-                raise CodecFailure("--bpp / --size work with the lossy codec, not with --with-y / --lossless")
+                raise CodecFailure("--bpp / --size work with the rate-distortion codec, not with --with-y")
             from .quantize import DEFAULT_QUALITY
             q = DEFAULT_QUALITY if quality is None else quality
-            data = codec.encode(rgb, levels, q, with_y, lossless, tile, progress=verbosity >= 1)
+            data = codec.encode(rgb, levels, q, with_y, False, tile, progress=verbosity >= 1)
     except ValueError as e:
         raise CodecFailure(str(e)) from None
     dt = time.perf_counter() - t0
@@ -325,17 +338,20 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--quality", type=click.FloatRange(-64.0, 64.0), default=None,
               help="lossy codec: q in the weights' trained range ([0, 8] for the shipped ones), "
                    "lambda = 0.0009 * 2^q (default 4, about 0.5 bpp on photos); "
-                   "with --with-y/--lossless: the ELBO model's latent precision in [0.25, 64] (default 4)")
+                   "with --lossless: the lossy levels' q; "
+                   "with --with-y: the ELBO model's latent precision in [0.25, 64] (default 4)")
 @click.option("--bpp", type=click.FloatRange(0.0, min_open=True), default=None,
               help="target bits per pixel of the whole file: bisection on --quality")
 @click.option("--size", type=click.IntRange(1), default=None, help="target file size in bytes: bisection on --quality")
 @click.option("--with-y", is_flag=True, help="ELBO model: add the lossless y_k chunks (conditional reconstruction)")
-@click.option("--lossless", is_flag=True, help="ELBO model: add a last chunk with x itself (bit-exact decode)")
+@click.option("--lossless", is_flag=True, help="after every lossy level, a last level that decodes to the input bit for bit "
+                                               "(grey, RGB or RGBA; the lossless head codes it given the last render)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: the float32 networks on the GPU (encoder, renders); the priors stay on the CPU in "
                    "float64, so a stream written with either decodes with either")
 @click.option("--tile", type=int, default=None, help="tile side for large images (default: 1024 above 4 MP)")
 @weights_option
+@lossless_weights_option
 @threads_option
 @force_option
 @jobs_option
@@ -343,28 +359,31 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @verbose_option
 def encode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, levels: int | None,
            quality: float | None, bpp: float | None, size: int | None, with_y: bool, lossless: bool,
-           device: str, tile: int | None, weights: str | None, threads: int | None, force: bool,
-           jobs: int, verbosity: int | None) -> None:
+           device: str, tile: int | None, weights: str | None, lossless_weights: str | None, threads: int | None,
+           force: bool, jobs: int, verbosity: int | None) -> None:
     """Encode images (PNG, JPEG, WebP, TIFF, ...; - for stdin) into ssvcodec files."""
     verbosity = 1 if verbosity is None else verbosity
     if sum(v is not None for v in (quality, bpp, size)) > 1:
         raise click.UsageError("give at most one of --quality, --bpp and --size")
+    if with_y and lossless:
+        raise click.UsageError("--with-y (the ELBO model) and --lossless (the rate-distortion model) do not combine")
     pairs = _plan(inputs, output, out_dir, IMAGE_SUFFIXES, ".ssv")
     for src, dst in pairs:
         check_output(dst, [s for s, _ in pairs], force)
     _set_threads(threads)
     args = dict(levels=levels, quality=quality, bpp=bpp, size=size, with_y=with_y, lossless=lossless,
-                device=device, tile=tile, weights=weights, verbosity=verbosity if len(pairs) == 1 else 0)
+                device=device, tile=tile, weights=weights, lossless_weights=lossless_weights,
+                verbosity=verbosity if len(pairs) == 1 else 0)
     _run_batch(pairs, _encode_one, args, jobs, Say(verbosity))
 
 
 # ----- decode -----------------------------------------------------------------------------------
 def _decode_one(src: str, dst: str, *, levels: int | None, progressive: bool, weights: str | None,
-                force: bool, verbosity: int) -> str:
+                lossless_weights: str | None, force: bool, verbosity: int) -> str:
     say = Say(verbosity)
     fmt = output_format(dst)
     data = _read(src)
-    codec = _decoder_for(data, weights)
+    codec = _decoder_for(data, weights, lossless_weights)
     out = Path(dst)
     level_path = (lambda lv: str(out.with_name(f"{out.stem}_L{lv}{out.suffix}")))
     t0 = time.perf_counter()
@@ -389,6 +408,8 @@ def _decode_one(src: str, dst: str, *, levels: int | None, progressive: bool, we
         atomic_write(level_path(step.level), image_bytes(step.image, fmt))
         say(f"level {step.level} ({step.label}): {step.bytes_used} bytes, {_bpp(step.bytes_used, h, w):.4f} bpp, "
             f"ready at {t:.2f} s -> {level_path(step.level)}")
+    if drops_alpha(last.image, fmt):
+        say(f"note: {dst}: {fmt} has no alpha channel; the image's alpha is not written (use .png, .webp or .tif)")
     atomic_write(dst, image_bytes(last.image, fmt))
     return f"{dst}: {w}x{h}, level {last.level} ({last.label}), {last.bytes_used} bytes read, decoded in {results[-1][1]:.2f} s"
 
@@ -402,13 +423,15 @@ def _decode_one(src: str, dst: str, *, levels: int | None, progressive: bool, we
 @click.option("--levels", type=click.IntRange(1, 10), default=None, help="decode up to this level (default: all in the file)")
 @click.option("--progressive", is_flag=True, help="also write one image per level: OUTPUT_L1, OUTPUT_L2, ... (OUTPUT is the last)")
 @weights_option
+@lossless_weights_option
 @threads_option
 @force_option
 @jobs_option
 @quiet_option
 @verbose_option
 def decode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, levels: int | None, progressive: bool,
-           weights: str | None, threads: int | None, force: bool, jobs: int, verbosity: int | None) -> None:
+           weights: str | None, lossless_weights: str | None, threads: int | None, force: bool, jobs: int,
+           verbosity: int | None) -> None:
     """Decode ssvcodec files (- for stdin) to images (the highest whole level, or --levels)."""
     verbosity = 1 if verbosity is None else verbosity
     pairs = _plan(inputs, output, out_dir, {".ssv"}, ".png")
@@ -416,8 +439,8 @@ def decode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, lev
         output_format(dst)
         check_output(dst, [s for s, _ in pairs], force)
     _set_threads(threads)
-    args = dict(levels=levels, progressive=progressive, weights=weights, force=force,
-                verbosity=verbosity if len(pairs) == 1 else 0)
+    args = dict(levels=levels, progressive=progressive, weights=weights, lossless_weights=lossless_weights,
+                force=force, verbosity=verbosity if len(pairs) == 1 else 0)
     _run_batch(pairs, _decode_one, args, jobs, Say(verbosity))
 
 

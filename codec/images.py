@@ -21,6 +21,18 @@ class RGBImage:
     pixels: np.ndarray
     channels: int = 3                      # channels of the original (1, 3 or 4)
     notices: list[str] = field(default_factory=list)
+    alpha: np.ndarray | None = None        # (H, W) uint8, for an original with alpha (channels 4)
+
+
+def original_pixels(rgb: RGBImage) -> np.ndarray:
+    """The 8-bit original a lossless stream reproduces: (H, W, 1) grey, (H, W, 3) RGB or
+    (H, W, 4) RGBA (opaque if the alpha plane is missing)."""
+    if rgb.channels == 1:
+        return np.ascontiguousarray(rgb.pixels[..., :1])
+    if rgb.channels == 4:
+        alpha = rgb.alpha if rgb.alpha is not None else np.full(rgb.pixels.shape[:2], 255, np.uint8)
+        return np.ascontiguousarray(np.concatenate([rgb.pixels, alpha[..., None]], 2))
+    return rgb.pixels
 
 
 def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
@@ -36,12 +48,15 @@ def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
             return RGBImage(grey.pixels, 1, notices + grey.notices)
         if mode in ("L", "LA", "1"):
             if mode == "LA":
-                notices.append("alpha channel dropped (ssvcodec codes colour only)")
+                la = np.asarray(image)
+                return RGBImage(np.repeat(la[:, :, :1], 3, axis=2), 4,
+                                notices + ["grey image with alpha coded as RGBA", "alpha channel not in the lossy levels (--lossless codes it)"], la[:, :, 1].copy())
             g = np.asarray(image.convert("L"))
             return RGBImage(np.repeat(g[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
         if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in image.info):
-            notices.append("alpha channel dropped (ssvcodec codes colour only)")
-            return RGBImage(np.asarray(image.convert("RGBA"))[:, :, :3].copy(), 4, notices)
+            notices.append("alpha channel not in the lossy levels (--lossless codes it)")
+            rgba = np.asarray(image.convert("RGBA"))
+            return RGBImage(rgba[:, :, :3].copy(), 4, notices, rgba[:, :, 3].copy())
         if mode != "RGB":
             notices.append({"P": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr", "F": "floating-point grey"}.get(mode, mode)
                            + " image converted to 8-bit RGB")
@@ -59,7 +74,8 @@ def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
     if arr.shape[2] == 1:
         return to_rgb8(arr[:, :, 0]) if not notices else RGBImage(np.repeat(arr, 3, axis=2), 1, notices)
     if arr.shape[2] == 4:
-        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + ["alpha channel dropped (ssvcodec codes colour only)"])
+        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + ["alpha channel not in the lossy levels (--lossless codes it)"],
+                        np.ascontiguousarray(arr[:, :, 3]))
     return RGBImage(np.ascontiguousarray(arr), 3, notices)
 
 

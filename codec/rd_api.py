@@ -1,5 +1,5 @@
 """The default codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 2). Any image size (padded, cropped back), grey / RGBA /
+:mod:`codec.bitstream` (format version 2; version 3 when it ends in lossless X chunks). Any image size (padded, cropped back), grey / RGBA /
 16-bit input converted with a notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent
 tiles, each decoded level by level so a progressive decode shows every level of the whole image.
 
@@ -8,6 +8,7 @@ tiles, each decoded level by level so a progressive decode shows every level of 
     data, q = codec.encode_to_rate(image, bpp=0.5)     # bisection on q
     for step in codec.decode_progressive(data):        # one image per level in the stream
         print(step.level, step.bytes_used, step.image.shape)
+    exact = codec.encode(image, lossless=True)          # + an X chunk per tile: decodes bit for bit
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..models.io import WEIGHTS_DIR, load_any, weights_fingerprint
+from ..models.io import LOSSLESS_WEIGHTS, WEIGHTS_DIR, load_any, load_lossless_head, weights_fingerprint
 from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
-from .bitstream import FORMAT_VERSION, HEADER_SIZE, Chunk, ChunkType, Header, check_weights, level_ends, read_stream, write_stream
-from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, tiles, to_rgb8
+from .bitstream import (FORMAT_VERSION, HEADER_SIZE, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights,
+                        level_ends, read_stream, write_stream)
+from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
+from .lossless_coder import LosslessTileCoder
 from .rate_search import RateResult, search_quality
 from .rd_coder import RDTileCoder
 
@@ -36,7 +39,9 @@ DEFAULT_RD_QUALITY = 4.0
 class RDCodec:
     """The rate-distortion ssVAE as a progressive codec."""
 
-    def __init__(self, weights: str | Path = DEFAULT_RD_WEIGHTS, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path = DEFAULT_RD_WEIGHTS, device: str = "cpu",
+                 lossless_weights: str | Path = LOSSLESS_WEIGHTS) -> None:
+        """``lossless_weights``: the lossless head (loaded when a lossless stream is coded)."""
         if device not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}: use cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
@@ -51,6 +56,21 @@ class RDCodec:
         self.n_levels = model.n_levels
         self.q_range = model.config.quality_range
         self.default_quality = DEFAULT_RD_QUALITY
+        self.lossless_weights = Path(lossless_weights)
+        self._lossless: LosslessTileCoder | None = None
+
+    def lossless_coder(self) -> LosslessTileCoder:
+        """The lossless head's coder (loaded on first use)."""
+        if self._lossless is None:
+            try:
+                head = load_lossless_head(self.lossless_weights)
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
+            self._lossless = LosslessTileCoder(head, weights_fingerprint(self.lossless_weights))
+            if self.model.config.pad_multiple % self._lossless.multiple:
+                raise ValueError(f"the lossless head needs sides in multiples of {self._lossless.multiple}, "
+                                 f"the RD model pads to {self.model.config.pad_multiple}")
+        return self._lossless
 
     def check_quality(self, quality: float) -> float:
         q = round(float(quality), 2)
@@ -61,14 +81,18 @@ class RDCodec:
 
     # ----- encoding ---------------------------------------------------------------------------
     def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
-               quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False) -> bytes:
-        """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q)."""
-        return self.encode_with_report(image, levels, quality, tile, progress)[0]
+               quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False,
+               lossless: bool = False) -> bytes:
+        """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q).
+        ``lossless``: every level, then per tile an X chunk that codes the original pixels
+        (grey, RGB or RGBA) given the last level's render (Mentzer et al. 2020)."""
+        return self.encode_with_report(image, levels, quality, tile, progress, lossless)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                            quality: float = DEFAULT_RD_QUALITY, tile: int | None = None,
-                           progress: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
-        """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size."""
+                           progress: bool = False, lossless: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
+        """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size
+        (None for X chunks)."""
         rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
         px = rgb.pixels
         h, w = px.shape[:2]
@@ -77,18 +101,27 @@ class RDCodec:
         levels = self.n_levels if levels is None else levels
         if not 1 <= levels <= self.n_levels:
             raise ValueError(f"levels must be in 1..{self.n_levels} for this model, got {levels}")
+        if lossless and levels != self.n_levels:
+            raise ValueError(f"a lossless stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)
         tile = self._tile(h, w, tile)
         boxes = tiles(h, w, tile)
-        per_level: list[list[tuple[int, bytes, float]]] = [[] for _ in range(levels)]
+        coder = self.lossless_coder() if lossless else None
+        original = original_pixels(rgb) if lossless else None
+        per_level: list[list[tuple[int, bytes, float | None]]] = [[] for _ in range(levels + int(lossless))]
         for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
             x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
-            for k, (payload, bits) in enumerate(self.coder.encode(self._pad(x), q, levels)):
+            coded, render = self.coder.encode(self._pad(x), q, levels, final_render=lossless)
+            for k, (payload, bits) in enumerate(coded):
                 per_level[k].append((t, payload, bits))
+            if coder is not None and original is not None and render is not None:
+                per_level[levels].append((t, coder.encode(original[r0:r1, c0:c1], render, q), None))
         header = Header(height=h, width=w, channels=rgb.channels, levels=self.n_levels - 1, quality=q,
-                        fingerprint=self.fingerprint, tile_height=tile, tile_width=tile, version=FORMAT_VERSION)
-        chunks = [Chunk(ChunkType.U if k == 0 else ChunkType.Z, k, payload, t)
-                  for k, row in enumerate(per_level) for t, payload, _ in row]
+                        fingerprint=self.fingerprint, tile_height=tile, tile_width=tile,
+                        version=FORMAT_VERSION if lossless else LOSSY_VERSION,
+                        flags=HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE)
+        kinds = [ChunkType.U] + [ChunkType.Z] * (levels - 1) + [ChunkType.X] * int(lossless)
+        chunks = [Chunk(kinds[k], k, payload, t) for k, row in enumerate(per_level) for t, payload, _ in row]
         report = [{"type": c.type.name, "level": c.level, "tile": c.tile, "bytes": len(c.payload), "estimated_bits": b}
                   for c, b in zip(chunks, [b for row in per_level for _, _, b in row])]
         return write_stream(header, chunks), report
@@ -106,7 +139,8 @@ class RDCodec:
 
     # ----- decoding ---------------------------------------------------------------------------
     def decode(self, data: bytes, levels: int | None = None) -> np.ndarray:
-        """The image at ``levels`` (default: the highest whole level in the stream)."""
+        """The image at ``levels`` (default: the highest whole level in the stream; level L+1 of
+        a lossless stream is the original, bit for bit)."""
         last = None
         for step in self.decode_progressive(data, levels, only_last=True):
             last = step
@@ -115,7 +149,8 @@ class RDCodec:
 
     def decode_progressive(self, data: bytes, levels: int | None = None, only_last: bool = False,
                            progress: bool = False) -> Iterator[LevelImage]:
-        """Yield the image of every whole level (1, 2, ...) up to ``levels``, with the bytes used."""
+        """Yield the image of every whole level (1, 2, ...) up to ``levels``, with the bytes used.
+        Level L+1 of a lossless stream is the original (grey (H, W), RGB or RGBA (H, W, 4))."""
         parsed = read_stream(data)
         hd = parsed.header
         self._check_header(hd)
@@ -129,21 +164,40 @@ class RDCodec:
         top = available if levels is None else levels
         if not 1 <= top <= available:
             raise ValueError(f"level {top} is not in this stream (it holds levels 1..{available})")
+        L = self.n_levels
+        exact = top > L  # the lossless level: the last render comes from the float64 path, padded
+        coder = self.lossless_coder() if exact else None
         want = {top} if only_last else set(range(1, top + 1))
+        renders = (want - {L + 1}) | ({L} if exact else set())
         walks = []
         for (r0, r1, c0, c1), p in zip(boxes, payloads):
             size = (r1 - r0, c1 - c0)
-            walks.append(self.coder.decode([p[k] for k in range(top)], hd.quality, self._padded(*size), size, want))
+            padded = self._padded(*size)
+            walks.append(self.coder.decode([p[k] for k in range(min(top, L))], hd.quality, padded,
+                                           padded if exact else size, renders, precise_render=exact))
         ends = level_ends(parsed)
-        for level in sorted(want):
+        last: list[torch.Tensor] = []
+        for level in sorted(renders | want):
+            bar = tqdm(list(zip(boxes, walks, payloads)), desc=f"level {level}", unit="tile",
+                       disable=not progress or len(boxes) == 1)
+            if level > L:
+                assert coder is not None
+                canvas = np.zeros((hd.height, hd.width, max(hd.channels, 1)), dtype=np.uint8)
+                for ((r0, r1, c0, c1), _, p), render in zip(bar, last):
+                    canvas[r0:r1, c0:c1] = coder.decode(p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality)
+                yield LevelImage(level, "lossless", canvas[..., 0] if hd.channels == 1 else canvas,
+                                 ends.get(level, HEADER_SIZE))
+                continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
-            for (r0, r1, c0, c1), walk in zip(tqdm(boxes, desc=f"level {level}", unit="tile",
-                                                   disable=not progress or len(boxes) == 1), walks):
+            for (r0, r1, c0, c1), walk, _ in bar:
                 lv, img = next(walk)
                 assert lv == level
-                canvas[r0:r1, c0:c1] = img.permute(1, 2, 0).numpy()
-            out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
-            yield LevelImage(level, f"L{level}", out, ends.get(level, HEADER_SIZE))
+                if exact and level == L:
+                    last.append(img)
+                canvas[r0:r1, c0:c1] = img[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
+            if level in want:
+                out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
+                yield LevelImage(level, f"L{level}", out, ends.get(level, HEADER_SIZE))
 
     def latent_estimates(self, data: bytes) -> list[float | None]:
         """Per chunk: the model's information content (bits) of its symbols, to set beside the
@@ -155,14 +209,14 @@ class RDCodec:
         est: dict[tuple[int, int], float] = {}
         for t, (r0, r1, c0, c1) in enumerate(boxes):
             p = {c.level: c.payload for c in parsed.chunks if c.tile == t}
-            n = _prefix_levels(p)
+            n = min(_prefix_levels(p), self.n_levels)  # an X chunk has no latent estimate
             for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0))):
                 est[(t, k)] = bits
         return [est.get((c.tile, c.level)) for c in parsed.chunks]
 
     # ----- helpers ----------------------------------------------------------------------------
     def _check_header(self, hd: Header) -> None:
-        if hd.version != FORMAT_VERSION:
+        if hd.version not in RD_VERSIONS:
             raise ValueError(f"format version {hd.version} streams are decoded by the ELBO codec, not this one")
         check_weights(hd, self.fingerprint)
         if hd.levels != self.n_levels - 1:

@@ -8,7 +8,8 @@ snapped by :func:`codec.quantize.snap_prior`; the symbol is ``round(latent - mu_
 zero-mean quantized Gaussian of the table scale, and both sides take ``z_hat = mu_hat + symbol``.
 The encoder's posteriors run on one thread (:func:`codec.progressive.single_thread`), so the
 file's bytes do not depend on the thread count; renders, which no prior reads, run in float32 on
-every thread (or a GPU: ``device``).
+every thread (or a GPU: ``device``), except the final render a lossless chunk is coded against,
+which the float64 path draws on both sides.
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
 :class:`~codec.progressive.DesyncError`, never a silent wrong image.
@@ -58,8 +59,11 @@ class RDTileCoder:
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def encode(self, pixels: Tensor, q: float, levels: int) -> list[tuple[bytes, float]]:
-        """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels``."""
+    def encode(self, pixels: Tensor, q: float, levels: int,
+               final_render: bool = False) -> tuple[list[tuple[bytes, float]], Tensor | None]:
+        """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels`` and,
+        with ``final_render``, the last level's render as the decoder's float64 path draws it
+        (uint8 (3, H, W), padded: what the lossless head codes x against)."""
         encoders: list[ChunkEncoder] = []
         symbols_of: list[np.ndarray] = []
         bits_of: list[float] = []
@@ -78,21 +82,24 @@ class RDTileCoder:
             return mu_hat + sym, None
 
         q_t = torch.tensor([float(q)])
-        with torch.no_grad():
-            for _ in self.model.top_down(q_t, quantize, to_model_input(pixels.to(self.device)), levels=levels,
-                                         render=False, deterministic=single_thread, precise=self.precise):
-                pass
+        render = None
+        for o in self.model.top_down(q_t, quantize, to_model_input(pixels.to(self.device)), levels=levels,
+                                     render=lambda k: final_render and k == levels - 1, deterministic=single_thread,
+                                     precise=self.precise, precise_render=True):
+            if o.render is not None:
+                render = to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:]))
         out = []
         for enc, s, b in zip(encoders, symbols_of, bits_of):
             payload = struct.pack("<I", _crc(s)) + enc.finish()
             out.append((payload, b + 32))
-        return out
+        return out, render
 
     @torch.no_grad()
     def decode(self, payloads: list[bytes], q: float, padded: tuple[int, int], size: tuple[int, int],
-               render_levels: set[int] | None = None) -> Iterator[tuple[int, Tensor]]:
+               render_levels: set[int] | None = None, precise_render: bool = False) -> Iterator[tuple[int, Tensor]]:
         """Yield (level, uint8 (3, h, w) image) for every level in ``render_levels`` (1-based;
-        default: the last) among the ``len(payloads)`` levels present."""
+        default: the last) among the ``len(payloads)`` levels present. ``precise_render``: draw
+        the renders with the float64 path (as ``encode``'s ``final_render``; slower)."""
         n = len(payloads)
         want = render_levels or {n}
         cfg = self.model.config
@@ -104,7 +111,8 @@ class RDTileCoder:
 
         q_t = torch.tensor([float(q)])
         for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
-                                     render=lambda k: (k + 1) in want, deterministic=single_thread, precise=self.precise):
+                                     render=lambda k: (k + 1) in want, deterministic=single_thread, precise=self.precise,
+                                     precise_render=precise_render):
             if (o.k + 1) in want:
                 assert o.render is not None
                 yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size).cpu()

@@ -216,7 +216,7 @@ class RDSSVAE(nn.Module):
                  size: tuple[int, int] | None = None, levels: int | None = None,
                  render: bool | Callable[[int], bool] = True,
                  deterministic: Callable[[], object] | None = None,
-                 precise: RDSSVAE | None = None) -> Iterator[LevelOutput]:
+                 precise: RDSSVAE | None = None, precise_render: bool = False) -> Iterator[LevelOutput]:
         """The one top-down pass, level by level (yields after each).
 
         ``x``: the padded image in [-1/2, 1/2] (encoder and training) or None (decoder, which then
@@ -231,6 +231,8 @@ class RDSSVAE(nn.Module):
         may use every thread). The trunk, the posteriors and the renders, which no prior reads,
         stay in this model's float32, on this model's device (``precise`` may live on another:
         the codec keeps it on the CPU, so a stream encoded on a GPU decodes on any CPU).
+        ``precise_render``: render with ``precise`` too (float64, so encoder and decoder round the
+        render to the same 8-bit image: the lossless head codes x given it).
         """
         cfg = self.config
         if x is not None:
@@ -267,7 +269,12 @@ class RDSSVAE(nn.Module):
             z_hat, bits = quantize(k, latent, mu, sigma)
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
-            out = lvl.render(state.to(dev, torch.float32), emb) if want(k) else None
+            if not want(k):
+                out = None
+            elif precise_render and precise is not None:
+                out = det_lvl.render(state, det_emb)
+            else:
+                out = lvl.render(state.to(dev, torch.float32), emb)
             if k + 1 < n:
                 with det_guard():
                     ctx = det_lvl.transition(state, det_emb)

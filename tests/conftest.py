@@ -82,6 +82,26 @@ def tiny_rd_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def make_head_weights(path: Path, seed: int = 0) -> Path:
+    """A small lossless head whose outputs are not the identity (so the channel coefficients, the
+    mean corrections and the scales all move), saved as weights."""
+    from ssvcodec.models.config import LosslessConfig
+    from ssvcodec.models.lossless import LosslessHead
+
+    torch.manual_seed(seed)
+    head = LosslessHead(LosslessConfig(width=8, blocks=1, depth=2))
+    with torch.no_grad():
+        head.out.weight.normal_(0.0, 0.05)
+    save_weights(head, path, {"note": "test head"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_head_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Safetensors weights of a small, untrained lossless head."""
+    return make_head_weights(tmp_path_factory.mktemp("head") / "head.safetensors")
+
+
 def run_cli(*args: str) -> int:
     """``ssvcodec ARGS`` in this process; its exit status."""
     from ssvcodec.codec.cli import main as cli_main

@@ -22,8 +22,8 @@ from .conftest import require_data, synthetic
 
 
 @pytest.fixture()
-def plugin(tiny_weights: Path, tiny_rd_weights: Path):
-    learned.set_weights(tiny_rd_weights, tiny_weights)
+def plugin(tiny_weights: Path, tiny_rd_weights: Path, tiny_head_weights: Path):
+    learned.set_weights(tiny_rd_weights, tiny_weights, tiny_head_weights)
     yield learned
     learned.set_weights(None)
 
@@ -106,7 +106,8 @@ def test_pareto_best_is_the_upper_envelope() -> None:
     assert [p["source"] for p in best["points"]] == ["ssvcodec/RS1", "ssvcodec/RS1", "ssvcodec/RS2"]
 
 
-def test_rd_run_with_plugin_end_to_end(plugin, tiny_weights: Path, tiny_rd_weights: Path, tmp_path: Path) -> None:
+def test_rd_run_with_plugin_end_to_end(plugin, tiny_weights: Path, tiny_rd_weights: Path, tiny_head_weights: Path,
+                                       tmp_path: Path) -> None:
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
     for i, (h, w) in enumerate(((24, 40), (32, 32))):
@@ -114,7 +115,7 @@ def test_rd_run_with_plugin_end_to_end(plugin, tiny_weights: Path, tiny_rd_weigh
     out = tmp_path / "res" / "rd"
     learned.set_weights(None)                      # the --weights option added by the plugin sets it
     rc = rd.main([str(img_dir), "--plugin", "bench.learned", "--weights", str(tiny_rd_weights),
-                  "--elbo-weights", str(tiny_weights), "--out", str(out),
+                  "--elbo-weights", str(tiny_weights), "--lossless-weights", str(tiny_head_weights), "--out", str(out),
                   "--codecs", "ssvcodec,ssvcodec+y,ssvcodec-lossless,png", "--sweep", "ssvcodec=2,8",
                   "--sweep", "ssvcodec+y=4", "--repeats", "0", "--no-plots", "--no-progress"])
     assert rc == 0

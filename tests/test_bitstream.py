@@ -66,7 +66,7 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 2 and bs.ELBO_VERSION == 1
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 3 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
 
 
@@ -106,14 +106,30 @@ def test_golden_stream() -> None:
 def test_golden_stream_version_2() -> None:
     """The rate-distortion format (v2) differs from v1 in the version byte alone (and so the
     header CRC); it refuses the Y / X chunk flags."""
-    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)))
+    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)), version=2)
     data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b"")])
     assert data[:42].hex() == ("53535643" "02" "00" "01" "01" "000102030405060708090a0b0c0d0e0f"
                                "02000000" "03000000" "0000" "0000" "3200" "94150170")
     assert read_stream(data).header.version == 2
     with pytest.raises(HeaderError, match="no Y or X chunks"):
         write_stream(Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
-                            flags=HeaderFlags.LOSSLESS), [])
+                            flags=HeaderFlags.LOSSLESS, version=2), [])
+
+
+def test_golden_stream_version_3() -> None:
+    """Version 3 is version 2 plus the LOSSLESS flag and an X chunk per tile at level K + 1 (the
+    version byte, the flag and so the header CRC differ); it refuses the Y chunk flag."""
+    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
+                    flags=HeaderFlags.LOSSLESS, version=3)
+    data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b""),
+                                 Chunk(ChunkType.X, 2, b"\x07")])
+    assert data[:8].hex() == "53535643" "03" "02" "01" "01"
+    parsed = read_stream(data)
+    assert parsed.header == header and [c.type for c in parsed.chunks] == [ChunkType.U, ChunkType.Z, ChunkType.X]
+    assert [c.progressive_level for c in parsed.chunks] == [1, 2, 3]
+    with pytest.raises(HeaderError, match="no Y chunks"):
+        write_stream(Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
+                            flags=HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS, version=3), [])
 
 
 # --- round trips ----------------------------------------------------------------------------
@@ -314,7 +330,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (3, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (4, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):

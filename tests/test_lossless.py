@@ -134,16 +134,18 @@ def test_the_coders_laplace_is_the_heads_and_round_trips() -> None:
     assert len(data) * 8 == pytest.approx(estimate, rel=0.01)
 
 
-def test_lossless_estimate_runs_on_a_kodak_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The bench script prints, per quality, the lossy stream + the head's bits (untrained head)."""
-    from ssvcodec.bench import lossless_estimate
+def test_lossless_head_bench_codes_a_kodak_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bench script codes a real lossless stream per quality from a checkpoint (untrained head)
+    and says it decodes bit for bit."""
+    from ssvcodec.bench import lossless_head
 
     from .conftest import require_data
 
     require_data("kodak", "kodim23.png")
     head = LosslessHead(LosslessConfig(width=4, blocks=1))
     ck = tmp_path / "head.pt"
-    torch.save({"config": json.dumps(head.config.to_dict()), "ema": head.state_dict(), "counters": json.dumps({"step": 0})}, ck)
-    assert lossless_estimate.main([str(ck), "--qualities", "0", "--images", "kodim23.png", "--threads", "1"]) == 0
+    torch.save({"config": json.dumps(head.config.to_dict()), "ema": head.state_dict(), "model": head.state_dict(),
+                "counters": json.dumps({"step": 0, "images": 0, "seconds": 0.0}), "rd_weights": "ssvae-rd.safetensors"}, ck)
+    assert lossless_head.main([str(ck), "--qualities", "0", "--images", "kodim23.png", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "q=0: lossy stream" in out and "WebP lossless on these images" in out
+    assert "bit-exact 1/1" in out and "WebP lossless on these images" in out

@@ -1,0 +1,96 @@
+"""Real lossless streams of a lossless head on Kodak images: ``python -m ssvcodec.bench.lossless_head
+HEAD [--qualities 0,4,8] [--images kodim01.png,...]``.
+
+HEAD: a ``models.train_lossless`` checkpoint (its EMA weights, exported to a temporary file) or
+head weights (``.safetensors``). For each image and lossy quality q: ``RDCodec.encode(...,
+lossless=True)`` (the stream ``ssvcodec encode --lossless --quality q`` writes), its bytes split
+into the lossy levels and the X chunks, whether it decodes bit for bit, and the encode and
+decode times in this process; then the mean over the images beside WebP lossless from
+``bench/results/kodak.json``. For watching a head train and choosing the lossy quality; the bench's
+lossless table comes from ``bench.rd`` (curve ``ssvcodec-lossless``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+DEFAULT_IMAGES = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim13.png", "kodim19.png", "kodim23.png")
+
+
+def webp_lossless_bpp(images: list[str]) -> float | None:
+    """Mean WebP-lossless bpp of ``images`` in the committed Kodak result, if all are there."""
+    path = ROOT / "bench" / "results" / "kodak.json"
+    if not path.exists():
+        return None
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["codec"] == "webp-lossless" and r["image"] in images]
+    return float(np.mean([r["bpp"] for r in rows])) if len(rows) == len(images) else None
+
+
+def head_weights(source: Path, tmp: Path) -> Path:
+    """``source`` as head weights: a checkpoint is exported (EMA) into ``tmp``."""
+    if source.suffix == ".safetensors":
+        return source
+    from ..models.export import load_lossless_checkpoint
+    from ..models.io import save_weights
+
+    head, info = load_lossless_checkpoint(source)
+    out = tmp / "head.safetensors"
+    save_weights(head, out, info)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("head", type=Path, help="a train_lossless checkpoint or lossless head weights (.safetensors)")
+    ap.add_argument("--qualities", default="4")
+    ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="Kodak file names")
+    ap.add_argument("--weights", default=None, help="the RD model (default: the shipped one)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from ..codec.bitstream import ChunkType, read_stream
+    from ..codec.rd_api import RDCodec
+
+    torch.set_num_threads(args.threads)
+    images = args.images.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        head = head_weights(args.head, Path(tmp))
+        codec = RDCodec(args.weights, lossless_weights=head) if args.weights else RDCodec(lossless_weights=head)
+        print(f"head {args.head}; RD weights {codec.weights}; {len(images)} Kodak images; {args.threads} threads")
+        for q in (float(v) for v in args.qualities.split(",")):
+            rows = []
+            for name in images:
+                img = np.asarray(Image.open(KODAK / name))
+                t0 = time.perf_counter()
+                data = codec.encode(img, quality=q, lossless=True)
+                t1 = time.perf_counter()
+                out = codec.decode(data)
+                t2 = time.perf_counter()
+                px = img.shape[0] * img.shape[1]
+                x_bytes = sum(len(c.payload) + 18 for c in read_stream(data).chunks if c.type is ChunkType.X)
+                rows.append((8 * len(data) / px, 8 * (len(data) - x_bytes) / px, bool(np.array_equal(out, img)), t1 - t0, t2 - t1))
+                print(f"  q={q:g} {name}: {rows[-1][0]:.3f} bpp (lossy levels {rows[-1][1]:.3f}), "
+                      f"bit-exact {rows[-1][2]}, encode {rows[-1][3]:.2f} s, decode {rows[-1][4]:.2f} s", flush=True)
+            m = np.mean([r[:2] for r in rows], 0)
+            print(f"q={q:g}: {m[0]:.3f} bpp = lossy levels {m[1]:.3f} + X {m[0] - m[1]:.3f}; bit-exact "
+                  f"{sum(r[2] for r in rows)}/{len(rows)}; encode {np.mean([r[3] for r in rows]):.2f} s, "
+                  f"decode {np.mean([r[4] for r in rows]):.2f} s per image", flush=True)
+    ref = webp_lossless_bpp(images)
+    if ref is not None:
+        print(f"WebP lossless on these images: {ref:.3f} bpp (bench/results/kodak.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

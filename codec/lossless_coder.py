@@ -1,0 +1,160 @@
+"""The X chunk: one tile of x coded losslessly given the RD model's final render, with the
+lossless head (:mod:`models.lossless`; Mentzer et al. 2020 code x given a lossy reconstruction
+the same way).
+
+Both sides run the head's own coding order (:meth:`models.lossless.LosslessHead.walk`) with the
+head in integer arithmetic that float32 computes exactly (:mod:`models.exact_head`), on the
+render the RD model's float64 path drew (``RDTileCoder.encode(final_render=True)``), and snap
+every mean and scale to the head's grids, so the coder's parameters do not depend on the thread
+count or the CPU kind. Each sub-pixel is a quantized Laplace on 0..255
+(:meth:`codec.entropy.ChunkEncoder.laplace`).
+
+Any tile: the head sees the padded render, x is the render outside the tile's true pixels (so
+those cost nothing and are not coded), a grey image codes its one channel as R (G and B equal it),
+and an alpha plane travels beside it as a PNG (lossless; alpha is rarely photographic).
+
+Payload: ``[8 bytes: head fingerprint][u32 crc32 of the tile's decoded pixels (h, w, C)]
+[u32 A][A bytes: the alpha plane as PNG, C = 4 only][range-coded sub-pixels]``. A wrong head,
+a wrong checksum or bad data raises :class:`~codec.progressive.DesyncError`.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import struct
+import zlib
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..models.exact_head import ExactLosslessHead
+from ..models.lossless import LosslessHead, to_phases
+
+from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
+from .progressive import DesyncError
+
+HEAD_FINGERPRINT_SIZE = 8
+_PREFIX = struct.Struct("<II")  # crc32 of the pixels, alpha length
+
+
+class LosslessTileCoder:
+    """Code one tile's true pixels given its padded final render."""
+
+    def __init__(self, head: LosslessHead, fingerprint: bytes) -> None:
+        """``fingerprint``: the head's weights fingerprint (its first 8 bytes go in each chunk)."""
+        self.head = ExactLosslessHead(copy.deepcopy(head).cpu())
+        self.fingerprint = fingerprint[:HEAD_FINGERPRINT_SIZE]
+
+    @property
+    def multiple(self) -> int:
+        """The padded render's sides must be multiples of this."""
+        return self.head.multiple
+
+    @torch.no_grad()
+    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float) -> bytes:
+        """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``xhat``: the
+        padded render (3, H, W) uint8, H >= h, W >= w -> the X chunk's payload."""
+        h, w, ch = pixels.shape
+        full = xhat.double().unsqueeze(0).clone()
+        colour = torch.from_numpy(np.array(pixels[..., :3] if ch >= 3 else np.repeat(pixels, 3, 2)))  # a writable copy
+        full[0, :, :h, :w] = colour.permute(2, 0, 1).double()
+        mask = _mask(xhat.shape[-2:], h, w)
+        enc = ChunkEncoder()
+        phases: dict[int, Tensor] = {}
+
+        def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
+            if d not in phases:
+                phases[d] = to_phases(full[..., ::2 ** d, ::2 ** d])
+            target = phases[d][:, ph, c]
+            if c == 0 or ch >= 3:
+                m = _phase_mask(mask, d, ph)
+                enc.laplace(target[m].numpy().astype(np.int32), mean[m].numpy(), scale[m].numpy())
+            return target
+
+        self.head.walk(xhat.double().unsqueeze(0), torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+        alpha = _png(pixels[..., 3]) if ch == 4 else b""
+        return (self.fingerprint + _PREFIX.pack(_crc(pixels), len(alpha)) + alpha + enc.finish())
+
+    @torch.no_grad()
+    def decode(self, payload: bytes, xhat: Tensor, size: tuple[int, int], channels: int, q: float) -> np.ndarray:
+        """The tile's pixels (h, w, ``channels``) uint8 from its X payload and padded render."""
+        n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
+        if len(payload) < n:
+            raise DesyncError("lossless chunk: payload too short")
+        if payload[:HEAD_FINGERPRINT_SIZE] != self.fingerprint:
+            raise DesyncError(f"lossless chunk: coded with lossless head {payload[:HEAD_FINGERPRINT_SIZE].hex()}, "
+                              f"this decoder has {self.fingerprint.hex()}")
+        crc, alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)
+        if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4):
+            raise DesyncError("lossless chunk: bad alpha length")
+        h, w = size
+        mask = _mask(xhat.shape[-2:], h, w)
+        try:
+            dec = ChunkDecoder(payload[n + alpha_len:])
+        except EntropyDecodeError as e:
+            raise DesyncError(f"lossless chunk: {e}") from None
+        render: dict[int, Tensor] = {}
+        first: dict[str, Tensor] = {}
+
+        def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
+            if d not in render:
+                render[d] = to_phases(xhat.double().unsqueeze(0)[..., ::2 ** d, ::2 ** d])
+            m = _phase_mask(mask, d, ph)
+            out = render[d][:, ph, c].clone()  # outside the tile: the render, as the encoder has it
+            if c > 0 and channels < 3:
+                out[m] = first["r"][m]  # grey: G = B = R
+                return out
+            try:
+                values = dec.laplace(mean[m].numpy(), scale[m].numpy())
+            except EntropyDecodeError as e:
+                raise DesyncError(f"lossless chunk: {e}") from None
+            out[m] = torch.from_numpy(values).double()
+            if c == 0:
+                first["r"] = out
+            return out
+
+        x = self.head.walk(xhat.double().unsqueeze(0), torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+        colour = x[0, :, :h, :w].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        pixels = colour[..., :1] if channels < 3 else colour
+        if channels == 4:
+            alpha = _unpng(payload[n:n + alpha_len], (h, w))
+            pixels = np.concatenate([pixels, alpha[..., None]], 2)
+        pixels = np.ascontiguousarray(pixels)
+        if _crc(pixels) != crc:
+            raise DesyncError("lossless chunk: decoded pixels fail their checksum (corrupt or desynchronised stream)")
+        return pixels
+
+
+def _mask(shape: tuple[int, int] | torch.Size, h: int, w: int) -> Tensor:
+    m = torch.zeros(1, 1, int(shape[0]), int(shape[1]), dtype=torch.bool)
+    m[..., :h, :w] = True
+    return m
+
+
+def _phase_mask(mask: Tensor, d: int, ph: int) -> Tensor:
+    """The true-pixel mask (B, h, w) of phase ``ph`` at scale ``d``."""
+    return to_phases(mask[..., ::2 ** d, ::2 ** d].to(torch.uint8))[:, ph, 0].bool()
+
+
+def _crc(pixels: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+
+
+def _png(plane: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(plane, dtype=np.uint8), "L").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _unpng(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # Pillow raises several kinds on bad data
+        raise DesyncError(f"lossless chunk: the alpha plane does not decode ({e})") from None
+    plane = np.asarray(img.convert("L"))
+    if plane.shape != size:
+        raise DesyncError(f"lossless chunk: alpha plane is {plane.shape}, the tile {size}")
+    return plane

@@ -1,0 +1,121 @@
+"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format version 3):
+the decoded image equals the input bit for bit for every image kind (RGB, grey, RGBA, odd sizes,
+1x1, tiles), the lossy prefix is the lossy stream, and a damaged or foreign X chunk is refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssvcodec.codec.bitstream import Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
+from ssvcodec.codec.rd_api import RDCodec
+
+from .conftest import make_head_weights, run_cli, synthetic
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_rd_weights: Path, tiny_head_weights: Path) -> RDCodec:
+    return RDCodec(tiny_rd_weights, lossless_weights=tiny_head_weights)
+
+
+def _rgba(h: int, w: int) -> np.ndarray:
+    rgb = synthetic(h, w, 3)
+    alpha = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))
+    alpha[: h // 2, : w // 2] = 0  # transparent pixels keep their colour too
+    return np.concatenate([rgb, alpha[..., None]], 2)
+
+
+@pytest.mark.parametrize("kind,size", [("rgb", (37, 53)), ("rgb", (1, 1)), ("rgb", (2, 9)), ("grey", (29, 31)),
+                                       ("grey", (1, 1)), ("rgba", (23, 40)), ("rgba", (1, 1))])
+def test_every_image_kind_decodes_bit_for_bit(codec: RDCodec, kind: str, size: tuple[int, int]) -> None:
+    img = {"rgb": lambda: synthetic(*size), "grey": lambda: synthetic(*size, 1)[..., 0],
+           "rgba": lambda: _rgba(*size)}[kind]()
+    data = codec.encode(img, quality=3.0, lossless=True)
+    hd = read_stream(data).header
+    assert hd.version == 3 and hd.flags & HeaderFlags.LOSSLESS and hd.channels == {"rgb": 3, "grey": 1, "rgba": 4}[kind]
+    steps = list(codec.decode_progressive(data))
+    assert [s.level for s in steps] == [1, 2, 3, 4] and steps[-1].label == "lossless"
+    out = steps[-1].image
+    assert out.dtype == np.uint8 and out.shape == img.shape and np.array_equal(out, img)
+    assert np.array_equal(codec.decode(data), img)  # only the last level
+
+
+def test_tiled_lossless_decodes_bit_for_bit(codec: RDCodec) -> None:
+    img = _rgba(70, 90)
+    data = codec.encode(img, quality=2.0, lossless=True, tile=32)
+    parsed = read_stream(data)
+    assert parsed.header.n_tiles == 9 and sum(c.type is ChunkType.X for c in parsed.chunks) == 9
+    assert np.array_equal(codec.decode(data), img)
+
+
+def test_pil_images_keep_their_mode(codec: RDCodec) -> None:
+    rgba = _rgba(20, 24)
+    for pil in (Image.fromarray(rgba, "RGBA"), Image.fromarray(rgba[..., 0], "L"), Image.fromarray(rgba[..., :3], "RGB")):
+        out = codec.decode(codec.encode(pil, quality=4.0, lossless=True))
+        assert np.array_equal(out, np.asarray(pil))
+    la = Image.fromarray(rgba[..., [0, 3]], "LA")  # grey + alpha comes back as RGBA with equal colours
+    out = codec.decode(codec.encode(la, quality=4.0, lossless=True))
+    assert np.array_equal(out, np.asarray(la.convert("RGBA")))
+
+
+def test_the_lossy_prefix_is_the_lossy_stream(codec: RDCodec) -> None:
+    img = synthetic(40, 48, 5)
+    exact = codec.encode(img, quality=5.0, lossless=True)
+    lossy = codec.encode(img, quality=5.0)
+    a, b = read_stream(exact), read_stream(lossy)
+    assert [c.payload for c in a.chunks[:-1]] == [c.payload for c in b.chunks]
+    assert a.chunks[-1].type is ChunkType.X
+    prefix = truncate_levels(exact, 3)
+    assert np.array_equal(codec.decode(prefix), codec.decode(lossy))
+    assert np.array_equal(codec.decode(exact, 3), codec.decode(lossy))
+    with pytest.raises(ValueError, match="every level"):
+        codec.encode(img, 2, 5.0, lossless=True)
+
+
+def test_a_damaged_x_chunk_is_refused(codec: RDCodec) -> None:
+    img = synthetic(32, 32, 7)
+    data = codec.encode(img, quality=4.0, lossless=True)
+    parsed = read_stream(data)
+    x = parsed.chunks[-1]
+    refused = 0
+    for pos in (30, len(x.payload) // 2, len(x.payload) - 1):  # past the head's fingerprint and the CRC
+        bad = bytearray(x.payload)
+        bad[pos] ^= 0x10
+        stream = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, bytes(bad), x.tile)])
+        try:
+            out = codec.decode(stream)
+        except ValueError as e:
+            assert "lossless chunk" in str(e)
+            refused += 1
+        else:  # a flip the entropy coder absorbs still has to give the same pixels (it never does silently otherwise)
+            assert np.array_equal(out, img)
+    assert refused >= 2
+
+
+def test_another_head_is_named(codec: RDCodec, tiny_rd_weights: Path, tmp_path: Path) -> None:
+    data = codec.encode(synthetic(16, 16), quality=4.0, lossless=True)
+    other = RDCodec(tiny_rd_weights, lossless_weights=make_head_weights(tmp_path / "other.safetensors", 1))
+    with pytest.raises(ValueError, match="lossless head"):
+        other.decode(data)
+    assert other.decode(data, 3).shape == (16, 16, 3)  # the lossy levels need no head
+    missing = RDCodec(tiny_rd_weights, lossless_weights=tmp_path / "absent.safetensors")
+    with pytest.raises(ValueError, match="lossless head weights not found"):
+        missing.encode(synthetic(16, 16), lossless=True)
+
+
+def test_cli_lossless_round_trip(codec: RDCodec, tiny_rd_weights: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(_rgba(19, 26), "RGBA").save(src)
+    head = str(codec.lossless_weights)
+    ssv, out = tmp_path / "a.ssv", tmp_path / "out.png"
+    assert run_cli("encode", str(src), "-o", str(ssv), "--lossless", "--weights", str(tiny_rd_weights),
+                   "--lossless-weights", head, "-q") == 0
+    assert run_cli("decode", str(ssv), "-o", str(out), "--progressive", "--weights", str(tiny_rd_weights),
+                   "--lossless-weights", head, "-q") == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(src)))
+    assert [p.name for p in sorted(tmp_path.glob("out_L*.png"))] == ["out_L1.png", "out_L2.png", "out_L3.png", "out_L4.png"]
+    assert run_cli("encode", str(src), "-o", str(tmp_path / "b.ssv"), "--lossless", "--bpp", "1",
+                   "--weights", str(tiny_rd_weights), "--lossless-weights", head, "-q") != 0
+    assert not (tmp_path / "b.ssv").exists()
