@@ -1,12 +1,13 @@
 """Real lossless streams of a lossless head on Kodak images: ``python -m ssvcodec.bench.lossless_head
-HEAD [--qualities 0,4,8] [--images kodim01.png,...]``.
+HEAD [--qualities 0,4,8] [--images kodim01.png,...] [--max-errors 1,2]``.
 
 HEAD: a ``models.train_lossless`` checkpoint (its EMA weights, exported to a temporary file) or
 head weights (``.safetensors``). For each image and lossy quality q: ``RDCodec.encode(...,
 lossless=True)`` (the stream ``ssvcodec encode --lossless --quality q`` writes), its bytes split
 into the lossy levels and the X chunks, whether it decodes bit for bit, and the encode and
 decode times in this process; then the mean over the images beside WebP lossless from
-``bench/results/kodak.json``. For watching a head train and choosing the lossy quality; the bench's
+``bench/results/kodak.json``. ``--max-errors``: near-lossless streams (``--max-error N``) beside
+JPEG-LS with the same bound (imagecodecs / CharLS, ``NEAR`` = N), both checked to stay within N. For watching a head train and choosing the lossy quality; the bench's
 lossless table comes from ``bench.rd`` (curve ``ssvcodec-lossless``).
 """
 from __future__ import annotations
@@ -35,6 +36,15 @@ def webp_lossless_bpp(images: list[str]) -> float | None:
     return float(np.mean([r["bpp"] for r in rows])) if len(rows) == len(images) else None
 
 
+def jpegls_near(img: np.ndarray, n: int) -> tuple[float, int]:
+    """(bpp, largest error) of JPEG-LS with the near-lossless bound ``n`` (CharLS via imagecodecs)."""
+    import imagecodecs
+
+    data = imagecodecs.jpegls_encode(img, level=n)
+    err = int(np.abs(imagecodecs.jpegls_decode(data).astype(np.int16) - img).max())
+    return 8 * len(data) / (img.shape[0] * img.shape[1]), err
+
+
 def head_weights(source: Path, tmp: Path) -> Path:
     """``source`` as head weights: a checkpoint is exported (EMA) into ``tmp``."""
     if source.suffix == ".safetensors":
@@ -55,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="Kodak file names")
     ap.add_argument("--weights", default=None, help="the RD model (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-errors", default="", help="near-lossless bounds N to measure too (at the first quality)")
     args = ap.parse_args(argv)
 
     import torch
@@ -86,6 +97,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"q={q:g}: {m[0]:.3f} bpp = lossy levels {m[1]:.3f} + X {m[0] - m[1]:.3f}; bit-exact "
                   f"{sum(r[2] for r in rows)}/{len(rows)}; encode {np.mean([r[3] for r in rows]):.2f} s, "
                   f"decode {np.mean([r[4] for r in rows]):.2f} s per image", flush=True)
+        for n in (int(v) for v in args.max_errors.split(",") if v):
+            ours, ls = [], []
+            q = float(args.qualities.split(",")[0])
+            for name in images:
+                img = np.asarray(Image.open(KODAK / name))
+                px = img.shape[0] * img.shape[1]
+                data = codec.encode(img, quality=q, lossless=True, max_error=n)
+                err = int(np.abs(codec.decode(data).astype(np.int16) - img).max())
+                ours.append((8 * len(data) / px, err))
+                ls.append(jpegls_near(img, n))
+            print(f"max error {n} (q={q:g}): ssvcodec {np.mean([o[0] for o in ours]):.3f} bpp (largest error "
+                  f"{max(o[1] for o in ours)}), JPEG-LS {np.mean([o[0] for o in ls]):.3f} bpp (largest error "
+                  f"{max(o[1] for o in ls)})", flush=True)
     ref = webp_lossless_bpp(images)
     if ref is not None:
         print(f"WebP lossless on these images: {ref:.3f} bpp (bench/results/kodak.json)")

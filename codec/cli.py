@@ -292,7 +292,7 @@ def _cached_codec(kind: str, weights: str | None, device: str, lossless_weights:
 
 
 def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None, bpp: float | None,
-                size: int | None, with_y: bool, lossless: bool, device: str, tile: int | None,
+                size: int | None, with_y: bool, lossless: bool, max_error: int, device: str, tile: int | None,
                 weights: str | None, lossless_weights: str | None, verbosity: int) -> str:
     rgb = _load(src)
     say = Say(verbosity)
@@ -314,7 +314,7 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
             extra = f", quality {q:.2f} after {res.tries} tries ({100 * res.relative_error(target):+.1f} % from the target)"
         elif kind == "rd":
             q = codec.check_quality(codec.default_quality if quality is None else quality)
-            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless)
+            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless, max_error=max_error)
         else:
             if bpp is not None or size is not None:
                 raise CodecFailure("--bpp / --size work with the rate-distortion codec, not with --with-y")
@@ -346,6 +346,8 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--with-y", is_flag=True, help="ELBO model: add the lossless y_k chunks (conditional reconstruction)")
 @click.option("--lossless", is_flag=True, help="after every lossy level, a last level that decodes to the input bit for bit "
                                                "(grey, RGB or RGBA; the lossless head codes it given the last render)")
+@click.option("--max-error", type=click.IntRange(0, 64), default=0,
+              help="with --lossless: near-lossless, every colour sample within N of the input (0: exact)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: the float32 networks on the GPU (encoder, renders); the priors stay on the CPU in "
                    "float64, so a stream written with either decodes with either")
@@ -358,7 +360,7 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @quiet_option
 @verbose_option
 def encode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, levels: int | None,
-           quality: float | None, bpp: float | None, size: int | None, with_y: bool, lossless: bool,
+           quality: float | None, bpp: float | None, size: int | None, with_y: bool, lossless: bool, max_error: int,
            device: str, tile: int | None, weights: str | None, lossless_weights: str | None, threads: int | None,
            force: bool, jobs: int, verbosity: int | None) -> None:
     """Encode images (PNG, JPEG, WebP, TIFF, ...; - for stdin) into ssvcodec files."""
@@ -367,12 +369,14 @@ def encode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, lev
         raise click.UsageError("give at most one of --quality, --bpp and --size")
     if with_y and lossless:
         raise click.UsageError("--with-y (the ELBO model) and --lossless (the rate-distortion model) do not combine")
+    if max_error and not lossless:
+        raise click.UsageError("--max-error bounds the lossless level: give --lossless too")
     pairs = _plan(inputs, output, out_dir, IMAGE_SUFFIXES, ".ssv")
     for src, dst in pairs:
         check_output(dst, [s for s, _ in pairs], force)
     _set_threads(threads)
     args = dict(levels=levels, quality=quality, bpp=bpp, size=size, with_y=with_y, lossless=lossless,
-                device=device, tile=tile, weights=weights, lossless_weights=lossless_weights,
+                max_error=max_error, device=device, tile=tile, weights=weights, lossless_weights=lossless_weights,
                 verbosity=verbosity if len(pairs) == 1 else 0)
     _run_batch(pairs, _encode_one, args, jobs, Say(verbosity))
 

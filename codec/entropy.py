@@ -8,8 +8,8 @@ them, so tables can be built and consumed slice by slice. Two model families are
   models without any floating-point network output in the loop);
 * categorical tables over 0..255, for the ELBO model's lossless y_k and x sub-pixels;
 * quantized Laplaces on 0..255 with a mean and a scale per symbol, for the lossless head's
-  sub-pixels (the mean and scale are snapped to grids by the caller, so both sides pass
-  bit-identical numbers).
+  sub-pixels, and on -255..255 for its near-lossless quantized residuals (the caller computes
+  the mean and scale from numbers snapped to grids, so both sides pass bit-identical ones).
 """
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def _gaussian_family() -> "constriction.stream.model.QuantizedGaussian":
 
 def _laplace_family() -> "constriction.stream.model.QuantizedLaplace":
     return constriction.stream.model.QuantizedLaplace(0, 255)
+
+
+def _residual_family() -> "constriction.stream.model.QuantizedLaplace":
+    return constriction.stream.model.QuantizedLaplace(-255, 255)
 
 
 def _categorical_family() -> "constriction.stream.model.Categorical":
@@ -62,6 +66,14 @@ class ChunkEncoder:
             self._enc.encode(s, _laplace_family(), np.ascontiguousarray(means, dtype=np.float64).ravel(),
                              np.ascontiguousarray(scales, dtype=np.float64).ravel())
 
+    def residual_laplace(self, symbols: np.ndarray, means: np.ndarray, scales: np.ndarray) -> None:
+        """Integer symbols in -255..255, each under a Laplace(mean, scale) quantized to integers
+        (the near-lossless head's quantized residuals)."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+        if s.size:
+            self._enc.encode(s, _residual_family(), np.ascontiguousarray(means, dtype=np.float64).ravel(),
+                             np.ascontiguousarray(scales, dtype=np.float64).ravel())
+
     def finish(self) -> bytes:
         return self._enc.get_compressed().astype("<u4").tobytes()
 
@@ -95,11 +107,18 @@ class ChunkDecoder:
         return np.asarray(out, dtype=np.int32)
 
     def laplace(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return self._laplace(_laplace_family(), means, scales)
+
+    def residual_laplace(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        return self._laplace(_residual_family(), means, scales)
+
+    def _laplace(self, family: "constriction.stream.model.QuantizedLaplace", means: np.ndarray,
+                 scales: np.ndarray) -> np.ndarray:
         m = np.ascontiguousarray(means, dtype=np.float64)
         if m.size == 0:
             return np.zeros(m.shape, dtype=np.int32)
         try:
-            out = self._dec.decode(_laplace_family(), m.ravel(), np.ascontiguousarray(scales, dtype=np.float64).ravel())
+            out = self._dec.decode(family, m.ravel(), np.ascontiguousarray(scales, dtype=np.float64).ravel())
         except Exception as e:  # constriction signals invalid data with AssertionError
             raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
         return np.asarray(out, dtype=np.int32).reshape(m.shape)

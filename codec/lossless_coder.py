@@ -13,7 +13,11 @@ Any tile: the head sees the padded render, x is the render outside the tile's tr
 those cost nothing and are not coded), a grey image codes its one channel as R (G and B equal it),
 and an alpha plane travels beside it as a PNG (lossless; alpha is rarely photographic).
 
-Payload: ``[8 bytes: head fingerprint][u32 crc32 of the tile's decoded pixels (h, w, C)]
+Near-lossless (``max_error`` N > 0): each colour sample is reconstructed within N of the
+original by coding its residual quantized with step 2N+1 under the same head; the later stages
+condition on the reconstruction.
+
+Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C)]
 [u32 A][A bytes: the alpha plane as PNG, C = 4 only][range-coded sub-pixels]``. A wrong head,
 a wrong checksum or bad data raises :class:`~codec.progressive.DesyncError`.
 """
@@ -36,7 +40,8 @@ from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .progressive import DesyncError
 
 HEAD_FINGERPRINT_SIZE = 8
-_PREFIX = struct.Struct("<II")  # crc32 of the pixels, alpha length
+MAX_ERROR = 64                      # the largest near-lossless bound
+_PREFIX = struct.Struct("<BII")  # max error, crc32 of the decoded pixels, alpha length
 
 
 class LosslessTileCoder:
@@ -53,29 +58,28 @@ class LosslessTileCoder:
         return self.head.multiple
 
     @torch.no_grad()
-    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float) -> bytes:
+    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float, max_error: int = 0) -> bytes:
         """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``xhat``: the
-        padded render (3, H, W) uint8, H >= h, W >= w -> the X chunk's payload."""
+        padded render (3, H, W) uint8, H >= h, W >= w -> the X chunk's payload. ``max_error`` N
+        > 0: near-lossless, every colour sample within N of the original (alpha stays exact)."""
+        if not 0 <= max_error <= MAX_ERROR:
+            raise ValueError(f"max error must be in 0..{MAX_ERROR}, got {max_error}")
         h, w, ch = pixels.shape
-        full = xhat.double().unsqueeze(0).clone()
+        source = xhat.double().unsqueeze(0).clone()
         colour = torch.from_numpy(np.array(pixels[..., :3] if ch >= 3 else np.repeat(pixels, 3, 2)))  # a writable copy
-        full[0, :, :h, :w] = colour.permute(2, 0, 1).double()
-        mask = _mask(xhat.shape[-2:], h, w)
+        source[0, :, :h, :w] = colour.permute(2, 0, 1).double()
         enc = ChunkEncoder()
-        phases: dict[int, Tensor] = {}
-
-        def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
-            if d not in phases:
-                phases[d] = to_phases(full[..., ::2 ** d, ::2 ** d])
-            target = phases[d][:, ph, c]
-            if c == 0 or ch >= 3:
-                m = _phase_mask(mask, d, ph)
-                enc.laplace(target[m].numpy().astype(np.int32), mean[m].numpy(), scale[m].numpy())
-            return target
-
-        self.head.walk(xhat.double().unsqueeze(0), torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+        x = self._walk(xhat, (h, w), ch, q, 2 * max_error + 1, source, enc, None)
+        decoded = self._pixels(x, (h, w), ch, pixels[..., 3] if ch == 4 else None)
         alpha = _png(pixels[..., 3]) if ch == 4 else b""
-        return (self.fingerprint + _PREFIX.pack(_crc(pixels), len(alpha)) + alpha + enc.finish())
+        return (self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + enc.finish())
+
+    @staticmethod
+    def max_error(payload: bytes) -> int:
+        """The near-lossless bound N of an X payload (0: lossless)."""
+        if len(payload) < HEAD_FINGERPRINT_SIZE + _PREFIX.size:
+            raise DesyncError("lossless chunk: payload too short")
+        return int(payload[HEAD_FINGERPRINT_SIZE])
 
     @torch.no_grad()
     def decode(self, payload: bytes, xhat: Tensor, size: tuple[int, int], channels: int, q: float) -> np.ndarray:
@@ -86,45 +90,88 @@ class LosslessTileCoder:
         if payload[:HEAD_FINGERPRINT_SIZE] != self.fingerprint:
             raise DesyncError(f"lossless chunk: coded with lossless head {payload[:HEAD_FINGERPRINT_SIZE].hex()}, "
                               f"this decoder has {self.fingerprint.hex()}")
-        crc, alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)
+        max_error, crc, alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)
+        if max_error > MAX_ERROR:
+            raise DesyncError(f"lossless chunk: max error {max_error} is over {MAX_ERROR}")
         if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4):
             raise DesyncError("lossless chunk: bad alpha length")
-        h, w = size
-        mask = _mask(xhat.shape[-2:], h, w)
         try:
             dec = ChunkDecoder(payload[n + alpha_len:])
         except EntropyDecodeError as e:
             raise DesyncError(f"lossless chunk: {e}") from None
+        x = self._walk(xhat, size, channels, q, 2 * max_error + 1, None, None, dec)
+        alpha = _unpng(payload[n:n + alpha_len], size) if channels == 4 else None
+        pixels = self._pixels(x, size, channels, alpha)
+        if _crc(pixels) != crc:
+            raise DesyncError("lossless chunk: decoded pixels fail their checksum (corrupt or desynchronised stream)")
+        return pixels
+
+    def _walk(self, xhat: Tensor, size: tuple[int, int], channels: int, q: float, step: int, source: Tensor | None,
+              enc: ChunkEncoder | None, dec: ChunkDecoder | None) -> Tensor:
+        """The head's coding order over the tile, encoding ``source``'s values (``enc``) or
+        decoding them (``dec``); returns the padded reconstruction (1, 3, H, W) float64. Outside
+        the true pixels it is the render (not coded); for grey, G and B repeat R."""
+        base = xhat.double().unsqueeze(0)
+        mask = _mask(xhat.shape[-2:], *size)
         render: dict[int, Tensor] = {}
+        truth: dict[int, Tensor] = {}
         first: dict[str, Tensor] = {}
 
         def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
             if d not in render:
-                render[d] = to_phases(xhat.double().unsqueeze(0)[..., ::2 ** d, ::2 ** d])
+                render[d] = to_phases(base[..., ::2 ** d, ::2 ** d])
+                if source is not None:
+                    truth[d] = to_phases(source[..., ::2 ** d, ::2 ** d])
             m = _phase_mask(mask, d, ph)
-            out = render[d][:, ph, c].clone()  # outside the tile: the render, as the encoder has it
+            out = render[d][:, ph, c].clone()
             if c > 0 and channels < 3:
-                out[m] = first["r"][m]  # grey: G = B = R
+                out[m] = first["r"][m]
                 return out
-            try:
-                values = dec.laplace(mean[m].numpy(), scale[m].numpy())
-            except EntropyDecodeError as e:
-                raise DesyncError(f"lossless chunk: {e}") from None
-            out[m] = torch.from_numpy(values).double()
+            if enc is not None:
+                out[m] = _code_values(enc, truth[d][:, ph, c][m], mean[m], scale[m], step)
+            else:
+                assert dec is not None
+                out[m] = _decode_values(dec, mean[m], scale[m], step)
             if c == 0:
                 first["r"] = out
             return out
 
-        x = self.head.walk(xhat.double().unsqueeze(0), torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+        return self.head.walk(base, torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+
+    @staticmethod
+    def _pixels(x: Tensor, size: tuple[int, int], channels: int, alpha: np.ndarray | None) -> np.ndarray:
+        h, w = size
         colour = x[0, :, :h, :w].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         pixels = colour[..., :1] if channels < 3 else colour
-        if channels == 4:
-            alpha = _unpng(payload[n:n + alpha_len], (h, w))
+        if alpha is not None:
             pixels = np.concatenate([pixels, alpha[..., None]], 2)
-        pixels = np.ascontiguousarray(pixels)
-        if _crc(pixels) != crc:
-            raise DesyncError("lossless chunk: decoded pixels fail their checksum (corrupt or desynchronised stream)")
-        return pixels
+        return np.ascontiguousarray(pixels)
+
+
+def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int) -> Tensor:
+    """Code one phase channel's true values; returns what the decoder will reconstruct. ``step``
+    2N+1 > 1: near-lossless, as JPEG-LS quantizes its residuals (Weinberger, Seroussi & Sapiro 2000): the residual from the
+    nearest integer to the mean, divided by the step and rounded, under the head's Laplace
+    rescaled by the step; the reconstruction is within N of the value."""
+    if step == 1:
+        enc.laplace(target.numpy().astype(np.int32), mean.numpy(), scale.numpy())
+        return target
+    centre = torch.round(mean).clamp(0, 255)
+    sym = torch.round((target - centre) / step)  # no ties: the step is odd
+    enc.residual_laplace(sym.numpy().astype(np.int32), ((mean - centre) / step).numpy(), (scale / step).numpy())
+    return (centre + sym * step).clamp(0, 255)
+
+
+def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int) -> Tensor:
+    """The inverse of :func:`_code_values`."""
+    try:
+        if step == 1:
+            return torch.from_numpy(dec.laplace(mean.numpy(), scale.numpy())).double()
+        centre = torch.round(mean).clamp(0, 255)
+        sym = torch.from_numpy(dec.residual_laplace(((mean - centre) / step).numpy(), (scale / step).numpy())).double()
+        return (centre + sym * step).clamp(0, 255)
+    except EntropyDecodeError as e:
+        raise DesyncError(f"lossless chunk: {e}") from None
 
 
 def _mask(shape: tuple[int, int] | torch.Size, h: int, w: int) -> Tensor:

@@ -82,15 +82,17 @@ class RDCodec:
     # ----- encoding ---------------------------------------------------------------------------
     def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False,
-               lossless: bool = False) -> bytes:
+               lossless: bool = False, max_error: int = 0) -> bytes:
         """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q).
         ``lossless``: every level, then per tile an X chunk that codes the original pixels
-        (grey, RGB or RGBA) given the last level's render (Mentzer et al. 2020)."""
-        return self.encode_with_report(image, levels, quality, tile, progress, lossless)[0]
+        (grey, RGB or RGBA) given the last level's render (Mentzer et al. 2020); with
+        ``max_error`` N > 0 every colour sample decodes within N of the original instead."""
+        return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                            quality: float = DEFAULT_RD_QUALITY, tile: int | None = None,
-                           progress: bool = False, lossless: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
+                           progress: bool = False, lossless: bool = False,
+                           max_error: int = 0) -> tuple[bytes, list[dict[str, Any]]]:
         """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size
         (None for X chunks)."""
         rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
@@ -101,6 +103,8 @@ class RDCodec:
         levels = self.n_levels if levels is None else levels
         if not 1 <= levels <= self.n_levels:
             raise ValueError(f"levels must be in 1..{self.n_levels} for this model, got {levels}")
+        if max_error and not lossless:
+            raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
         if lossless and levels != self.n_levels:
             raise ValueError(f"a lossless stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)
@@ -115,7 +119,7 @@ class RDCodec:
             for k, (payload, bits) in enumerate(coded):
                 per_level[k].append((t, payload, bits))
             if coder is not None and original is not None and render is not None:
-                per_level[levels].append((t, coder.encode(original[r0:r1, c0:c1], render, q), None))
+                per_level[levels].append((t, coder.encode(original[r0:r1, c0:c1], render, q, max_error), None))
         header = Header(height=h, width=w, channels=rgb.channels, levels=self.n_levels - 1, quality=q,
                         fingerprint=self.fingerprint, tile_height=tile, tile_width=tile,
                         version=FORMAT_VERSION if lossless else LOSSY_VERSION,
@@ -183,10 +187,12 @@ class RDCodec:
             if level > L:
                 assert coder is not None
                 canvas = np.zeros((hd.height, hd.width, max(hd.channels, 1)), dtype=np.uint8)
+                bound = 0
                 for ((r0, r1, c0, c1), _, p), render in zip(bar, last):
                     canvas[r0:r1, c0:c1] = coder.decode(p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality)
-                yield LevelImage(level, "lossless", canvas[..., 0] if hd.channels == 1 else canvas,
-                                 ends.get(level, HEADER_SIZE))
+                    bound = max(bound, coder.max_error(p[L]))
+                yield LevelImage(level, f"max error {bound}" if bound else "lossless",
+                                 canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, HEADER_SIZE))
                 continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
             for (r0, r1, c0, c1), walk, _ in bar:

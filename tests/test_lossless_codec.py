@@ -119,3 +119,23 @@ def test_cli_lossless_round_trip(codec: RDCodec, tiny_rd_weights: Path, tmp_path
     assert run_cli("encode", str(src), "-o", str(tmp_path / "b.ssv"), "--lossless", "--bpp", "1",
                    "--weights", str(tiny_rd_weights), "--lossless-weights", head, "-q") != 0
     assert not (tmp_path / "b.ssv").exists()
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey", "rgba"])
+def test_near_lossless_stays_within_its_bound_and_costs_less(codec: RDCodec, kind: str) -> None:
+    img = {"rgb": synthetic(33, 41, 8), "grey": synthetic(33, 41, 8)[..., 0], "rgba": _rgba(33, 41)}[kind]
+    exact = len(codec.encode(img, quality=3.0, lossless=True))
+    sizes = []
+    for n in (1, 2):
+        data = codec.encode(img, quality=3.0, lossless=True, max_error=n)
+        steps = list(codec.decode_progressive(data))
+        out = steps[-1].image
+        assert steps[-1].label == f"max error {n}" and out.shape == img.shape
+        err = np.abs(out.astype(np.int16) - img.astype(np.int16))
+        assert err.max() <= n and err.max() == n  # the bound is used, never exceeded
+        if kind == "rgba":
+            assert np.array_equal(out[..., 3], img[..., 3])  # alpha stays exact
+        sizes.append(len(data))
+    assert sizes[1] < sizes[0] < exact
+    with pytest.raises(ValueError, match="lossless=True"):
+        codec.encode(img, max_error=1)
