@@ -1,10 +1,12 @@
 """End-to-end acceptance check of the ``ssvcodec`` command on real images, as a user runs it.
 
     python -m ssvcodec.bench.acceptance ../shared/data/kodak/kodim04.png ../shared/data/kodak/kodim23.png \
-        --out bench/results/acceptance [--bpp 0.5] [--elbo]
+        --out bench/results/acceptance [--bpp 0.5] [--lossless] [--elbo]
 
-For each image: ``encode --bpp B`` (the default lossy codec, every level; with ``--elbo`` also the
-ELBO model's ``--with-y`` and ``--lossless``), ``decode --progressive`` (OUT_L1.png ... OUT.png),
+For each image: ``encode --bpp B`` (the default lossy codec, every level; with ``--lossless`` also
+``encode --lossless`` and ``--lossless --max-error 1`` / ``2``, beside WebP lossless and JPEG-LS
+with the same bound on the same image; with ``--elbo`` the ELBO model's ``--with-y``),
+``decode --progressive`` (OUT_L1.png ... OUT.png),
 PSNR per level (must rise) beside JPEG's and WebP's PSNR at the same bpp on the same image (their
 quality sweeps interpolated in log-rate), lossless bit-exactness, ``truncate --levels L`` ==
 decode of that level, a corrupted byte (must fail with one line and no output file), a decode in
@@ -56,20 +58,37 @@ def anchor_psnr(ref: np.ndarray, name: str, rate: float) -> float:
     return float(quality_at_rate([p[0] for p in pts], [p[1] for p in pts], rate))
 
 
-def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], elbo: bool) -> dict:
+def lossless_anchors(ref: np.ndarray) -> dict[str, float]:
+    """bpp of WebP lossless (the bench's setting) and PNG, and of JPEG-LS at NEAR = 1, 2, on ``ref``."""
+    import imagecodecs
+
+    from .codecs import get_codec
+
+    h, w = ref.shape[:2]
+    out = {name: bpp(len(get_codec(name).encode(ref, get_codec(name).qualities[0])), h, w) for name in ("webp-lossless", "png")}
+    for n in (1, 2):
+        out[f"jpegls-near{n}"] = bpp(len(imagecodecs.jpegls_encode(ref, level=n)), h, w)
+    return out
+
+
+def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], elbo: bool, lossless: bool) -> dict:
     ref = np.asarray(Image.open(src).convert("RGB"))
     h, w = ref.shape[:2]
     out: dict = {"image": src.name, "size": f"{w}x{h}", "target_bpp": target_bpp, "modes": {}}
     modes = [("lossy", ["--bpp", str(target_bpp), *weights])]
+    if lossless:
+        modes += [("lossless", ["--lossless", *weights]), ("max-error-1", ["--lossless", "--max-error", "1", *weights]),
+                  ("max-error-2", ["--lossless", "--max-error", "2", *weights])]
+        out["lossless_anchors_bpp"] = {k: round(v, 4) for k, v in lossless_anchors(ref).items()}
     if elbo:
-        modes += [("CR", ["--with-y"]), ("lossless", ["--lossless"])]
+        modes += [("CR", ["--with-y"])]
     for mode, flags in modes:
         ssv = work / f"{src.stem}_{mode}.ssv"
         rc, log, t_enc = _run(["encode", str(src), "-o", str(ssv), *flags], 2)
         if rc:
             raise RuntimeError(f"encode failed: {log}")
         png = work / f"{src.stem}_{mode}.png"
-        dweights = weights if mode == "lossy" else []
+        dweights = [] if mode == "CR" else weights
         rc, log, t_dec = _run(["decode", str(ssv), "-o", str(png), "--progressive", *dweights], 2)
         if rc:
             raise RuntimeError(f"decode failed: {log}")
@@ -83,6 +102,7 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], el
             rate = bpp(part.stat().st_size, h, w)
             rows.append({"level": lv, "bytes": part.stat().st_size, "bpp": round(rate, 4),
                          "psnr": round(psnr(ref, img), 3) if not np.array_equal(ref, img) else "inf (exact)",
+                         "max_error": int(np.abs(img.astype(np.int16) - ref).max()),
                          "jpeg_psnr_same_bpp": round(anchor_psnr(ref, "jpeg", rate), 3),
                          "webp_psnr_same_bpp": round(anchor_psnr(ref, "webp", rate), 3), "png_sha": _sha(p)})
             # truncate == decode of that level
@@ -132,6 +152,18 @@ def to_markdown(results: list[dict]) -> str:
                              f"{m['encode_s'] if first else ''} | {m['progressive_decode_s'] if first else ''} | "
                              f"{m['one_thread_fresh_process_identical'] if first else ''} |")
     lines += ["", "\"–\": below the lowest rate of that codec's quality sweep on this image.", ""]
+    anchored = [r for r in results if "lossless_anchors_bpp" in r]
+    if anchored:
+        lines += ["| image | ssvcodec --lossless bpp (exact) | WebP lossless | PNG | --max-error 1 bpp (largest error) | "
+                  "JPEG-LS NEAR=1 | --max-error 2 bpp (largest error) | JPEG-LS NEAR=2 |", "|---|---|---|---|---|---|---|---|"]
+        for r in anchored:
+            a, m = r["lossless_anchors_bpp"], r["modes"]
+            last = {k: m[k]["levels"][-1] for k in ("lossless", "max-error-1", "max-error-2")}
+            lines.append(f"| {r['image']} | {m['lossless']['file_bpp']} ({last['lossless']['max_error'] == 0}) | "
+                         f"{a['webp-lossless']:.4f} | {a['png']:.4f} | {m['max-error-1']['file_bpp']} "
+                         f"({last['max-error-1']['max_error']}) | {a['jpegls-near1']:.4f} | {m['max-error-2']['file_bpp']} "
+                         f"({last['max-error-2']['max_error']}) | {a['jpegls-near2']:.4f} |")
+        lines.append("")
     for r in results:
         c = r["corrupted_byte"]
         lines.append(f"- {r['image']}: corrupted byte -> exit {c['exit_code']}, one line: {c['one_line']}, "
@@ -150,14 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench/results/acceptance")
     ap.add_argument("--bpp", type=float, default=0.5, help="target rate of the lossy stream (encode --bpp)")
     ap.add_argument("--weights", default=None, help="weights of the lossy codec (default: the shipped ones)")
-    ap.add_argument("--elbo", action="store_true", help="also the ELBO model's --with-y and --lossless")
+    ap.add_argument("--lossless-weights", default=None, help="the lossless head (default: the shipped one)")
+    ap.add_argument("--lossless", action="store_true", help="also --lossless and --max-error 1 / 2")
+    ap.add_argument("--elbo", action="store_true", help="also the ELBO model's --with-y")
     a = ap.parse_args(argv)
-    weights = ["--weights", a.weights] if a.weights else []
+    weights = (["--weights", a.weights] if a.weights else []) + (["--lossless-weights", a.lossless_weights]
+                                                                  if a.lossless_weights else [])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for src in a.images:
             print(f"checking {src} ...", flush=True)
-            results.append(check_image(Path(src), Path(tmp), a.bpp, weights, a.elbo))
+            results.append(check_image(Path(src), Path(tmp), a.bpp, weights, a.elbo, a.lossless))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -4,6 +4,10 @@ For every supported format version, one stream of the shipped weights, the SHA-2
 of each level it decodes to, and (format version 2) those PNGs themselves:
 
 - ``tests/golden/rd-v2.ssv``: the default lossy codec (rate-distortion model), quality 4;
+- ``tests/golden/rd-v3.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
+  RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes from the
+  float64 path and the exact integer head, so its PNGs match on every CPU kind, and the last is
+  the crop itself;
 - ``tests/golden/elbo-v1.ssv``: the ELBO model with ``--with-y --lossless``, quality 4.
 
 ``tests/test_golden.py`` fails if decoding any of them changes. Version 2's renders run in
@@ -53,7 +57,8 @@ def renders_agree(got: np.ndarray, want: np.ndarray) -> tuple[bool, str]:
     return bool(d.max() <= 1 and frac <= MAX_FLIPPED), f"max |diff| {int(d.max())}, {frac:.2e} of samples differ"
 
 
-def record(name: str, data: bytes, codec: object, weights: Path, note: str, keep_png: bool = False) -> Path:
+def record(name: str, data: bytes, codec: object, weights: Path, note: str, keep_png: bool = False,
+           extra: dict | None = None) -> Path:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     (GOLDEN / f"{name}.ssv").write_bytes(data)
     levels: dict[str, str] = {}
@@ -67,6 +72,7 @@ def record(name: str, data: bytes, codec: object, weights: Path, note: str, keep
             "weights": weights.name, "png_sha256": levels, "made_with": note, "cpu": cpu_name()}
     if keep_png:
         meta["png"] = {lv: f"{name}_L{lv}.png" for lv in levels}
+    meta.update(extra or {})
     path = GOLDEN / f"{name}.json"
     path.write_text(json.dumps(meta, indent=1) + "\n")
     return path
@@ -87,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     rd = RDCodec()
     p = record("rd-v2", rd.encode(img, quality=4.0), rd, DEFAULT_RD_WEIGHTS,
                f"RDCodec().encode(crop [96:224, 192:384] of {a.image.name}, quality=4.0)", keep_png=True)
+    print(f"wrote {p}")
+    from ..models.io import LOSSLESS_WEIGHTS
+
+    alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
+    rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
+    p = record("rd-v3", rd.encode(rgba, quality=4.0, lossless=True), rd, DEFAULT_RD_WEIGHTS,
+               f"RDCodec().encode(crop [96:160, 192:288] of {a.image.name} + a horizontal alpha ramp 0..255, "
+               "quality=4.0, lossless=True)", extra={"lossless_weights": LOSSLESS_WEIGHTS.name,
+                                                     "input_png_sha256": png_sha256(rgba)})
     print(f"wrote {p}")
     small = img[:48, :64]
     elbo = Codec()

@@ -1,10 +1,14 @@
-"""Large images through the CLI: ``python -m ssvcodec.bench.large [--mp 12] [--out bench/results/large]``.
+"""Large images through the CLI: ``python -m ssvcodec.bench.large [--mp 12 | --side 4096] [--lossless]
+[--out bench/results/large]``.
 
-Builds a photo mosaic of about ``--mp`` megapixels from the Kodak images (portrait ones turned),
+Builds a photo mosaic of about ``--mp`` megapixels (or ``--side`` x ``--side``) from the Kodak
+images (portrait ones turned),
 then times ``ssvcodec encode`` and ``ssvcodec decode`` on it and on one Kodak image, each as its
 own process, with the peak resident memory of that process (``wait4``'s ru_maxrss). The fixed
 start-up cost (interpreter, torch, weights: ``ssvcodec`` on a 64x64 image) is measured the same
-way and taken off both before comparing time per pixel. Writes ``OUT.json`` and ``OUT.md``.
+way and taken off both before comparing time per pixel. ``--lossless``: the streams are
+``encode --lossless``, and each decode is checked to equal its input bit for bit. Writes
+``OUT.json`` and ``OUT.md``.
 """
 from __future__ import annotations
 
@@ -55,22 +59,29 @@ def measure(img: np.ndarray, tmp: Path, name: str, extra: list[str]) -> dict[str
     enc = run_measured(["encode", str(src), "-o", str(ssv), "--force", "-q", *extra])
     dec = run_measured(["decode", str(ssv), "-o", str(out), "--force", "-q"])
     h, w = img.shape[:2]
-    return {"image": name, "height": h, "width": w, "mp": h * w / 1e6, "bytes": ssv.stat().st_size,
-            "bpp": 8 * ssv.stat().st_size / (h * w), "encode": enc, "decode": dec}
+    row: dict[str, object] = {"image": name, "height": h, "width": w, "mp": h * w / 1e6, "bytes": ssv.stat().st_size,
+                              "bpp": 8 * ssv.stat().st_size / (h * w), "encode": enc, "decode": dec}
+    if "--lossless" in extra:
+        row["bit_exact"] = bool(np.array_equal(np.asarray(Image.open(out)), img))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.large", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mp", type=float, default=12.0)
+    ap.add_argument("--side", type=int, default=0, help="a side x side mosaic instead of --mp")
     ap.add_argument("--quality", default="4")
+    ap.add_argument("--lossless", action="store_true", help="lossless streams, each decode checked bit for bit")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "large")
     a = ap.parse_args(argv)
-    extra = ["--quality", a.quality]
+    extra = ["--quality", a.quality] + (["--lossless"] if a.lossless else [])
+    big_img = mosaic(1.3 * a.side ** 2 / 1e6)[:a.side, :a.side] if a.side else mosaic(a.mp)
+    big_name = f"mosaic-{a.side}x{a.side}" if a.side else f"mosaic-{a.mp:g}MP"
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = [measure(np.full((64, 64, 3), 128, np.uint8), tmp, "startup-64x64", extra),
                 measure(np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB")), tmp, "kodim23", extra),
-                measure(mosaic(a.mp), tmp, f"mosaic-{a.mp:g}MP", extra)]
+                measure(np.ascontiguousarray(big_img), tmp, big_name, extra)]
     base, kodak, big = rows
     per_px = {}
     for op in ("encode", "decode"):
@@ -82,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Large images through the CLI", "",
              f"`{res['command']}`; each command its own process; peak = its maximum resident memory; "
              "per-MP times with the start-up process's time taken off.", "",
-             "| image | MP | bpp | encode s | encode peak MiB | decode s | decode peak MiB |", "|---|---|---|---|---|---|---|"]
+             "| image | MP | bpp | encode s | encode peak MiB | decode s | decode peak MiB |"
+             + (" bit-exact |" if a.lossless else ""), "|---|---|---|---|---|---|---|" + ("---|" if a.lossless else "")]
     for r in rows:
         lines.append(f"| {r['image']} | {r['mp']:.2f} | {r['bpp']:.3f} | {r['encode']['s']:.2f} | "  # type: ignore[index]
-                     f"{r['encode']['peak_mib']:.0f} | {r['decode']['s']:.2f} | {r['decode']['peak_mib']:.0f} |")  # type: ignore[index]
+                     f"{r['encode']['peak_mib']:.0f} | {r['decode']['s']:.2f} | {r['decode']['peak_mib']:.0f} |"  # type: ignore[index]
+                     + (f" {'yes' if r['bit_exact'] else 'NO'} |" if a.lossless else ""))
     lines += ["", "| | Kodak s/MP | large s/MP | ratio |", "|---|---|---|---|"]
     for op, v in per_px.items():
         lines.append(f"| {op} | {v['kodak_s_per_mp']:.2f} | {v['large_s_per_mp']:.2f} | {v['ratio']:.2f} |")

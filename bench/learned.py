@@ -36,6 +36,7 @@ Every row of an ssvcodec point carries ``quality``, ``level``, ``label``, ``with
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ from .codecs import Codec, OperatingPoint, register
 
 WEIGHTS_ENV = "SSVCODEC_WEIGHTS"
 DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)       # ELBO model: latent precision
-RD_QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # RD model: lambda = 0.0009 * 2^q
+RD_QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # RD model: lambda = 0.0009 * 2^q (the instance
+#                                                          sweeps every integer of its model's quality_range)
 CURVE_PREFIXES = ("ssvcodec/", "ssvcodec+y/")
 BEST = "ssvcodec/best"
 
@@ -143,6 +145,9 @@ class _SSVBase(Codec):
         super().__init__(threads)
         self.weights = Path(weights).resolve() if weights else (elbo_weights_path() if self.elbo else weights_path())
         self.api = load_codec(self.weights)
+        if self.qualities is RD_QUALITIES and hasattr(self.api, "q_range"):
+            lo, hi = self.api.q_range  # every integer quality the model was trained on
+            self.qualities = tuple(float(q) for q in range(math.ceil(lo), math.floor(hi) + 1))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -171,6 +171,9 @@ class RDCodec:
         L = self.n_levels
         exact = top > L  # the lossless level: the last render comes from the float64 path, padded
         coder = self.lossless_coder() if exact else None
+        # every level of a lossless stream (or of its truncation) renders in float64: the same
+        # pixels on any thread count and CPU, so a truncated stream shows what the full one did
+        precise = bool(hd.flags & HeaderFlags.LOSSLESS)
         want = {top} if only_last else set(range(1, top + 1))
         renders = (want - {L + 1}) | ({L} if exact else set())
         walks = []
@@ -178,7 +181,7 @@ class RDCodec:
             size = (r1 - r0, c1 - c0)
             padded = self._padded(*size)
             walks.append(self.coder.decode([p[k] for k in range(min(top, L))], hd.quality, padded,
-                                           padded if exact else size, renders, precise_render=exact))
+                                           padded if exact else size, renders, precise_render=precise))
         ends = level_ends(parsed)
         last: list[torch.Tensor] = []
         for level in sorted(renders | want):

@@ -1,6 +1,7 @@
 """Golden streams of every supported format version (recorded by ``python -m ssvcodec.bench.golden``):
 each decodes, level by level, to PNGs with the recorded SHA-256, so any change to the model, the
-coder or the container that alters decoding fails here. Format version 2 renders in float32 on
+coder or the container that alters decoding fails here. Format version 3 (lossless) renders every
+level in float64 and must match exactly. Format version 2 renders in float32 on
 every thread: on another CPU kind a level may instead match its recorded PNG up to float32
 rounding (:func:`ssvcodec.bench.golden.renders_agree`); its symbols are exact either way, or the
 level's CRC refuses the decode. Format version 1 is decoded only on the CPU kind that recorded it
@@ -18,7 +19,7 @@ from ssvcodec.bench.golden import GOLDEN, png_sha256, renders_agree
 from ssvcodec.codec.bitstream import read_stream
 
 
-@pytest.mark.parametrize("name,version", [("rd-v2", 2), ("elbo-v1", 1)])
+@pytest.mark.parametrize("name,version", [("rd-v3", 3), ("rd-v2", 2), ("elbo-v1", 1)])
 def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -> None:
     from ssvcodec.models.io import WEIGHTS_DIR, cpu_name, weights_fingerprint
 
@@ -29,19 +30,25 @@ def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -
     weights = WEIGHTS_DIR / meta["weights"]
     if not weights.exists():
         pytest.skip(f"shipped weights {weights} are absent")
+    head = WEIGHTS_DIR / meta.get("lossless_weights", "-")
+    if version == 3 and not head.exists():
+        pytest.skip(f"shipped lossless head {head} is absent")
     data = (GOLDEN / meta["stream"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == meta["stream_sha256"]
     header = read_stream(data).header
     assert header.version == version
     assert header.fingerprint == weights_fingerprint(weights), "the golden stream was recorded with other weights: re-record it"
-    if version == 2:
+    if version >= 2:
         from ssvcodec.codec.rd_api import RDCodec
-        codec = RDCodec(weights)
+        codec = RDCodec(weights, lossless_weights=head) if version == 3 else RDCodec(weights)
     else:
         from ssvcodec.codec.api import Codec
         codec = Codec(weights)
     steps = list(codec.decode_progressive(data))
     assert [str(s.level) for s in steps] == list(meta["png_sha256"])
+    if version == 3:  # float64 renders and the exact head: the same pixels on every CPU kind, the last the input
+        assert all(png_sha256(s.image) == meta["png_sha256"][str(s.level)] for s in steps)
+        assert meta["png_sha256"][str(steps[-1].level)] == meta["input_png_sha256"]
     for s in steps:
         lv = str(s.level)
         if png_sha256(s.image) == meta["png_sha256"][lv]:

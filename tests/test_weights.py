@@ -17,8 +17,10 @@ from ssvcodec.models.io import WEIGHTS_DIR, load_model, read_meta
 from .conftest import require_data
 
 SHIPPED = sorted(WEIGHTS_DIR.glob("*.safetensors"))
-ELBO = [p for p in SHIPPED if json.loads(p.with_suffix(".json").read_text())["config"].get("kind") != "rd"]
-RD = [p for p in SHIPPED if p not in ELBO]
+KIND = {p: json.loads(p.with_suffix(".json").read_text())["config"].get("kind") for p in SHIPPED}
+RD = [p for p in SHIPPED if KIND[p] == "rd"]
+HEADS = [p for p in SHIPPED if KIND[p] == "lossless"]
+ELBO = [p for p in SHIPPED if p not in RD and p not in HEADS]
 
 
 def test_weights_folder_has_the_default_models_and_a_card() -> None:
@@ -45,6 +47,23 @@ def test_rd_weights_reproduce_their_card(path: Path) -> None:
     assert [round(psnr(img[r0:r1, c0:c1], s.image), 2) for s in steps] == check["psnr"]
     card = (WEIGHTS_DIR / "README.md").read_text()
     assert f"{check['psnr'][-1]:.2f} dB" in card, "the model card must state the fixed-check number"
+
+
+@pytest.mark.parametrize("path", HEADS, ids=[p.stem for p in HEADS])
+def test_lossless_head_reproduces_its_card(path: Path) -> None:
+    """The head's fixed check: the same Kodak crop as a lossless stream with the shipped RD
+    weights, the stated bytes exactly, decoded bit for bit."""
+    check = read_meta(path)["card_check"]
+    img = np.asarray(Image.open(require_data("kodak", check["image"])).convert("RGB"))
+    r0, r1, c0, c1 = check["box"]
+    from ssvcodec.codec.rd_api import RDCodec
+
+    codec = RDCodec(WEIGHTS_DIR / check["rd_weights"], lossless_weights=path)
+    data = codec.encode(img[r0:r1, c0:c1], quality=check["quality"], lossless=True)
+    assert len(data) == check["bytes"] and check["bit_exact"]
+    assert np.array_equal(codec.decode(data), img[r0:r1, c0:c1])
+    card = (WEIGHTS_DIR / "README.md").read_text()
+    assert f"{check['bpp']:.3f} bpp" in card, "the model card must state the fixed-check number"
 
 
 @pytest.mark.parametrize("path", ELBO, ids=[p.stem for p in ELBO])
