@@ -1,11 +1,12 @@
 """End-to-end acceptance check of the ``ssvcodec`` command on real images, as a user runs it.
 
     python -m ssvcodec.bench.acceptance ../shared/data/kodak/kodim04.png ../shared/data/kodak/kodim23.png \
-        --out bench/results/acceptance [--bpp 0.5] [--lossless] [--elbo]
+        --out bench/results/acceptance [--bpp 0.5] [--lossless] [--with-y]
 
 For each image: ``encode --bpp B`` (the default lossy codec, every level; with ``--lossless`` also
 ``encode --lossless`` and ``--lossless --max-error 1`` / ``2``, beside WebP lossless and JPEG-LS
-with the same bound on the same image; with ``--elbo`` the ELBO model's ``--with-y``),
+with the same bound on the same image; with ``--with-y`` also ``encode --with-y``, whose last level
+is the conditional reconstruction given y = x[::2, ::2]),
 ``decode --progressive`` (OUT_L1.png ... OUT.png),
 PSNR per level (must rise) beside JPEG's and WebP's PSNR at the same bpp on the same image (their
 quality sweeps interpolated in log-rate), lossless bit-exactness, ``truncate --levels L`` ==
@@ -71,7 +72,7 @@ def lossless_anchors(ref: np.ndarray) -> dict[str, float]:
     return out
 
 
-def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], elbo: bool, lossless: bool) -> dict:
+def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], with_y: bool, lossless: bool) -> dict:
     ref = np.asarray(Image.open(src).convert("RGB"))
     h, w = ref.shape[:2]
     out: dict = {"image": src.name, "size": f"{w}x{h}", "target_bpp": target_bpp, "modes": {}}
@@ -80,15 +81,15 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], el
         modes += [("lossless", ["--lossless", *weights]), ("max-error-1", ["--lossless", "--max-error", "1", *weights]),
                   ("max-error-2", ["--lossless", "--max-error", "2", *weights])]
         out["lossless_anchors_bpp"] = {k: round(v, 4) for k, v in lossless_anchors(ref).items()}
-    if elbo:
-        modes += [("CR", ["--with-y"])]
+    if with_y:
+        modes += [("CR", ["--with-y", *weights])]
     for mode, flags in modes:
         ssv = work / f"{src.stem}_{mode}.ssv"
         rc, log, t_enc = _run(["encode", str(src), "-o", str(ssv), *flags], 2)
         if rc:
             raise RuntimeError(f"encode failed: {log}")
         png = work / f"{src.stem}_{mode}.png"
-        dweights = [] if mode == "CR" else weights
+        dweights = weights
         rc, log, t_dec = _run(["decode", str(ssv), "-o", str(png), "--progressive", *dweights], 2)
         if rc:
             raise RuntimeError(f"decode failed: {log}")
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", default=None, help="weights of the lossy codec (default: the shipped ones)")
     ap.add_argument("--lossless-weights", default=None, help="the lossless head (default: the shipped one)")
     ap.add_argument("--lossless", action="store_true", help="also --lossless and --max-error 1 / 2")
-    ap.add_argument("--elbo", action="store_true", help="also the ELBO model's --with-y")
+    ap.add_argument("--with-y", action="store_true", help="also --with-y (the CR level)")
     a = ap.parse_args(argv)
     weights = (["--weights", a.weights] if a.weights else []) + (["--lossless-weights", a.lossless_weights]
                                                                   if a.lossless_weights else [])
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for src in a.images:
             print(f"checking {src} ...", flush=True)
-            results.append(check_image(Path(src), Path(tmp), a.bpp, weights, a.elbo, a.lossless))
+            results.append(check_image(Path(src), Path(tmp), a.bpp, weights, a.with_y, a.lossless))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -40,11 +40,9 @@ def streams(rows: list[dict], images: set[str] | None) -> dict[tuple, list[dict]
     return out
 
 
-def row_weights(row: dict[str, Any], plugin: dict[str, Any], role: str | None = None) -> str | None:
-    """The weights a row's stream was made with: the ELBO model's for --with-y (``role``
-    "lossless_weights": the lossless head's, for --lossless rows)."""
-    if role is None:
-        role = "elbo_weights" if row["with_y"] else "weights"
+def row_weights(row: dict[str, Any], plugin: dict[str, Any], role: str = "weights") -> str | None:
+    """The weights a row's stream was made with (``role`` "lossless_weights": the lossless head's,
+    for --lossless and --with-y rows)."""
     info = plugin.get(role)
     return info.get("path") if isinstance(info, dict) else info
 
@@ -55,7 +53,7 @@ def weights_options(row: dict[str, Any], plugin: dict[str, Any]) -> list[str]:
     weights = row_weights(row, plugin)
     if weights:
         opts += ["--weights", weights]
-    head = row_weights(row, plugin, "lossless_weights") if row["lossless_stream"] else None
+    head = row_weights(row, plugin, "lossless_weights") if row["lossless_stream"] or row["with_y"] else None
     if head:
         opts += ["--lossless-weights", head]
     return opts

@@ -11,8 +11,9 @@ Registers three :class:`bench.codecs.Codec` entries:
     truncate F.ssv --levels L`` and of ``ssvcodec encode ... --levels L``. The point is decoded from
     that prefix alone.
 ``ssvcodec+y``
-    the ELBO model (:class:`codec.api.Codec`, format version 1) with ``--with-y``: curves
-    ``ssvcodec+y/CR2 .. CR<K+1>`` (conditional reconstruction; its RS1 level is left out).
+    the rate-distortion model with ``--with-y`` (format version 3): curve ``ssvcodec+y/CR<L>``, the
+    last level's conditional reconstruction given y = x[::2, ::2] (the lower levels are
+    ``ssvcodec``'s).
 ``ssvcodec-lossless``
     the rate-distortion model with ``--lossless`` (format version 3: every lossy level, then the
     lossless head's X chunk): one bit-exact point per quality (the whole file, lossy prefix
@@ -162,13 +163,15 @@ class _SSVBase(Codec):
     def encode(self, img: np.ndarray, q: Any) -> bytes:
         if self.elbo:
             return self.api.encode(img, quality=float(q), with_y=self.with_y)
-        return self.api.encode(img, quality=float(q), lossless=self.lossless_stream)
+        return self.api.encode(img, quality=float(q), lossless=self.lossless_stream, with_y=self.with_y)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.api.decode(data)
 
     def label(self, level: int) -> str:
-        return self.api.level_label(level, self.with_y) if self.elbo else f"L{level}"
+        if self.elbo:
+            return self.api.level_label(level, self.with_y)
+        return f"CR{level}" if self.with_y and level == self.api.n_levels else f"L{level}"
 
     def cli(self, q: Any, level: int | None = None) -> str:
         """Shell commands whose last output file has exactly the point's bytes."""
@@ -237,8 +240,8 @@ class SSVCodec(_SSVBase):
         pts: list[OperatingPoint] = []
         for level, n in ends.items():
             label = self.label(level)
-            if self.with_y and label.startswith("RS"):
-                continue  # u only: no y chunk in it
+            if self.with_y and not label.startswith("CR"):
+                continue  # the levels below y: ssvcodec's curves
             prefix = truncate_levels(data, level)
             assert len(prefix) == n
             pts.append(LearnedPoint(f"{self.name}/{label}", self.point_key(q), n,
@@ -249,12 +252,15 @@ class SSVCodec(_SSVBase):
 
 @register
 class SSVCodecY(SSVCodec):
-    """The ELBO model with ``--with-y``: curves ssvcodec+y/CR2..CR(K+1)."""
+    """The rate-distortion model with ``--with-y``: curve ssvcodec+y/CR<L>."""
 
     name = "ssvcodec+y"
-    elbo = True
     with_y = True
-    qualities = DEFAULT_QUALITIES
+    qualities = (0.0, 2.0, 4.0, 6.0, 8.0)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return SSVCodecLossless.unavailable_reason()
 
 
 @register
@@ -317,6 +323,6 @@ def describe() -> dict[str, Any]:
                 info["weights_json"] = json.loads(meta.read_text())
         out[role] = info
     out["curves"] = ("ssvcodec/L<L>: stream of `ssvcodec encode --quality Q` (rate-distortion model) truncated "
-                     "after level L; ssvcodec+y/CR<L>: the ELBO model with --with-y; ssvcodec-lossless: the "
+                     "after level L; ssvcodec+y/CR<L>: the rate-distortion model with --with-y; ssvcodec-lossless: the "
                      "rate-distortion model with --lossless (lossy levels + the lossless head's X chunk); ssvcodec/best: upper envelope of the averaged ssvcodec points")
     return out

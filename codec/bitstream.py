@@ -287,9 +287,6 @@ def _validate_header(h: Header) -> None:
     if h.version == 2 and h.flags:
         raise HeaderError(f"flags 0x{int(h.flags):02x}: format version 2 (rate-distortion model) "
                           "has no Y or X chunks")
-    if h.version >= 3 and h.flags & HeaderFlags.Y_CHUNKS:
-        raise HeaderError(f"flags 0x{int(h.flags):02x}: format version {h.version} (rate-distortion model) "
-                          "has no Y chunks")
     if (h.tile_height == 0) != (h.tile_width == 0):
         raise HeaderError(
             f"tile size {h.tile_height}x{h.tile_width}: both sides must be 0 (untiled) or neither"

@@ -300,27 +300,21 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
         if not (lossless and note.startswith("alpha channel not in the lossy levels")):
             say(f"note: {src}: {note}")
     h, w = rgb.pixels.shape[:2]
-    kind = "elbo" if with_y else "rd"
-    codec = _cached_codec(kind, weights, device, lossless_weights)
+    codec = _cached_codec("rd", weights, device, lossless_weights)
     t0 = time.perf_counter()
     extra = ""
     try:
-        if lossless and (bpp is not None or size is not None):
-            raise CodecFailure("--bpp / --size set a lossy rate: with --lossless give --quality (the lossy levels' q)")
-        if kind == "rd" and (bpp is not None or size is not None):
+        if (lossless or with_y) and (bpp is not None or size is not None):
+            raise CodecFailure("--bpp / --size set a lossy rate: with --lossless / --with-y give --quality (the lossy levels' q)")
+        if bpp is not None or size is not None:
             res = codec.encode_to_rate(rgb, bpp=bpp, size=size, levels=levels, tile=tile)
             data, q = res.data, res.quality
             target = size if size is not None else bpp * h * w / 8  # type: ignore[operator]
             extra = f", quality {q:.2f} after {res.tries} tries ({100 * res.relative_error(target):+.1f} % from the target)"
-        elif kind == "rd":
-            q = codec.check_quality(codec.default_quality if quality is None else quality)
-            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless, max_error=max_error)
         else:
-            if bpp is not None or size is not None:
-                raise CodecFailure("--bpp / --size work with the rate-distortion codec, not with --with-y")
-            from .quantize import DEFAULT_QUALITY
-            q = DEFAULT_QUALITY if quality is None else quality
-            data = codec.encode(rgb, levels, q, with_y, False, tile, progress=verbosity >= 1)
+            q = codec.check_quality(codec.default_quality if quality is None else quality)
+            data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless, max_error=max_error,
+                                with_y=with_y)
     except ValueError as e:
         raise CodecFailure(str(e)) from None
     dt = time.perf_counter() - t0
@@ -339,11 +333,12 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
               help="lossy codec: q in the weights' trained range ([0, 8] for the shipped ones), "
                    "lambda = 0.0009 * 2^q (default 4, about 0.5 bpp on photos); "
                    "with --lossless: the lossy levels' q; "
-                   "with --with-y: the ELBO model's latent precision in [0.25, 64] (default 4)")
+                   "with --with-y: the same")
 @click.option("--bpp", type=click.FloatRange(0.0, min_open=True), default=None,
               help="target bits per pixel of the whole file: bisection on --quality")
 @click.option("--size", type=click.IntRange(1), default=None, help="target file size in bytes: bisection on --quality")
-@click.option("--with-y", is_flag=True, help="ELBO model: add the lossless y_k chunks (conditional reconstruction)")
+@click.option("--with-y", is_flag=True, help="add y = x[::2, ::2] exactly to the last level, which then shows the "
+                                             "conditional reconstruction given y (CR); with --lossless it costs nothing extra")
 @click.option("--lossless", is_flag=True, help="after every lossy level, a last level that decodes to the input bit for bit "
                                                "(grey, RGB or RGBA; the lossless head codes it given the last render)")
 @click.option("--max-error", type=click.IntRange(0, 64), default=0,
@@ -367,8 +362,6 @@ def encode(inputs: tuple[str, ...], output: str | None, out_dir: str | None, lev
     verbosity = 1 if verbosity is None else verbosity
     if sum(v is not None for v in (quality, bpp, size)) > 1:
         raise click.UsageError("give at most one of --quality, --bpp and --size")
-    if with_y and lossless:
-        raise click.UsageError("--with-y (the ELBO model) and --lossless (the rate-distortion model) do not combine")
     if max_error and not lossless:
         raise click.UsageError("--max-error bounds the lossless level: give --lossless too")
     pairs = _plan(inputs, output, out_dir, IMAGE_SUFFIXES, ".ssv")

@@ -58,21 +58,33 @@ class LosslessTileCoder:
         return self.head.multiple
 
     @torch.no_grad()
-    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float, max_error: int = 0) -> bytes:
+    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float, max_error: int = 0, with_y: bool = False,
+               lossless: bool = True) -> tuple[bytes | None, bytes | None]:
         """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``xhat``: the
-        padded render (3, H, W) uint8, H >= h, W >= w -> the X chunk's payload. ``max_error`` N
-        > 0: near-lossless, every colour sample within N of the original (alpha stays exact)."""
+        padded render (3, H, W) uint8, H >= h, W >= w -> the payloads of the tile's Y chunk
+        (``with_y``: y = x[::2, ::2] exactly, the head's coarse stages) and X chunk
+        (``lossless``: the rest of x, or all of it without Y), None for a chunk not asked for.
+        ``max_error`` N > 0: near-lossless X, every colour sample within N of the original (Y
+        and alpha stay exact)."""
         if not 0 <= max_error <= MAX_ERROR:
             raise ValueError(f"max error must be in 0..{MAX_ERROR}, got {max_error}")
+        if with_y and self.head.config.depth < 1:
+            raise ValueError("this lossless head has no coarse stages to code y with (depth 0)")
         h, w, ch = pixels.shape
         source = xhat.double().unsqueeze(0).clone()
         colour = torch.from_numpy(np.array(pixels[..., :3] if ch >= 3 else np.repeat(pixels, 3, 2)))  # a writable copy
         source[0, :, :h, :w] = colour.permute(2, 0, 1).double()
-        enc = ChunkEncoder()
-        x = self._walk(xhat, (h, w), ch, q, 2 * max_error + 1, source, enc, None)
-        decoded = self._pixels(x, (h, w), ch, pixels[..., 3] if ch == 4 else None)
-        alpha = _png(pixels[..., 3]) if ch == 4 else b""
-        return (self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + enc.finish())
+        enc_y, enc_x = ChunkEncoder() if with_y else None, ChunkEncoder() if lossless else None
+        x = self._walk(xhat, (h, w), ch, q, {"y": (enc_y, 1), "x": (enc_x, 2 * max_error + 1)} if with_y
+                       else {"x": (enc_x, 2 * max_error + 1)}, source)
+        y_payload = x_payload = None
+        if enc_y is not None:
+            y_payload = self.fingerprint + _PREFIX.pack(0, _crc(self._subsample(x, (h, w), ch)), 0) + enc_y.finish()
+        if enc_x is not None:
+            decoded = self._pixels(x, (h, w), ch, pixels[..., 3] if ch == 4 else None)
+            alpha = _png(pixels[..., 3]) if ch == 4 else b""
+            x_payload = self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + enc_x.finish()
+        return y_payload, x_payload
 
     @staticmethod
     def max_error(payload: bytes) -> int:
@@ -82,35 +94,59 @@ class LosslessTileCoder:
         return int(payload[HEAD_FINGERPRINT_SIZE])
 
     @torch.no_grad()
-    def decode(self, payload: bytes, xhat: Tensor, size: tuple[int, int], channels: int, q: float) -> np.ndarray:
-        """The tile's pixels (h, w, ``channels``) uint8 from its X payload and padded render."""
-        n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
-        if len(payload) < n:
-            raise DesyncError("lossless chunk: payload too short")
-        if payload[:HEAD_FINGERPRINT_SIZE] != self.fingerprint:
-            raise DesyncError(f"lossless chunk: coded with lossless head {payload[:HEAD_FINGERPRINT_SIZE].hex()}, "
-                              f"this decoder has {self.fingerprint.hex()}")
-        max_error, crc, alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)
-        if max_error > MAX_ERROR:
-            raise DesyncError(f"lossless chunk: max error {max_error} is over {MAX_ERROR}")
-        if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4):
-            raise DesyncError("lossless chunk: bad alpha length")
-        try:
-            dec = ChunkDecoder(payload[n + alpha_len:])
-        except EntropyDecodeError as e:
-            raise DesyncError(f"lossless chunk: {e}") from None
-        x = self._walk(xhat, size, channels, q, 2 * max_error + 1, None, None, dec)
-        alpha = _unpng(payload[n:n + alpha_len], size) if channels == 4 else None
+    def decode(self, y_payload: bytes | None, x_payload: bytes | None, xhat: Tensor, size: tuple[int, int],
+               channels: int, q: float) -> np.ndarray:
+        """The tile's pixels (h, w, ``channels``) uint8 from its padded render and its X payload
+        (with its Y payload first if the stream has one); without X: the conditional
+        reconstruction (CR) from Y, each remaining sample the head's mean given y and the render
+        (h, w, colour channels)."""
+        y_dec = self._open(y_payload, channels, "Y") if y_payload is not None else None
+        parts: dict[str, tuple[ChunkDecoder | None, int]] = {}
+        if y_dec is not None:
+            parts["y"] = (y_dec[0], 1)
+        if x_payload is not None:
+            x_dec, max_error, crc, alpha_data = self._open(x_payload, channels, "X")
+            parts["x"] = (x_dec, 2 * max_error + 1)
+        else:
+            parts["x"] = (None, 1)
+        x = self._walk(xhat, size, channels, q, parts, None)
+        if y_dec is not None and _crc(self._subsample(x, size, channels)) != y_dec[2]:
+            raise DesyncError("Y chunk: decoded samples fail their checksum (corrupt or desynchronised stream)")
+        if x_payload is None:
+            return self._pixels(x, size, min(channels, 3), None)
+        alpha = _unpng(alpha_data, size) if channels == 4 else None
         pixels = self._pixels(x, size, channels, alpha)
         if _crc(pixels) != crc:
             raise DesyncError("lossless chunk: decoded pixels fail their checksum (corrupt or desynchronised stream)")
         return pixels
 
-    def _walk(self, xhat: Tensor, size: tuple[int, int], channels: int, q: float, step: int, source: Tensor | None,
-              enc: ChunkEncoder | None, dec: ChunkDecoder | None) -> Tensor:
-        """The head's coding order over the tile, encoding ``source``'s values (``enc``) or
-        decoding them (``dec``); returns the padded reconstruction (1, 3, H, W) float64. Outside
-        the true pixels it is the render (not coded); for grey, G and B repeat R."""
+    def _open(self, payload: bytes, channels: int, what: str) -> tuple[ChunkDecoder, int, int, bytes]:
+        """(entropy decoder, max error, crc, alpha PNG bytes) of a Y or X payload, its prefix checked."""
+        n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
+        label = "lossless chunk" if what == "X" else "Y chunk"
+        if len(payload) < n:
+            raise DesyncError(f"{label}: payload too short")
+        if payload[:HEAD_FINGERPRINT_SIZE] != self.fingerprint:
+            raise DesyncError(f"{label}: coded with lossless head {payload[:HEAD_FINGERPRINT_SIZE].hex()}, "
+                              f"this decoder has {self.fingerprint.hex()}")
+        max_error, crc, alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)
+        if max_error > MAX_ERROR or (what == "Y" and max_error):
+            raise DesyncError(f"{label}: max error {max_error} is not allowed")
+        if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4 and what == "X"):
+            raise DesyncError(f"{label}: bad alpha length")
+        try:
+            dec = ChunkDecoder(payload[n + alpha_len:])
+        except EntropyDecodeError as e:
+            raise DesyncError(f"{label}: {e}") from None
+        return dec, max_error, crc, payload[n:n + alpha_len]
+
+    def _walk(self, xhat: Tensor, size: tuple[int, int], channels: int, q: float,
+              parts: dict[str, tuple[ChunkEncoder | ChunkDecoder | None, int]], source: Tensor | None) -> Tensor:
+        """The head's coding order over the tile. ``parts``: for "x" (and "y" if present: then
+        the stages of scale d >= 1 are Y's, the others X's) an entropy encoder (the values are
+        ``source``'s), a decoder, or None (the head's rounded mean stands in: the CR image), and
+        its quantization step (1: exact). Returns the padded reconstruction (1, 3, H, W) float64.
+        Outside the true pixels it is the render (not coded); for grey, G and B repeat R."""
         base = xhat.double().unsqueeze(0)
         mask = _mask(xhat.shape[-2:], *size)
         render: dict[int, Tensor] = {}
@@ -127,16 +163,27 @@ class LosslessTileCoder:
             if c > 0 and channels < 3:
                 out[m] = first["r"][m]
                 return out
-            if enc is not None:
-                out[m] = _code_values(enc, truth[d][:, ph, c][m], mean[m], scale[m], step)
+            coder, step = parts["y" if "y" in parts and d >= 1 else "x"]
+            if isinstance(coder, ChunkEncoder):
+                out[m] = _code_values(coder, truth[d][:, ph, c][m], mean[m], scale[m], step)
+            elif isinstance(coder, ChunkDecoder):
+                out[m] = _decode_values(coder, mean[m], scale[m], step)
+            elif source is not None:  # not coded here: the encoder knows the values
+                out[m] = truth[d][:, ph, c][m]
             else:
-                assert dec is not None
-                out[m] = _decode_values(dec, mean[m], scale[m], step)
+                out[m] = torch.round(mean[m]).clamp(0, 255)
             if c == 0:
                 first["r"] = out
             return out
 
         return self.head.walk(base, torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+
+    @staticmethod
+    def _subsample(x: Tensor, size: tuple[int, int], channels: int) -> np.ndarray:
+        """y = x[::2, ::2] of the tile's true pixels, (ceil(h/2), ceil(w/2), colour channels) uint8."""
+        h, w = size
+        y = x[0, :, :h:2, :w:2].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        return np.ascontiguousarray(y[..., :1] if channels < 3 else y)
 
     @staticmethod
     def _pixels(x: Tensor, size: tuple[int, int], channels: int, alpha: np.ndarray | None) -> np.ndarray:

@@ -82,19 +82,22 @@ class RDCodec:
     # ----- encoding ---------------------------------------------------------------------------
     def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False,
-               lossless: bool = False, max_error: int = 0) -> bytes:
+               lossless: bool = False, max_error: int = 0, with_y: bool = False) -> bytes:
         """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q).
         ``lossless``: every level, then per tile an X chunk that codes the original pixels
         (grey, RGB or RGBA) given the last level's render (Mentzer et al. 2020); with
-        ``max_error`` N > 0 every colour sample decodes within N of the original instead."""
-        return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error)[0]
+        ``max_error`` N > 0 every colour sample decodes within N of the original instead.
+        ``with_y``: per tile a Y chunk in the last level that codes y = x[::2, ::2] exactly
+        (the lossless head's coarse stages, which the X chunk then leaves out), so that level
+        shows the conditional reconstruction given y (CR)."""
+        return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                            quality: float = DEFAULT_RD_QUALITY, tile: int | None = None,
-                           progress: bool = False, lossless: bool = False,
-                           max_error: int = 0) -> tuple[bytes, list[dict[str, Any]]]:
+                           progress: bool = False, lossless: bool = False, max_error: int = 0,
+                           with_y: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
         """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size
-        (None for X chunks)."""
+        (None for Y and X chunks)."""
         rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
         px = rgb.pixels
         h, w = px.shape[:2]
@@ -105,27 +108,35 @@ class RDCodec:
             raise ValueError(f"levels must be in 1..{self.n_levels} for this model, got {levels}")
         if max_error and not lossless:
             raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
-        if lossless and levels != self.n_levels:
-            raise ValueError(f"a lossless stream holds every level ({self.n_levels}), not {levels}")
+        exact = lossless or with_y
+        if exact and levels != self.n_levels:
+            raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)
         tile = self._tile(h, w, tile)
         boxes = tiles(h, w, tile)
-        coder = self.lossless_coder() if lossless else None
-        original = original_pixels(rgb) if lossless else None
-        per_level: list[list[tuple[int, bytes, float | None]]] = [[] for _ in range(levels + int(lossless))]
+        coder = self.lossless_coder() if exact else None
+        original = original_pixels(rgb) if exact else None
+        per_level: list[list[tuple[int, bytes, float | None]]] = [[] for _ in range(levels)]
+        ys: list[tuple[int, bytes, float | None]] = []
+        xs: list[tuple[int, bytes, float | None]] = []
         for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
             x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
-            coded, render = self.coder.encode(self._pad(x), q, levels, final_render=lossless)
+            coded, render = self.coder.encode(self._pad(x), q, levels, final_render=exact)
             for k, (payload, bits) in enumerate(coded):
                 per_level[k].append((t, payload, bits))
             if coder is not None and original is not None and render is not None:
-                per_level[levels].append((t, coder.encode(original[r0:r1, c0:c1], render, q, max_error), None))
+                y, xp = coder.encode(original[r0:r1, c0:c1], render, q, max_error, with_y, lossless)
+                ys += [(t, y, None)] if y is not None else []
+                xs += [(t, xp, None)] if xp is not None else []
+        flags = (HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE) | (HeaderFlags.Y_CHUNKS if with_y else HeaderFlags.NONE)
         header = Header(height=h, width=w, channels=rgb.channels, levels=self.n_levels - 1, quality=q,
                         fingerprint=self.fingerprint, tile_height=tile, tile_width=tile,
-                        version=FORMAT_VERSION if lossless else LOSSY_VERSION,
-                        flags=HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE)
-        kinds = [ChunkType.U] + [ChunkType.Z] * (levels - 1) + [ChunkType.X] * int(lossless)
+                        version=FORMAT_VERSION if exact else LOSSY_VERSION, flags=flags)
+        kinds = [ChunkType.U] + [ChunkType.Z] * (levels - 1)
         chunks = [Chunk(kinds[k], k, payload, t) for k, row in enumerate(per_level) for t, payload, _ in row]
+        chunks += [Chunk(ChunkType.Y, levels - 1, payload, t) for t, payload, _ in ys]
+        chunks += [Chunk(ChunkType.X, levels, payload, t) for t, payload, _ in xs]
+        per_level += [ys, xs]
         report = [{"type": c.type.name, "level": c.level, "tile": c.tile, "bytes": len(c.payload), "estimated_bits": b}
                   for c, b in zip(chunks, [b for row in per_level for _, _, b in row])]
         return write_stream(header, chunks), report
@@ -154,14 +165,19 @@ class RDCodec:
     def decode_progressive(self, data: bytes, levels: int | None = None, only_last: bool = False,
                            progress: bool = False) -> Iterator[LevelImage]:
         """Yield the image of every whole level (1, 2, ...) up to ``levels``, with the bytes used.
-        Level L+1 of a lossless stream is the original (grey (H, W), RGB or RGBA (H, W, 4))."""
+        Level L+1 of a lossless stream is the original (grey (H, W), RGB or RGBA (H, W, 4)); with
+        Y chunks, level L is the conditional reconstruction given y (label CR<L>)."""
         parsed = read_stream(data)
         hd = parsed.header
         self._check_header(hd)
         boxes = tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
-        payloads: list[dict[int, bytes]] = [{} for _ in boxes]
+        payloads: list[dict[int, bytes]] = [{} for _ in boxes]   # latents and X by chunk level
+        ys: list[bytes | None] = [None for _ in boxes]
         for c in parsed.chunks:
-            payloads[c.tile][c.level] = c.payload
+            if c.type is ChunkType.Y:
+                ys[c.tile] = c.payload
+            else:
+                payloads[c.tile][c.level] = c.payload
         available = min(_prefix_levels(p) for p in payloads) if parsed.chunks else 0
         if available == 0:
             raise ValueError("the stream holds no whole level: nothing to decode" + (" (file truncated)" if parsed.truncated else ""))
@@ -169,11 +185,12 @@ class RDCodec:
         if not 1 <= top <= available:
             raise ValueError(f"level {top} is not in this stream (it holds levels 1..{available})")
         L = self.n_levels
-        exact = top > L  # the lossless level: the last render comes from the float64 path, padded
+        cr = top >= L and all(y is not None for y in ys)  # level L shows the CR image
+        exact = top > L or cr  # the head runs: the last render comes from the float64 path, padded
         coder = self.lossless_coder() if exact else None
-        # every level of a lossless stream (or of its truncation) renders in float64: the same
-        # pixels on any thread count and CPU, so a truncated stream shows what the full one did
-        precise = bool(hd.flags & HeaderFlags.LOSSLESS)
+        # every level of a lossless or CR stream (or of its truncation) renders in float64: the
+        # same pixels on any thread count and CPU, so a truncated stream shows what the full one did
+        precise = bool(hd.flags & (HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS))
         want = {top} if only_last else set(range(1, top + 1))
         renders = (want - {L + 1}) | ({L} if exact else set())
         walks = []
@@ -191,22 +208,26 @@ class RDCodec:
                 assert coder is not None
                 canvas = np.zeros((hd.height, hd.width, max(hd.channels, 1)), dtype=np.uint8)
                 bound = 0
-                for ((r0, r1, c0, c1), _, p), render in zip(bar, last):
-                    canvas[r0:r1, c0:c1] = coder.decode(p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality)
+                for ((r0, r1, c0, c1), _, p), render, y in zip(bar, last, ys):
+                    canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality)
                     bound = max(bound, coder.max_error(p[L]))
                 yield LevelImage(level, f"max error {bound}" if bound else "lossless",
                                  canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, HEADER_SIZE))
                 continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
-            for (r0, r1, c0, c1), walk, _ in bar:
+            for ((r0, r1, c0, c1), walk, _), y in zip(bar, ys):
                 lv, img = next(walk)
                 assert lv == level
                 if exact and level == L:
                     last.append(img)
-                canvas[r0:r1, c0:c1] = img[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
+                if cr and level == L and level in want:
+                    assert coder is not None and y is not None
+                    canvas[r0:r1, c0:c1] = coder.decode(y, None, img, (r1 - r0, c1 - c0), hd.channels, hd.quality)
+                else:
+                    canvas[r0:r1, c0:c1] = img[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
             if level in want:
                 out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
-                yield LevelImage(level, f"L{level}", out, ends.get(level, HEADER_SIZE))
+                yield LevelImage(level, f"CR{level}" if cr and level == L else f"L{level}", out, ends.get(level, HEADER_SIZE))
 
     def latent_estimates(self, data: bytes) -> list[float | None]:
         """Per chunk: the model's information content (bits) of its symbols, to set beside the
@@ -217,7 +238,7 @@ class RDCodec:
         boxes = tiles(hd.height, hd.width, hd.tile_height if hd.tiled else 0)
         est: dict[tuple[int, int], float] = {}
         for t, (r0, r1, c0, c1) in enumerate(boxes):
-            p = {c.level: c.payload for c in parsed.chunks if c.tile == t}
+            p = {c.level: c.payload for c in parsed.chunks if c.tile == t and c.type is not ChunkType.Y}
             n = min(_prefix_levels(p), self.n_levels)  # an X chunk has no latent estimate
             for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0))):
                 est[(t, k)] = bits

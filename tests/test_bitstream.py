@@ -118,7 +118,8 @@ def test_golden_stream_version_2() -> None:
 
 def test_golden_stream_version_3() -> None:
     """Version 3 is version 2 plus the LOSSLESS flag and an X chunk per tile at level K + 1 (the
-    version byte, the flag and so the header CRC differ); it refuses the Y chunk flag."""
+    version byte, the flag and so the header CRC differ), and the Y_CHUNKS flag with a Y chunk per
+    tile at level K."""
     header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
                     flags=HeaderFlags.LOSSLESS, version=3)
     data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b""),
@@ -127,9 +128,11 @@ def test_golden_stream_version_3() -> None:
     parsed = read_stream(data)
     assert parsed.header == header and [c.type for c in parsed.chunks] == [ChunkType.U, ChunkType.Z, ChunkType.X]
     assert [c.progressive_level for c in parsed.chunks] == [1, 2, 3]
-    with pytest.raises(HeaderError, match="no Y chunks"):
-        write_stream(Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
-                            flags=HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS, version=3), [])
+    with_y = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
+                    flags=HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS, version=3)
+    data = write_stream(with_y, [Chunk(ChunkType.U, 0, b""), Chunk(ChunkType.Z, 1, b""), Chunk(ChunkType.Y, 1, b"\x05"),
+                                 Chunk(ChunkType.X, 2, b"")])
+    assert [c.progressive_level for c in read_stream(data).chunks] == [1, 2, 2, 3]
 
 
 # --- round trips ----------------------------------------------------------------------------

@@ -143,3 +143,23 @@ def test_near_lossless_stays_within_its_bound_and_costs_less(codec: RDCodec, kin
     assert sizes[1] < sizes[0] < exact
     with pytest.raises(ValueError, match="lossless=True"):
         codec.encode(img, max_error=1)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey", "rgba"])
+def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDCodec, kind: str) -> None:
+    img = {"rgb": synthetic(37, 45, 9), "grey": synthetic(37, 45, 9)[..., 0], "rgba": _rgba(37, 45)}[kind]
+    both = codec.encode(img, quality=3.0, lossless=True, with_y=True)
+    plain = codec.encode(img, quality=3.0, lossless=True)
+    parsed = read_stream(both)
+    assert parsed.header.flags & HeaderFlags.Y_CHUNKS and [c.type for c in parsed.chunks][-2:] == [ChunkType.Y, ChunkType.X]
+    assert abs(len(both) - len(plain)) < 40  # the same sub-pixels under the same head, split into two chunks
+    steps = list(codec.decode_progressive(both))
+    assert [s.label for s in steps] == ["L1", "L2", "CR3", "lossless"]
+    assert np.array_equal(steps[-1].image, img)
+    cr = steps[2].image
+    colour = img[..., :3] if kind == "rgba" else img
+    assert np.array_equal(cr[::2, ::2], colour[::2, ::2])  # y is exact in the CR image
+    only_y = codec.encode(img, quality=3.0, with_y=True)
+    assert read_stream(only_y).chunks[-1].type is ChunkType.Y
+    assert np.array_equal(codec.decode(only_y), cr)
+    assert np.array_equal(codec.decode(truncate_levels(both, 3)), cr)
