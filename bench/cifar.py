@@ -76,7 +76,9 @@ def model_nll(images: np.ndarray, k: int, batch: int, seed: int = 0) -> dict[str
 
     from ..models.evaluate import evaluate_images
 
-    model = learned.load_codec(learned.elbo_weights_path()).model.eval()  # the likelihood model
+    from ..models.io import load_model
+
+    model = load_model(learned.elbo_weights_path()).eval()  # the likelihood model
     with torch.no_grad():
         res = evaluate_images(model, images, k, batch, seed, desc=f"NLL (IWAE-{k})")
     return {"elbo_bpd": res["elbo_bpd"], "iwae_bpd": res["nll_bpd"], "k": k, "n_images": int(res["images"]),

@@ -1,23 +1,21 @@
 """Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
-For every supported format version, one stream of the shipped weights, the SHA-256 of the PNG
+For every format version the codec decodes (3 and 2), one stream of the shipped weights, the SHA-256 of the PNG
 of each level it decodes to, and (format version 2) those PNGs themselves:
 
 - ``tests/golden/rd-v2.ssv``: the default lossy codec (rate-distortion model), quality 4;
 - ``tests/golden/rd-v3.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
   RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes from the
   float64 path and the exact integer head, so its PNGs match on every CPU kind, and the last is
-  the crop itself;
-- ``tests/golden/elbo-v1.ssv``: the ELBO model with ``--with-y --lossless``, quality 4.
+  the crop itself.
 
 ``tests/test_golden.py`` fails if decoding any of them changes. Version 2's renders run in
 multi-threaded float32 (no later prior reads them, so they do not affect decodability), and another
 CPU kind may round a rare sample the other way; on a hash mismatch the test therefore compares the
 pixels with the recorded PNG (see :func:`renders_agree`), while the symbols stay exact (each level's
-CRC). Format version 1 (the ELBO model) is not portable across CPU kinds: its tables come from
-float32 networks, and a stream recorded on an Intel Xeon failed its checksum on an AMD EPYC; the
-test therefore decodes it only on the CPU kind it was recorded on (``cpu`` in its JSON). Re-record only when the shipped weights change on purpose (the streams name their
-weights' fingerprint), and say so in the commit.
+CRC). Format version 1 (the ELBO model's streams of sessions 1-7) is no longer decoded, so it has
+no golden stream since session 8. Re-record only when the shipped weights change on purpose (the
+streams name their weights' fingerprint), and say so in the commit.
 """
 from __future__ import annotations
 
@@ -81,9 +79,7 @@ def record(name: str, data: bytes, codec: object, weights: Path, note: str, keep
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ..codec.api import Codec
     from ..codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
-    from ..models.io import DEFAULT_WEIGHTS
 
     ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.golden", description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
@@ -102,11 +98,6 @@ def main(argv: list[str] | None = None) -> int:
                f"RDCodec().encode(crop [96:160, 192:288] of {a.image.name} + a horizontal alpha ramp 0..255, "
                "quality=4.0, lossless=True)", extra={"lossless_weights": LOSSLESS_WEIGHTS.name,
                                                      "input_png_sha256": png_sha256(rgba)})
-    print(f"wrote {p}")
-    small = img[:48, :64]
-    elbo = Codec()
-    p = record("elbo-v1", elbo.encode(small, quality=4.0, with_y=True, lossless=True), elbo, DEFAULT_WEIGHTS,
-               f"Codec().encode(crop [96:144, 192:256] of {a.image.name}, quality=4.0, with_y=True, lossless=True)")
     print(f"wrote {p}")
     return 0
 

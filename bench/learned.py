@@ -77,6 +77,7 @@ def weights_path() -> Path:
 
 
 def elbo_weights_path() -> Path:
+    """The ELBO likelihood model of ``bench.cifar``'s NLL rows (``--elbo-weights``)."""
     return Path(_settings["elbo_weights"] or default_elbo_weights()).expanduser().resolve()
 
 
@@ -96,20 +97,12 @@ def set_weights(path: str | Path | None, elbo: str | Path | None = None, lossles
     _settings["lossless_weights"] = str(lossless) if lossless else None
 
 
-def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec | codec.api.Codec
-    """The API codec for ``weights`` (default :func:`weights_path`), loaded once per path: the
-    RD codec for rate-distortion weights, the ELBO codec otherwise."""
-    import json
-
+def load_codec(weights: Path | None = None):  # -> codec.rd_api.RDCodec
+    """The API codec for ``weights`` (default :func:`weights_path`), loaded once per path."""
     key = str(weights or weights_path())
     if key not in _loaded:
-        kind = json.loads(Path(key).with_suffix(".json").read_text())["config"].get("kind")
-        if kind == "rd":
-            from ..codec.rd_api import RDCodec
-            _loaded[key] = RDCodec(key, lossless_weights=lossless_weights_path())
-        else:
-            from ..codec.api import Codec as ApiCodec
-            _loaded[key] = ApiCodec(key)
+        from ..codec.rd_api import RDCodec
+        _loaded[key] = RDCodec(key, lossless_weights=lossless_weights_path())
     return _loaded[key]
 
 
@@ -136,7 +129,6 @@ class LearnedPoint(OperatingPoint):
 class _SSVBase(Codec):
     """Shared mechanics of the ssvcodec entries."""
 
-    elbo: ClassVar[bool] = False       # the ELBO model (format version 1) instead of the RD model
     with_y: ClassVar[bool] = False
     lossless_stream: ClassVar[bool] = False
     qualities = RD_QUALITIES
@@ -144,33 +136,29 @@ class _SSVBase(Codec):
 
     def __init__(self, threads: int = 1, weights: str | Path | None = None):
         super().__init__(threads)
-        self.weights = Path(weights).resolve() if weights else (elbo_weights_path() if self.elbo else weights_path())
+        self.weights = Path(weights).resolve() if weights else weights_path()
         self.api = load_codec(self.weights)
-        if self.qualities is RD_QUALITIES and hasattr(self.api, "q_range"):
+        if self.qualities is RD_QUALITIES:
             lo, hi = self.api.q_range  # every integer quality the model was trained on
             self.qualities = tuple(float(q) for q in range(math.ceil(lo), math.floor(hi) + 1))
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        w = elbo_weights_path() if cls.elbo else weights_path()
+        w = weights_path()
         if not w.exists():
-            return f"weights {w} not found (give --{'elbo-' if cls.elbo else ''}weights PATH)"
+            return f"weights {w} not found (give --weights PATH)"
         return None
 
     def point_key(self, q: Any) -> str:
         return f"q={qkey(q)}"
 
     def encode(self, img: np.ndarray, q: Any) -> bytes:
-        if self.elbo:
-            return self.api.encode(img, quality=float(q), with_y=self.with_y)
         return self.api.encode(img, quality=float(q), lossless=self.lossless_stream, with_y=self.with_y)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.api.decode(data)
 
     def label(self, level: int) -> str:
-        if self.elbo:
-            return self.api.level_label(level, self.with_y)
         return f"CR{level}" if self.with_y and level == self.api.n_levels else f"L{level}"
 
     def cli(self, q: Any, level: int | None = None) -> str:
@@ -180,10 +168,9 @@ class _SSVBase(Codec):
             opts += " --lossless"
         elif self.with_y:
             opts += " --with-y"
-        default = default_elbo_weights() if self.elbo else default_weights()
-        if self.weights != default.resolve():
+        if self.weights != default_weights().resolve():
             opts += f" --weights {self.weights}"
-        if self.lossless_stream and lossless_weights_path() != default_lossless_weights().resolve():
+        if (self.lossless_stream or self.with_y) and lossless_weights_path() != default_lossless_weights().resolve():
             opts += f" --lossless-weights {lossless_weights_path()}"
         cmd = f"ssvcodec encode IMAGE -o s.ssv {opts}"
         if level is not None:
@@ -297,7 +284,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help=f"ssvcodec weights (default: ${WEIGHTS_ENV} or the shipped {default_weights().name})")
     parser.add_argument("--elbo-weights", default=None,
-                        help=f"ELBO model weights of ssvcodec+y (default: {default_elbo_weights().name})")
+                        help=f"the ELBO likelihood model of bench.cifar's NLL rows (default: {default_elbo_weights().name})")
     parser.add_argument("--lossless-weights", default=None,
                         help="the lossless head of ssvcodec-lossless (default: the shipped ssvae-lossless.safetensors)")
 

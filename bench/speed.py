@@ -111,17 +111,15 @@ def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec],
     }
     row: dict[str, Any] = {"image": name, "height": h, "width": w, "ssvcodec": ssv}
     if count_macs_too:
-        import torch
-
         from ..models.rd import RDSSVAE
 
-        rd_model = isinstance(api.model, RDSSVAE)
-        hp, wp = api._padded(h, w) if rd_model else api.model.pad(torch.zeros(1, 1, h, w)).shape[-2:]
+        assert isinstance(api.model, RDSSVAE)
+        hp, wp = api._padded(h, w)
         key = (int(hp), int(wp))
         if key not in macs_cache:
-            from ..models.macs import count_macs, count_rd_macs
+            from ..models.macs import count_rd_macs
 
-            macs_cache[key] = (count_rd_macs if rd_model else count_macs)(api.model.eval(), *key)
+            macs_cache[key] = count_rd_macs(api.model.eval(), *key)
         row["macs_size"] = list(key)
         row["gmac_per_mp"] = macs_cache[key]
     row["classical"] = {}
@@ -177,7 +175,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Speed: ssvcodec vs classical codecs ({m['image_dir_name']}, {s['n_images']} images)", "",
              f"{m['date']}; machine: {mc['cpu']}, {mc['cores']} cores, {mc['platform']}; torch threads "
              f"{m['threads']}; every time = mean over images of the median of {m['repeats']} runs after a warm-up. "
-             f"ssvcodec: quality {m['quality']}{', --with-y (ELBO model)' if m['with_y'] else ''}, weights "
+             f"ssvcodec: quality {m['quality']}{', --with-y (CR level)' if m['with_y'] else ''}, weights "
              f"`{Path(m['weights']).name}`; classical codecs at the setting whose bpp is nearest to ssvcodec's "
              "on each image.", "",
              "| codec | bpp | PSNR | encode s | decode s | decode GMAC/MP |", "|---|---|---|---|---|---|"]
@@ -227,7 +225,7 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     images = rd.load_images(image_dir, limit)
-    api = learned.load_codec(learned.elbo_weights_path() if with_y else None)
+    api = learned.load_codec(None)
     active, unavailable = [], {}
     for n in codecs:
         try:
@@ -245,7 +243,7 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
                  "image_dir": str(Path(image_dir).resolve()), "image_dir_name": Path(image_dir).resolve().name,
                  "n_images": len(images), "repeats": repeats, "threads": threads, "machine": rd.machine_info(),
                  "versions": rd.library_versions(), "quality": quality, "with_y": with_y,
-                 "weights": str(learned.elbo_weights_path() if with_y else learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
+                 "weights": str(learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
                  "command": " ".join(["python -m ssvcodec.bench.speed", *sys.argv[1:]])},
         "reference": REFERENCE, "ceiling_gmac_per_mp": CEILING_GMAC_PER_MP, "unavailable": unavailable,
         "summary": summarize(rows), "rows": rows,
@@ -259,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs after a warm-up (0: one run, no warm-up)")
     ap.add_argument("--threads", type=int, default=None, help="torch/codec threads (default: all cores)")
     ap.add_argument("--quality", type=float, default=4.0, help="ssvcodec quality")
-    ap.add_argument("--with-y", action="store_true", help="encode the y chunks too")
+    ap.add_argument("--with-y", action="store_true", help="encode the Y chunks too (the last level is then CR)")
     ap.add_argument("--codecs", default=",".join(DEFAULT_CODECS), help="classical codecs to time")
     ap.add_argument("--no-macs", action="store_true", help="skip the MAC count")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output stem: OUT.json, OUT.md")

@@ -31,7 +31,7 @@ MAGIC = b"SSVC"
 FORMAT_VERSION = 3                          # the newest version (rate-distortion model streams, X chunks allowed)
 RD_VERSIONS = frozenset({2, 3})             # the rate-distortion model's versions
 LOSSY_VERSION = 2                           # RD streams without X chunks: still written as 2, so v2 readers read them
-ELBO_VERSION = 1                            # streams of the ELBO model (--with-y)
+ELBO_VERSION = 1                            # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
 SUPPORTED_VERSIONS = frozenset({1, 2, 3})   # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------

@@ -155,9 +155,9 @@ class Say:
 
 
 # ----- codecs (imported lazily: they import torch) --------------------------------------------
-def _open_codec(kind: str, weights: str | None, device: str = "cpu", lossless_weights: str | None = None) -> Any:
+def _open_codec(weights: str | None, device: str = "cpu", lossless_weights: str | None = None) -> Any:
     try:
-        return open_codec(kind, weights, device, lossless_weights)
+        return open_codec(weights, device, lossless_weights)
     except (FileNotFoundError, ValueError) as e:
         raise CodecFailure(str(e)) from None
 
@@ -281,13 +281,13 @@ def _try(work: Callable[..., str], pair: tuple[str, str], args: dict[str, Any]) 
 
 
 # ----- encode -----------------------------------------------------------------------------------
-_CODECS: dict[tuple[str, str | None, str, str | None], Any] = {}
+_CODECS: dict[tuple[str | None, str, str | None], Any] = {}
 
 
-def _cached_codec(kind: str, weights: str | None, device: str, lossless_weights: str | None = None) -> Any:
-    key = (kind, weights, device, lossless_weights)
+def _cached_codec(weights: str | None, device: str, lossless_weights: str | None = None) -> Any:
+    key = (weights, device, lossless_weights)
     if key not in _CODECS:
-        _CODECS[key] = _open_codec(kind, weights, device, lossless_weights)
+        _CODECS[key] = _open_codec(weights, device, lossless_weights)
     return _CODECS[key]
 
 
@@ -300,7 +300,7 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
         if not (lossless and note.startswith("alpha channel not in the lossy levels")):
             say(f"note: {src}: {note}")
     h, w = rgb.pixels.shape[:2]
-    codec = _cached_codec("rd", weights, device, lossless_weights)
+    codec = _cached_codec(weights, device, lossless_weights)
     t0 = time.perf_counter()
     extra = ""
     try:

@@ -1,7 +1,7 @@
-"""Which codec reads or writes a stream: format version 2 is the rate-distortion model's
-and 3 are the rate-distortion model's (:class:`codec.rd_api.RDCodec`, the default; 3 may end in
-lossless X chunks), version 1 the ELBO model's (:class:`codec.api.Codec`, ``--with-y``). Both are
-imported lazily (they import torch)."""
+"""Which codec reads a stream: format versions 2 and 3 are the rate-distortion model's
+(:class:`codec.rd_api.RDCodec`; 3 may hold Y and X chunks). Version 1, the ELBO model's streams of
+sessions 1-7, is refused with a one-line reason: the ELBO model stays in ``models/`` for the
+thesis' likelihood results, not in the codec. Imported lazily (it imports torch)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +9,23 @@ from typing import Any
 
 from .bitstream import ELBO_VERSION, read_header
 
+#: the last commit whose ssvcodec decodes format version 1
+LAST_ELBO_DECODER = "0589b08"
 
-def open_codec(kind: str, weights: str | Path | None = None, device: str = "cpu",
+
+def open_codec(weights: str | Path | None = None, device: str = "cpu",
                lossless_weights: str | Path | None = None) -> Any:
-    """``kind`` "rd" (the default codec) or "elbo"; ``weights`` (and the RD codec's lossless
-    head, ``lossless_weights``) default to the shipped ones."""
-    if kind == "rd":
-        from .rd_api import RDCodec
-        extra = {"lossless_weights": lossless_weights} if lossless_weights else {}
-        return RDCodec(weights, device, **extra) if weights else RDCodec(device=device, **extra)
-    if kind == "elbo":
-        from .api import Codec
-        return Codec(weights, device) if weights else Codec(device=device)
-    raise ValueError(f"unknown codec kind {kind!r}: rd or elbo")
+    """The codec of ``weights`` and the lossless head ``lossless_weights`` (default: the shipped ones)."""
+    from .rd_api import RDCodec
+
+    extra = {"lossless_weights": lossless_weights} if lossless_weights else {}
+    return RDCodec(weights, device, **extra) if weights else RDCodec(device=device, **extra)
 
 
 def codec_for_stream(data: bytes, weights: str | Path | None = None,
                      lossless_weights: str | Path | None = None) -> Any:
     """The codec that decodes ``data`` (by its header's format version)."""
-    return open_codec("elbo" if read_header(data).version == ELBO_VERSION else "rd", weights,
-                      lossless_weights=lossless_weights)
+    if read_header(data).version == ELBO_VERSION:
+        raise ValueError("format version 1 (the ELBO model's streams, ssvcodec sessions 1-7) is no longer decoded: "
+                         f"use ssvcodec at commit {LAST_ELBO_DECODER} or earlier")
+    return open_codec(weights, lossless_weights=lossless_weights)

@@ -6,7 +6,6 @@ them, so tables can be built and consumed slice by slice. Two model families are
 * quantized Gaussians with mean 0 and a standard deviation taken from a fixed table, for the
   integer latent symbols (the table index is data in the chunk, so both sides build bit-identical
   models without any floating-point network output in the loop);
-* categorical tables over 0..255, for the ELBO model's lossless y_k and x sub-pixels;
 * quantized Laplaces on 0..255 with a mean and a scale per symbol, for the lossless head's
   sub-pixels, and on -255..255 for its near-lossless quantized residuals (the caller computes
   the mean and scale from numbers snapped to grids, so both sides pass bit-identical ones).
@@ -32,10 +31,6 @@ def _residual_family() -> "constriction.stream.model.QuantizedLaplace":
     return constriction.stream.model.QuantizedLaplace(-255, 255)
 
 
-def _categorical_family() -> "constriction.stream.model.Categorical":
-    return constriction.stream.model.Categorical(perfect=False)
-
-
 class EntropyDecodeError(ValueError):
     """The entropy-coded payload cannot be decoded under the model (corrupt data)."""
 
@@ -52,12 +47,6 @@ class ChunkEncoder:
         if s.size:
             std = np.ascontiguousarray(np.broadcast_to(stds, symbols.shape), dtype=np.float64).ravel()
             self._enc.encode(s, _gaussian_family(), np.zeros_like(std), std)
-
-    def categorical(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
-        """Symbols in 0..n-1, each under its own row of ``probabilities`` (m, n)."""
-        s = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
-        if s.size:
-            self._enc.encode(s, _categorical_family(), np.ascontiguousarray(probabilities, dtype=np.float64))
 
     def laplace(self, symbols: np.ndarray, means: np.ndarray, scales: np.ndarray) -> None:
         """8-bit symbols, each under a Laplace(mean, scale) quantized to 0..255."""
@@ -97,15 +86,6 @@ class ChunkDecoder:
             raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
         return np.asarray(out, dtype=np.int32).reshape(shape)
 
-    def categorical(self, probabilities: np.ndarray) -> np.ndarray:
-        if len(probabilities) == 0:
-            return np.zeros(0, dtype=np.int32)
-        try:
-            out = self._dec.decode(_categorical_family(), np.ascontiguousarray(probabilities, dtype=np.float64))
-        except Exception as e:  # constriction signals invalid data with AssertionError
-            raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
-        return np.asarray(out, dtype=np.int32)
-
     def laplace(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
         return self._laplace(_laplace_family(), means, scales)
 
@@ -122,20 +102,3 @@ class ChunkDecoder:
         except Exception as e:  # constriction signals invalid data with AssertionError
             raise EntropyDecodeError(f"invalid entropy-coded data ({e})") from None
         return np.asarray(out, dtype=np.int32).reshape(m.shape)
-
-
-def gaussian_bits(symbols: np.ndarray, std: float) -> float:
-    """Information content (bits) of integer symbols under N(0, std^2) quantized to integers, as
-    constriction models it up to its fixed-point approximation: the model's estimate of a chunk."""
-    from math import erf, sqrt
-
-    s = np.asarray(symbols, dtype=np.float64).ravel()
-    if s.size == 0:
-        return 0.0
-    vals, counts = np.unique(s, return_counts=True)
-    cdf = lambda t: 0.5 * (1.0 + erf(t / (std * sqrt(2.0))))  # noqa: E731
-    bits = 0.0
-    for v, c in zip(vals, counts):
-        p = max(cdf(v + 0.5) - cdf(v - 0.5), 2.0 ** -24)
-        bits -= c * np.log2(p)
-    return float(bits)

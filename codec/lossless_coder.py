@@ -19,7 +19,7 @@ condition on the reconstruction.
 
 Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C)]
 [u32 A][A bytes: the alpha plane as PNG, C = 4 only][range-coded sub-pixels]``. A wrong head,
-a wrong checksum or bad data raises :class:`~codec.progressive.DesyncError`.
+a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from ..models.exact_head import ExactLosslessHead
 from ..models.lossless import LosslessHead, to_phases
 
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
-from .progressive import DesyncError
+from .rd_coder import DesyncError
 
 HEAD_FINGERPRINT_SIZE = 8
 MAX_ERROR = 64                      # the largest near-lossless bound

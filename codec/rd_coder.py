@@ -6,13 +6,13 @@ float64 copy of the model, on the CPU, which computes everything a later prior d
 neither the thread count nor a CPU kind whose float32 kernels round differently moves a table),
 snapped by :func:`codec.quantize.snap_prior`; the symbol is ``round(latent - mu_hat)`` under a
 zero-mean quantized Gaussian of the table scale, and both sides take ``z_hat = mu_hat + symbol``.
-The encoder's posteriors run on one thread (:func:`codec.progressive.single_thread`), so the
+The encoder's posteriors run on one thread (:func:`single_thread`), so the
 file's bytes do not depend on the thread count; renders, which no prior reads, run in float32 on
 every thread (or a GPU: ``device``), except the final render a lossless chunk is coded against,
 which the float64 path draws on both sides.
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
-:class:`~codec.progressive.DesyncError`, never a silent wrong image.
+:class:`DesyncError`, never a silent wrong image.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import copy
 import struct
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -27,9 +28,25 @@ from torch import Tensor
 
 from ..models.rd import RDSSVAE, upsample
 
+from .bitstream import BitstreamError
 from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
-from .progressive import DesyncError, single_thread
 from .quantize import SCALE_TABLE, snap_prior
+
+
+class DesyncError(BitstreamError):
+    """The decoder did not rebuild the encoder's probabilities (checksum mismatch)."""
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Thread-count-independent arithmetic: PyTorch's CPU kernels choose different reduction
+    orders for different thread counts, so what decides the file's bytes runs on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _crc(symbols: np.ndarray) -> int:

@@ -1,11 +1,10 @@
-"""Golden streams of every supported format version (recorded by ``python -m ssvcodec.bench.golden``):
+"""Golden streams of every format version the codec decodes (recorded by ``python -m ssvcodec.bench.golden``):
 each decodes, level by level, to PNGs with the recorded SHA-256, so any change to the model, the
 coder or the container that alters decoding fails here. Format version 3 (lossless) renders every
 level in float64 and must match exactly. Format version 2 renders in float32 on
 every thread: on another CPU kind a level may instead match its recorded PNG up to float32
 rounding (:func:`ssvcodec.bench.golden.renders_agree`); its symbols are exact either way, or the
-level's CRC refuses the decode. Format version 1 is decoded only on the CPU kind that recorded it
-(it is not portable; see ``bench/golden.py``)."""
+level's CRC refuses the decode. Format version 1 (the ELBO model) is no longer decoded."""
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +18,12 @@ from ssvcodec.bench.golden import GOLDEN, png_sha256, renders_agree
 from ssvcodec.codec.bitstream import read_stream
 
 
-@pytest.mark.parametrize("name,version", [("rd-v3", 3), ("rd-v2", 2), ("elbo-v1", 1)])
+@pytest.mark.parametrize("name,version", [("rd-v3", 3), ("rd-v2", 2)])
 def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -> None:
-    from ssvcodec.models.io import WEIGHTS_DIR, cpu_name, weights_fingerprint
+    from ssvcodec.codec.rd_api import RDCodec
+    from ssvcodec.models.io import WEIGHTS_DIR, weights_fingerprint
 
     meta = json.loads((GOLDEN / f"{name}.json").read_text())
-    if version == 1 and meta.get("cpu") != cpu_name():
-        pytest.skip(f"format version 1 decodes only on the CPU kind that encoded it (float32 tables): recorded on "
-                    f"{meta.get('cpu')!r}, this is {cpu_name()!r}")
     weights = WEIGHTS_DIR / meta["weights"]
     if not weights.exists():
         pytest.skip(f"shipped weights {weights} are absent")
@@ -38,12 +35,7 @@ def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -
     header = read_stream(data).header
     assert header.version == version
     assert header.fingerprint == weights_fingerprint(weights), "the golden stream was recorded with other weights: re-record it"
-    if version >= 2:
-        from ssvcodec.codec.rd_api import RDCodec
-        codec = RDCodec(weights, lossless_weights=head) if version == 3 else RDCodec(weights)
-    else:
-        from ssvcodec.codec.api import Codec
-        codec = Codec(weights)
+    codec = RDCodec(weights, lossless_weights=head) if version == 3 else RDCodec(weights)
     steps = list(codec.decode_progressive(data))
     assert [str(s.level) for s in steps] == list(meta["png_sha256"])
     if version == 3:  # float64 renders and the exact head: the same pixels on every CPU kind, the last the input
