@@ -258,7 +258,7 @@ class SSVCodecLossless(_SSVBase):
     name = "ssvcodec-lossless"
     lossless = True
     lossless_stream = True
-    qualities = (4.0,)  # the CLI default (codec.rd_api.DEFAULT_RD_QUALITY)
+    qualities = (2.0,)  # the CLI default (codec.rd_api.DEFAULT_LOSSLESS_QUALITY)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

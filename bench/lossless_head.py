@@ -61,7 +61,7 @@ def head_weights(source: Path, tmp: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("head", type=Path, help="a train_lossless checkpoint or lossless head weights (.safetensors)")
-    ap.add_argument("--qualities", default="4")
+    ap.add_argument("--qualities", default="2")
     ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="Kodak file names")
     ap.add_argument("--weights", default=None, help="the RD model (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)

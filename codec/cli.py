@@ -312,7 +312,8 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
             target = size if size is not None else bpp * h * w / 8  # type: ignore[operator]
             extra = f", quality {q:.2f} after {res.tries} tries ({100 * res.relative_error(target):+.1f} % from the target)"
         else:
-            q = codec.check_quality(codec.default_quality if quality is None else quality)
+            default = codec.default_lossless_quality if lossless else codec.default_quality
+            q = codec.check_quality(default if quality is None else quality)
             data = codec.encode(rgb, levels, q, tile, progress=verbosity >= 1, lossless=lossless, max_error=max_error,
                                 with_y=with_y)
     except ValueError as e:
@@ -332,8 +333,7 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--quality", type=click.FloatRange(-64.0, 64.0), default=None,
               help="lossy codec: q in the weights' trained range ([0, 8] for the shipped ones), "
                    "lambda = 0.0009 * 2^q (default 4, about 0.5 bpp on photos); "
-                   "with --lossless: the lossy levels' q; "
-                   "with --with-y: the same")
+                   "with --lossless: the lossy levels' q (default 2: the smallest lossless files)")
 @click.option("--bpp", type=click.FloatRange(0.0, min_open=True), default=None,
               help="target bits per pixel of the whole file: bisection on --quality")
 @click.option("--size", type=click.IntRange(1), default=None, help="target file size in bytes: bisection on --quality")

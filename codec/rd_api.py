@@ -34,6 +34,9 @@ from .rd_coder import RDTileCoder
 
 DEFAULT_RD_WEIGHTS = WEIGHTS_DIR / "ssvae-rd.safetensors"
 DEFAULT_RD_QUALITY = 4.0
+#: the lossy levels' q of a lossless stream when none is given: the smallest whole stream on three
+#: Kodak images in session 8 (10.68 / 10.60 / 10.59 / 10.69 / 10.92 bpp at q = 0 / 1 / 2 / 4 / 6)
+DEFAULT_LOSSLESS_QUALITY = 2.0
 
 
 class RDCodec:
@@ -56,6 +59,7 @@ class RDCodec:
         self.n_levels = model.n_levels
         self.q_range = model.config.quality_range
         self.default_quality = DEFAULT_RD_QUALITY
+        self.default_lossless_quality = DEFAULT_LOSSLESS_QUALITY
         self.lossless_weights = Path(lossless_weights)
         self._lossless: LosslessTileCoder | None = None
 
