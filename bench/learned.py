@@ -243,7 +243,7 @@ class SSVCodecY(SSVCodec):
 
     name = "ssvcodec+y"
     with_y = True
-    qualities = (0.0, 2.0, 4.0, 6.0, 8.0)
+    qualities = (2.0, 6.0)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
