@@ -246,7 +246,7 @@ class RDCodec:
             n = min(_prefix_levels(p), self.n_levels)  # an X chunk has no latent estimate
             for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0))):
                 est[(t, k)] = bits
-        return [est.get((c.tile, c.level)) for c in parsed.chunks]
+        return [est.get((c.tile, c.level)) if c.type in (ChunkType.U, ChunkType.Z) else None for c in parsed.chunks]
 
     # ----- helpers ----------------------------------------------------------------------------
     def _check_header(self, hd: Header) -> None:

@@ -163,3 +163,5 @@ def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDC
     assert read_stream(only_y).chunks[-1].type is ChunkType.Y
     assert np.array_equal(codec.decode(only_y), cr)
     assert np.array_equal(codec.decode(truncate_levels(both, 3)), cr)
+    est = codec.latent_estimates(both)  # the latents' estimates only: Y and X have none
+    assert [e is None for e in est] == [False, False, False, True, True]
