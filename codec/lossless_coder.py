@@ -1,6 +1,7 @@
-"""The X chunk: one tile of x coded losslessly given the RD model's final render, with the
-lossless head (:mod:`models.lossless`; Mentzer et al. 2020 code x given a lossy reconstruction
-the same way).
+"""The Y and X chunks: one tile of x coded losslessly given the RD model's final render, with
+the lossless head (:mod:`models.lossless`; Mentzer et al. 2020 code x given a lossy
+reconstruction the same way). A Y chunk holds the head's coarse stages (y = x[::2, ::2], the
+conditional reconstruction's input), an X chunk the rest (or, without Y, all of x).
 
 Both sides run the head's own coding order (:meth:`models.lossless.LosslessHead.walk`) with the
 head in integer arithmetic that float32 computes exactly (:mod:`models.exact_head`), on the
@@ -17,8 +18,8 @@ Near-lossless (``max_error`` N > 0): each colour sample is reconstructed within 
 original by coding its residual quantized with step 2N+1 under the same head; the later stages
 condition on the reconstruction.
 
-Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C)]
-[u32 A][A bytes: the alpha plane as PNG, C = 4 only][range-coded sub-pixels]``. A wrong head,
+Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C);
+Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][range-coded sub-pixels]``. A wrong head,
 a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The default codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 2; version 3 when it ends in lossless X chunks). Any image size (padded, cropped back), grey / RGBA /
-16-bit input converted with a notice, and images above ``TILE_ABOVE_PIXELS`` coded as independent
-tiles, each decoded level by level so a progressive decode shows every level of the whole image.
+"""The codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
+:mod:`codec.bitstream` (format version 2; version 3 with the lossless head's Y and X chunks). Any
+image size (padded, cropped back), grey / RGBA / 16-bit input converted with a notice (kept
+exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles,
+each decoded level by level so a progressive decode shows every level of the whole image.
 
     codec = RDCodec()                                  # the shipped weights
     data = codec.encode(image, quality=4.0)            # q in [0, 8]: lambda = 0.0009 * 2^q
