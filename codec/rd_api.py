@@ -5,7 +5,7 @@ exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as i
 each decoded level by level so a progressive decode shows every level of the whole image.
 
     codec = RDCodec()                                  # the shipped weights
-    data = codec.encode(image, quality=4.0)            # q in [0, 8]: lambda = 0.0009 * 2^q
+    data = codec.encode(image, quality=4.0)            # q in the model's range: lambda = 0.0009 * 2^q
     data, q = codec.encode_to_rate(image, bpp=0.5)     # bisection on q
     for step in codec.decode_progressive(data):        # one image per level in the stream
         print(step.level, step.bytes_used, step.image.shape)
