@@ -6,9 +6,9 @@ post-training quantization of the trained float head).
 A convolution of integer activations with integer weights is exact in float32 whenever every
 partial sum is an integer below 2^24 in magnitude, whatever the order of summation (oneDNN's
 blocking, the thread count, the SIMD width): so each layer's weights get the finest power-of-two
-scale for which ``sum |W| * max |A| + |B| < 2^24`` holds for each output channel. Between layers activations are rounded to multiples of ``2^-ACT_BITS`` and
-clamped (:data:`ACT_LIMIT`), GELU is a lookup table on that grid, and the residual additions are
-integer additions. The outputs leave as exact float64 numbers; the head's means and scales are
+scale for which ``sum |W| * max |A| + |B| < 2^24`` holds for each output channel. Between layers
+activations are rounded to multiples of ``2^-ACT_BITS`` and clamped (:data:`ACT_LIMIT`), GELU is
+a lookup table on that grid, and the residual additions are integer additions. The outputs leave as exact float64 numbers; the head's means and scales are
 then formed and snapped as in the float head (:meth:`LosslessHead.walk`).
 
 ``verify_exact_float32()`` checks, once per process, that this machine's float32 convolution is
