@@ -48,7 +48,6 @@ import numpy as np
 from .codecs import Codec, OperatingPoint, register
 
 WEIGHTS_ENV = "SSVCODEC_WEIGHTS"
-DEFAULT_QUALITIES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)       # ELBO model: latent precision
 RD_QUALITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # RD model: lambda = 0.0009 * 2^q (the instance
 #                                                          sweeps every integer of its model's quality_range)
 CURVE_PREFIXES = ("ssvcodec/", "ssvcodec+y/")
