@@ -53,7 +53,7 @@ class RDCodec:
         self.weights = Path(weights)
         model = load_any(self.weights)
         if not isinstance(model, RDSSVAE):
-            raise ValueError(f"{self.weights} holds an ELBO model; the lossy codec needs rate-distortion weights")
+            raise ValueError(f"{self.weights} does not hold rate-distortion weights, which the codec needs")
         self.model = model
         self.fingerprint = weights_fingerprint(self.weights)
         self.coder = RDTileCoder(model, device)

@@ -45,49 +45,47 @@ def weights_fingerprint(path: Path) -> bytes:
     return hashlib.sha256(Path(path).read_bytes()).digest()[:16]
 
 
+def _build(config: dict[str, Any]) -> "SSVAE | RDSSVAE | LosslessHead":
+    """The untrained model a weights JSON's config describes (by its ``kind``)."""
+    kind = config.get("kind")
+    if kind == "rd":
+        return build_rd_model(RDConfig.from_dict(config))
+    if kind == "lossless":
+        return LosslessHead(LosslessConfig.from_dict(config))
+    return build_model(ModelConfig.from_dict(config))
+
+
+def load_any(path: Path, device: str | torch.device = "cpu") -> "SSVAE | RDSSVAE | LosslessHead":
+    """The model of ``path``, whichever kind its JSON names: the rate-distortion ssVAE
+    (``"kind": "rd"``), the lossless head (``"lossless"``) or the ELBO ssVAE; weights loaded
+    strictly, in eval mode."""
+    path = Path(path)
+    cfg_path = path.with_suffix(".json")
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
+    model = _build(json.loads(cfg_path.read_text())["config"])
+    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return model.to(device).eval()
+
+
 def load_model(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> SSVAE:
-    """Build the model described by the JSON beside ``path`` and load its weights (strict)."""
-    path = Path(path)
-    cfg_path = path.with_suffix(".json")
-    if not path.exists():
-        raise FileNotFoundError(f"weights not found: {path}")
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
-    info = json.loads(cfg_path.read_text())
-    model = build_model(ModelConfig.from_dict(info["config"]))
-    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
-    return model.to(device).eval()
-
-
-def load_any(path: Path, device: str | torch.device = "cpu") -> "SSVAE | RDSSVAE":
-    """The model of ``path``, whichever family its JSON names: the rate-distortion ssVAE
-    (``"kind": "rd"``) or the ELBO ssVAE."""
-    path = Path(path)
-    cfg_path = path.with_suffix(".json")
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"model config not found beside the weights: {cfg_path}")
-    info = json.loads(cfg_path.read_text())
-    if info["config"].get("kind") != "rd":
-        return load_model(path, device)
-    if not path.exists():
-        raise FileNotFoundError(f"weights not found: {path}")
-    model = build_rd_model(RDConfig.from_dict(info["config"]))
-    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
-    return model.to(device).eval()
+    """The ELBO ssVAE of ``path`` (:func:`load_any` for weights of that kind)."""
+    model = load_any(path, device)
+    if not isinstance(model, SSVAE):
+        raise ValueError(f"{path} does not hold ELBO ssVAE weights")
+    return model
 
 
 def load_lossless_head(path: Path = LOSSLESS_WEIGHTS, device: str | torch.device = "cpu") -> LosslessHead:
-    """The lossless head of ``path`` (its JSON must name ``"kind": "lossless"``)."""
-    path = Path(path)
-    cfg_path = path.with_suffix(".json")
-    if not path.exists() or not cfg_path.exists():
+    """The lossless head of ``path`` (:func:`load_any` for weights of that kind)."""
+    if not Path(path).exists() or not Path(path).with_suffix(".json").exists():
         raise FileNotFoundError(f"lossless head weights not found: {path} (and its .json)")
-    info = json.loads(cfg_path.read_text())
-    if info["config"].get("kind") != "lossless":
+    head = load_any(path, device)
+    if not isinstance(head, LosslessHead):
         raise ValueError(f"{path} does not hold lossless head weights")
-    head = LosslessHead(LosslessConfig.from_dict(info["config"]))
-    head.load_state_dict(load_file(str(path), device=str(device)), strict=True)
-    return head.to(device).eval()
+    return head
 
 
 def read_meta(path: Path = DEFAULT_WEIGHTS) -> dict[str, Any]:
