@@ -29,7 +29,7 @@ from PIL import Image
 
 from .bitstream import ELBO_VERSION, HEADER_SIZE, BitstreamError, HeaderFlags, read_stream, truncate_levels
 from .dispatch import codec_for_stream, open_codec
-from .images import InputError, RGBImage, open_image
+from .images import ALPHA_NOTICE, InputError, RGBImage, open_image
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 1, 2, 3
 #: decoded image formats by output extension (Pillow format names)
@@ -297,7 +297,7 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
     rgb = _load(src)
     say = Say(verbosity)
     for note in rgb.notices:
-        if not (lossless and note.startswith("alpha channel not in the lossy levels")):
+        if not (lossless and note == ALPHA_NOTICE):
             say(f"note: {src}: {note}")
     h, w = rgb.pixels.shape[:2]
     codec = _cached_codec(weights, device, lossless_weights)

@@ -12,6 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 TILE_ABOVE_PIXELS = 2048 * 2048   # larger images are coded in tiles of DEFAULT_TILE
 DEFAULT_TILE = 1024
+#: the notice of an input with alpha (a lossless stream keeps the alpha, so the CLI leaves it out then)
+ALPHA_NOTICE = "alpha channel not in the lossy levels (--lossless codes it)"
 
 
 @dataclass
@@ -50,11 +52,11 @@ def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
             if mode == "LA":
                 la = np.asarray(image)
                 return RGBImage(np.repeat(la[:, :, :1], 3, axis=2), 4,
-                                notices + ["grey image with alpha coded as RGBA", "alpha channel not in the lossy levels (--lossless codes it)"], la[:, :, 1].copy())
+                                notices + ["grey image with alpha coded as RGBA", ALPHA_NOTICE], la[:, :, 1].copy())
             g = np.asarray(image.convert("L"))
             return RGBImage(np.repeat(g[:, :, None], 3, axis=2), 1, notices + ["grey image coded as RGB; decoded back to grey"])
         if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in image.info):
-            notices.append("alpha channel not in the lossy levels (--lossless codes it)")
+            notices.append(ALPHA_NOTICE)
             rgba = np.asarray(image.convert("RGBA"))
             return RGBImage(rgba[:, :, :3].copy(), 4, notices, rgba[:, :, 3].copy())
         if mode != "RGB":
@@ -74,7 +76,7 @@ def to_rgb8(image: Image.Image | np.ndarray) -> RGBImage:
     if arr.shape[2] == 1:
         return to_rgb8(arr[:, :, 0]) if not notices else RGBImage(np.repeat(arr, 3, axis=2), 1, notices)
     if arr.shape[2] == 4:
-        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + ["alpha channel not in the lossy levels (--lossless codes it)"],
+        return RGBImage(np.ascontiguousarray(arr[:, :, :3]), 4, notices + [ALPHA_NOTICE],
                         np.ascontiguousarray(arr[:, :, 3]))
     return RGBImage(np.ascontiguousarray(arr), 3, notices)
 
