@@ -61,14 +61,16 @@ def anchor_psnr(ref: np.ndarray, name: str, rate: float) -> float:
 
 def lossless_anchors(ref: np.ndarray) -> dict[str, float]:
     """bpp of WebP lossless (the bench's setting) and PNG, and of JPEG-LS at NEAR = 1, 2, on ``ref``."""
-    import imagecodecs
-
     from .codecs import get_codec
+    from .lossless_head import jpegls_near
 
     h, w = ref.shape[:2]
-    out = {name: bpp(len(get_codec(name).encode(ref, get_codec(name).qualities[0])), h, w) for name in ("webp-lossless", "png")}
+    out = {}
+    for name in ("webp-lossless", "png"):
+        c = get_codec(name)
+        out[name] = bpp(len(c.encode(ref, c.qualities[0])), h, w)
     for n in (1, 2):
-        out[f"jpegls-near{n}"] = bpp(len(imagecodecs.jpegls_encode(ref, level=n)), h, w)
+        out[f"jpegls-near{n}"] = jpegls_near(ref, n)[0]
     return out
 
 
