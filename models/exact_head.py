@@ -114,9 +114,7 @@ class ExactLosslessHead(LosslessHead):
                       q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """As :meth:`LosslessHead.stage_outputs`, in exact integer arithmetic (float64 results)."""
         b, _, _, h, w = xhat_ph.shape
-        onehot = torch.zeros(b, 4 + self.MAX_DEPTH + 1, h, w)
-        onehot[:, position] = 1.0
-        onehot[:, 4 + scale] = 1.0
+        onehot = self.stage_planes(b, h, w, position, scale, torch.float32)
         q100 = torch.round(q.double() * 100).clamp(-Q_LIMIT, Q_LIMIT).float().view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([2 * xhat_ph.reshape(b, 12, h, w).float() - 255, err_ph.reshape(b, 12, h, w).float(),
                          onehot, q100], 1)

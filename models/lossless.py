@@ -132,14 +132,20 @@ class LosslessHead(nn.Module):
         (B, 4, 3, h, w) in 0..255; ``err_ph``: x - x_hat at the phases coded so far (zero at the
         others), in levels."""
         b, _, _, h, w = xhat_ph.shape
-        onehot = torch.zeros(b, 4 + self.MAX_DEPTH + 1, h, w, dtype=xhat_ph.dtype, device=xhat_ph.device)
-        onehot[:, position] = 1.0
-        onehot[:, 4 + scale] = 1.0
+        onehot = self.stage_planes(b, h, w, position, scale, xhat_ph.dtype).to(xhat_ph.device)
         qmap = (q.to(xhat_ph.dtype) / 8.0).view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([xhat_ph.reshape(b, 12, h, w) / 255.0 - 0.5, err_ph.reshape(b, 12, h, w) / 32.0, onehot, qmap], 1)
         o = self.out(self.blocks(F.gelu(self.inp(inp))))
         delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
         return delta, F.softplus(raw) + 0.1, coef
+
+    def stage_planes(self, b: int, h: int, w: int, position: int, scale: int, dtype: torch.dtype) -> Tensor:
+        """The stage's one-hot input planes (B, 4 + MAX_DEPTH + 1, h, w): its position in
+        PHASE_ORDER and its scale."""
+        planes = torch.zeros(b, 4 + self.MAX_DEPTH + 1, h, w, dtype=dtype)
+        planes[:, position] = 1.0
+        planes[:, 4 + scale] = 1.0
+        return planes
 
     @staticmethod
     def channel_means(base: Tensor, delta: Tensor, coef: Tensor, target: Tensor | None,
