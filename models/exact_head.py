@@ -17,7 +17,6 @@ if not, the convolutions run in float64, exact as well and slower, so the result
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
