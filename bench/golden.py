@@ -1,20 +1,20 @@
 """Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
-For every format version the codec decodes (3 and 2), one stream of the shipped weights, the SHA-256 of the PNG
+For every format version the codec decodes (4 and 2), one stream of the shipped weights, the SHA-256 of the PNG
 of each level it decodes to, and (format version 2) those PNGs themselves:
 
 - ``tests/golden/rd-v2.ssv``: the default lossy codec (rate-distortion model), quality 4;
-- ``tests/golden/rd-v3.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
+- ``tests/golden/rd-v4.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
   RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes from the
-  float64 path and the exact integer head, so its PNGs match on every CPU kind, and the last is
+  exact integer render and the exact integer head, so its PNGs match on every CPU kind, and the last is
   the crop itself.
 
 ``tests/test_golden.py`` fails if decoding any of them changes. Version 2's renders run in
 multi-threaded float32 (no later prior reads them, so they do not affect decodability), and another
 CPU kind may round a rare sample the other way; on a hash mismatch the test therefore compares the
 pixels with the recorded PNG (see :func:`renders_agree`), while the symbols stay exact (each level's
-CRC). Format version 1 (the ELBO model's streams of sessions 1-7) is no longer decoded, so it has
-no golden stream since session 8. Re-record only when the shipped weights change on purpose (the
+CRC). Format versions 1 (the ELBO model's streams of sessions 1-7) and 3 (session 8's lossless
+streams, coded against a float64 render) are no longer decoded, so they have no golden stream. Re-record only when the shipped weights change on purpose (the
 streams name their weights' fingerprint), and say so in the commit.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
     rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
-    p = record("rd-v3", rd.encode(rgba, quality=4.0, lossless=True), rd, DEFAULT_RD_WEIGHTS,
+    p = record("rd-v4", rd.encode(rgba, quality=4.0, lossless=True), rd, DEFAULT_RD_WEIGHTS,
                f"RDCodec().encode(crop [96:160, 192:288] of {a.image.name} + a horizontal alpha ramp 0..255, "
                "quality=4.0, lossless=True)", extra={"lossless_weights": LOSSLESS_WEIGHTS.name,
                                                      "input_png_sha256": png_sha256(rgba)})

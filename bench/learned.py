@@ -11,11 +11,11 @@ Registers three :class:`bench.codecs.Codec` entries:
     truncate F.ssv --levels L`` and of ``ssvcodec encode ... --levels L``. The point is decoded from
     that prefix alone.
 ``ssvcodec+y``
-    the rate-distortion model with ``--with-y`` (format version 3): curve ``ssvcodec+y/CR<L>``, the
+    the rate-distortion model with ``--with-y`` (format version 4): curve ``ssvcodec+y/CR<L>``, the
     last level's conditional reconstruction given y = x[::2, ::2] (the lower levels are
     ``ssvcodec``'s).
 ``ssvcodec-lossless``
-    the rate-distortion model with ``--lossless`` (format version 3: every lossy level, then the
+    the rate-distortion model with ``--lossless`` (format version 4: every lossy level, then the
     lossless head's X chunk): one bit-exact point per quality (the whole file, lossy prefix
     included).
 

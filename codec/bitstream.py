@@ -28,11 +28,12 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 3                          # the newest version (rate-distortion model streams, X chunks allowed)
-RD_VERSIONS = frozenset({2, 3})             # the rate-distortion model's versions
-LOSSY_VERSION = 2                           # RD streams without X chunks: still written as 2, so v2 readers read them
-ELBO_VERSION = 1                            # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
-SUPPORTED_VERSIONS = frozenset({1, 2, 3})   # the versions this module reads and writes
+FORMAT_VERSION = 4                             # the newest version (rate-distortion model streams, Y and X chunks allowed)
+RD_VERSIONS = frozenset({2, 4})                # the rate-distortion model's versions the codec decodes
+LOSSY_VERSION = 2                              # RD streams without Y or X chunks: still written as 2, so v2 readers read them
+FLOAT64_RENDER_VERSION = 3                     # session 8's Y/X streams (coded against a float64 render): parsed, no longer decoded
+ELBO_VERSION = 1                               # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})   # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -125,10 +126,11 @@ class Header:
         fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 3 (``FORMAT_VERSION``) for the rate-distortion model, whose
+        version: format version: 4 (``FORMAT_VERSION``) for the rate-distortion model, whose
             chunks are one latent per level (U for level 1, Z for the others) and, with the
-            LOSSLESS flag, an X chunk per tile (the lossless head's); 2 for the same without X
-            chunks (written until session 8); 1 for the ELBO model, which may add Y and X chunks.
+            LOSSLESS flag, an X chunk per tile (the lossless head's), with Y_CHUNKS a Y chunk per
+            tile; 2 for the same without Y or X chunks; 3 as 4, coded against a float64 render
+            (session 8); 1 for the ELBO model, which may add Y and X chunks.
     """
 
     height: int

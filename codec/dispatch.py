@@ -1,16 +1,20 @@
-"""Which codec reads a stream: format versions 2 and 3 are the rate-distortion model's
-(:class:`codec.rd_api.RDCodec`; 3 may hold Y and X chunks). Version 1, the ELBO model's streams of
-sessions 1-7, is refused with a one-line reason: the ELBO model stays in ``models/`` for the
-thesis' likelihood results, not in the codec. Imported lazily (it imports torch)."""
+"""Which codec reads a stream: format versions 2 and 4 are the rate-distortion model's
+(:class:`codec.rd_api.RDCodec`; 4 may hold Y and X chunks). Older versions are refused with a
+one-line reason naming the last commit that decodes them: version 1, the ELBO model's streams of
+sessions 1-7 (the ELBO model stays in ``models/`` for the thesis' likelihood results, not in the
+codec), and version 3, session 8's Y and X chunks, coded against a float64 render that version 4
+replaced by an exact integer one (:mod:`models.exact_render`). Imported lazily (it imports torch)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .bitstream import ELBO_VERSION, read_header
+from .bitstream import ELBO_VERSION, FLOAT64_RENDER_VERSION, read_header
 
 #: the last commit whose ssvcodec decodes format version 1
 LAST_ELBO_DECODER = "0589b08"
+#: the last commit whose ssvcodec decodes format version 3
+LAST_FLOAT64_RENDER_DECODER = "853d2af"
 
 
 def open_codec(weights: str | Path | None = None, device: str = "cpu",
@@ -25,7 +29,16 @@ def open_codec(weights: str | Path | None = None, device: str = "cpu",
 def codec_for_stream(data: bytes, weights: str | Path | None = None,
                      lossless_weights: str | Path | None = None) -> Any:
     """The codec that decodes ``data`` (by its header's format version)."""
-    if read_header(data).version == ELBO_VERSION:
+    refuse_old_version(read_header(data).version)
+    return open_codec(weights, lossless_weights=lossless_weights)
+
+
+def refuse_old_version(version: int) -> None:
+    """Raise ValueError, in one line naming the last commit that decodes it, for a format
+    version the codec no longer decodes."""
+    if version == ELBO_VERSION:
         raise ValueError("format version 1 (the ELBO model's streams, ssvcodec sessions 1-7) is no longer decoded: "
                          f"use ssvcodec at commit {LAST_ELBO_DECODER} or earlier")
-    return open_codec(weights, lossless_weights=lossless_weights)
+    if version == FLOAT64_RENDER_VERSION:
+        raise ValueError("format version 3 (lossless and CR streams of ssvcodec session 8) is no longer decoded: "
+                         f"use ssvcodec at commit {LAST_FLOAT64_RENDER_DECODER} or earlier")

@@ -5,7 +5,7 @@ conditional reconstruction's input), an X chunk the rest (or, without Y, all of 
 
 Both sides run the head's own coding order (:meth:`models.lossless.LosslessHead.walk`) with the
 head in integer arithmetic that float32 computes exactly (:mod:`models.exact_head`), on the
-render the RD model's float64 path drew (``RDTileCoder.encode(final_render=True)``), and snap
+render the RD model's exact path drew (``RDTileCoder.encode(final_render=True)``), and snap
 every mean and scale to the head's grids, so the coder's parameters do not depend on the thread
 count or the CPU kind. Each sub-pixel is a quantized Laplace on 0..255
 (:meth:`codec.entropy.ChunkEncoder.laplace`).

@@ -1,5 +1,5 @@
 """The codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 2; version 3 with the lossless head's Y and X chunks). Any
+:mod:`codec.bitstream` (format version 2; version 4 with the lossless head's Y and X chunks). Any
 image size (padded, cropped back), grey / RGBA / 16-bit input converted with a notice (kept
 exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles,
 each decoded level by level so a progressive decode shows every level of the whole image.
@@ -28,6 +28,7 @@ from ..models.transforms import pad_to_multiple
 
 from .bitstream import (FORMAT_VERSION, HEADER_SIZE, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights,
                         level_ends, read_stream, write_stream)
+from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
 from .lossless_coder import LosslessTileCoder
 from .rate_search import RateResult, search_quality
@@ -191,10 +192,10 @@ class RDCodec:
             raise ValueError(f"level {top} is not in this stream (it holds levels 1..{available})")
         L = self.n_levels
         cr = top >= L and all(y is not None for y in ys)  # level L shows the CR image
-        exact = top > L or cr  # the head runs: the last render comes from the float64 path, padded
+        exact = top > L or cr  # the head runs: the last render comes from the exact path, padded
         coder = self.lossless_coder() if exact else None
-        # every level of a lossless or CR stream (or of its truncation) renders in float64: the
-        # same pixels on any thread count and CPU, so a truncated stream shows what the full one did
+        # every level of a lossless or CR stream (or of its truncation) renders exactly: the same
+        # pixels on any thread count and CPU, so a truncated stream shows what the full one did
         precise = bool(hd.flags & (HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS))
         want = {top} if only_last else set(range(1, top + 1))
         renders = (want - {L + 1}) | ({L} if exact else set())
@@ -251,8 +252,9 @@ class RDCodec:
 
     # ----- helpers ----------------------------------------------------------------------------
     def _check_header(self, hd: Header) -> None:
+        refuse_old_version(hd.version)
         if hd.version not in RD_VERSIONS:
-            raise ValueError(f"format version {hd.version} streams are decoded by the ELBO codec, not this one")
+            raise ValueError(f"format version {hd.version} is not a rate-distortion stream this codec decodes")
         check_weights(hd, self.fingerprint)
         if hd.levels != self.n_levels - 1:
             raise ValueError(f"stream has {hd.levels + 1} levels, these weights have {self.n_levels}")

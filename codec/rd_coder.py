@@ -9,7 +9,8 @@ zero-mean quantized Gaussian of the table scale, and both sides take ``z_hat = m
 The encoder's posteriors run on one thread (:func:`single_thread`), so the
 file's bytes do not depend on the thread count; renders, which no prior reads, run in float32 on
 every thread (or a GPU: ``device``), except the final render a lossless chunk is coded against,
-which the float64 path draws on both sides.
+which both sides draw from the float64 state in exact integer arithmetic
+(:mod:`models.exact_render`).
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
 :class:`DesyncError`, never a silent wrong image.
@@ -79,7 +80,7 @@ class RDTileCoder:
     def encode(self, pixels: Tensor, q: float, levels: int,
                final_render: bool = False) -> tuple[list[tuple[bytes, float]], Tensor | None]:
         """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels`` and,
-        with ``final_render``, the last level's render as the decoder's float64 path draws it
+        with ``final_render``, the last level's render as the decoder's exact path draws it
         (uint8 (3, H, W), padded: what the lossless head codes x against)."""
         encoders: list[ChunkEncoder] = []
         symbols_of: list[np.ndarray] = []
@@ -116,7 +117,7 @@ class RDTileCoder:
                render_levels: set[int] | None = None, precise_render: bool = False) -> Iterator[tuple[int, Tensor]]:
         """Yield (level, uint8 (3, h, w) image) for every level in ``render_levels`` (1-based;
         default: the last) among the ``len(payloads)`` levels present. ``precise_render``: draw
-        the renders with the float64 path (as ``encode``'s ``final_render``; slower)."""
+        the renders with the exact path (as ``encode``'s ``final_render``)."""
         n = len(payloads)
         want = render_levels or {n}
         cfg = self.model.config

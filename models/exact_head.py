@@ -3,76 +3,25 @@ every thread count and CPU kind, at float32 speed (integer networks, Balle, John
 2019, "Integer networks for data compression with latent-variable models", here by
 post-training quantization of the trained float head).
 
-A convolution of integer activations with integer weights is exact in float32 whenever every
-partial sum is an integer below 2^24 in magnitude, whatever the order of summation (oneDNN's
-blocking, the thread count, the SIMD width): so each layer's weights get the finest power-of-two
-scale for which ``sum |W| * max |A| + |B| < 2^24`` holds for each output channel. Between layers
+Each layer is an :class:`~models.exact_conv.ExactConv` (exact in float32). Between layers
 activations are rounded to multiples of ``2^-ACT_BITS`` and clamped (:data:`ACT_LIMIT`), GELU is
-a lookup table on that grid, and the residual additions are integer additions. The outputs leave as exact float64 numbers; the head's means and scales are
-then formed and snapped as in the float head (:meth:`LosslessHead.walk`).
-
-``verify_exact_float32()`` checks, once per process, that this machine's float32 convolution is
-exact on integer data (it would not be if a library switched to Winograd or reduced precision);
-if not, the convolutions run in float64, exact as well and slower, so the result is the same.
+a lookup table on that grid, and the residual additions are integer additions. The outputs leave
+as exact float64 numbers; the head's means and scales are then formed and snapped as in the float
+head (:meth:`LosslessHead.walk`).
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .exact_conv import ExactConv
 from .lossless import LosslessHead
 
 ACT_BITS = 5             # activations are multiples of 2^-ACT_BITS
 ACT_LIMIT = 64.0         # and clamped to [-ACT_LIMIT, ACT_LIMIT]
 Q_LIMIT = 1000           # |quality| * 100 is clamped to this (the RD model's range lies within)
-_EXACT = float(2 ** 24 - 1)
 _IN_MAX = (255.0, 255.0, 1.0, float(Q_LIMIT))  # |input| bound: 2 xhat - 255, errors, one-hots, q * 100
-
-_checked: dict[str, bool] = {}
-
-
-def verify_exact_float32() -> bool:
-    """Whether float32 convolutions are exact on bounded integer data here (cached)."""
-    if "ok" not in _checked:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randint(-255, 256, (1, 32, 40, 56), generator=g, dtype=torch.float64)
-        w = torch.randint(-2000, 2001, (16, 32, 3, 3), generator=g, dtype=torch.float64)
-        ref = F.conv2d(x, w, padding=1)
-        assert float(ref.abs().max()) < 2 ** 24
-        _checked["ok"] = bool(torch.equal(F.conv2d(x.float(), w.float(), padding=1).double(), ref))
-    return _checked["ok"]
-
-
-class ExactConv:
-    """One convolution on integer activations with integer weights (a power-of-two scale per
-    output channel), exact in float32."""
-
-    def __init__(self, weight: Tensor, bias: Tensor, in_max: Tensor, padding: int) -> None:
-        """``weight`` (O, I, k, k) and ``bias`` in the float head's units per unit of the integer
-        input; ``in_max`` (I,): the bound of each input channel's integers. Each output channel
-        gets the finest scale 2^s with ``sum |W| * in_max + |B| < 2^24``."""
-        w, b = weight.double(), bias.double()
-        mass = (w.abs() * in_max.double().view(1, -1, 1, 1)).sum((1, 2, 3)) + b.abs()
-        s = torch.floor(torch.log2(_EXACT / (mass * (1 + 1e-6) + 1e-30)))
-        while True:  # rounding may push a channel over the bound: one step coarser there
-            W, B = torch.round(w * torch.pow(2.0, s).view(-1, 1, 1, 1)), torch.round(b * torch.pow(2.0, s))
-            over = (W.abs() * in_max.double().view(1, -1, 1, 1)).sum((1, 2, 3)) + B.abs() > _EXACT
-            if not bool(over.any()):
-                break
-            s = s - over.double()
-        self.padding = padding
-        self.shift = s.float()   # acc = y * 2^shift
-        self.weight, self.bias = W.float(), B.float()
-        self._w64, self._b64 = W, B
-
-    def __call__(self, a: Tensor) -> Tensor:
-        """Integer activations (B, I, h, w) -> the exact accumulator (B, O, h, w), bias included,
-        in float32 (float64 where float32 convolutions are not exact here)."""
-        if verify_exact_float32():
-            return F.conv2d(a.float(), self.weight, self.bias, padding=self.padding)
-        return F.conv2d(a.double(), self._w64, self._b64, padding=self.padding).float()
 
 
 def _requant(acc: Tensor, conv: ExactConv) -> Tensor:
@@ -106,7 +55,8 @@ class ExactLosslessHead(LosslessHead):
         self._out = ExactConv(self.out.weight.detach() / n, self.out.bias.detach(), act_max, 0)
 
     def _act(self, a: Tensor) -> Tensor:
-        return torch.take(self._gelu, (a + self._lim).long())
+        # index_select with int32 indices: half the time of take with int64 ones
+        return self._gelu.index_select(0, (a + self._lim).to(torch.int32).view(-1)).view(a.shape)
 
     @torch.no_grad()
     def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import RDConfig
+from .exact_render import exact_render
 from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, ResBlock, conv, deconv, deconv_subpixel,
                         gaussian_bits, scale_from_raw)
 
@@ -231,8 +232,9 @@ class RDSSVAE(nn.Module):
         may use every thread). The trunk, the posteriors and the renders, which no prior reads,
         stay in this model's float32, on this model's device (``precise`` may live on another:
         the codec keeps it on the CPU, so a stream encoded on a GPU decodes on any CPU).
-        ``precise_render``: render with ``precise`` too (float64, so encoder and decoder round the
-        render to the same 8-bit image: the lossless head codes x given it).
+        ``precise_render``: render from ``precise``'s state in exact integer arithmetic
+        (:func:`models.exact_render.exact_render`), so encoder and decoder round the render to the
+        same 8-bit image on any machine: the lossless head codes x given it.
         """
         cfg = self.config
         if x is not None:
@@ -272,7 +274,7 @@ class RDSSVAE(nn.Module):
             if not want(k):
                 out = None
             elif precise_render and precise is not None:
-                out = det_lvl.render(state, det_emb)
+                out = exact_render(det_lvl, state, det_emb)
             else:
                 out = lvl.render(state.to(dev, torch.float32), emb)
             if k + 1 < n:

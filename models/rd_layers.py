@@ -90,19 +90,25 @@ def deconv(c_in: int, c_out: int, kernel: int = 5) -> nn.ConvTranspose2d:
 _SUBPIXEL_TAPS = torch.tensor([[4, 2, 0], [5, 3, 1]])  # kernel tap of output phase a and input offset d - 1
 
 
-def deconv_subpixel(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
-    """``layer(x)`` for a :func:`deconv` layer (5x5, stride 2, padding 2, output padding 1),
-    computed as a 3x3 convolution to 4x the channels and a pixel shuffle (Shi et al. 2016, the
-    sub-pixel convolution): output pixel (2i + a, 2j + b) reads inputs (i + dy, j + dx), dy, dx in
-    {-1, 0, 1}, through tap (a + 2 - 2 dy, b + 2 - 2 dx) (taps outside 0..4 are zero). The same
-    numbers as the transposed convolution up to float rounding, and faster on CPU for the wide
-    full-resolution layers of a render."""
+def subpixel_weights(layer: nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None]:
+    """The 3x3 convolution (weight (4 C_out, C_in, 3, 3), bias) that, followed by a 2x pixel
+    shuffle, computes a :func:`deconv` layer (5x5, stride 2, padding 2, output padding 1): the
+    sub-pixel convolution (Shi et al. 2016). Output pixel (2i + a, 2j + b) reads inputs
+    (i + dy, j + dx), dy, dx in {-1, 0, 1}, through tap (a + 2 - 2 dy, b + 2 - 2 dx) (taps outside
+    0..4 are zero)."""
     w = F.pad(layer.weight, (0, 1, 0, 1))  # (C_in, C_out, 6, 6): tap 5 is the zero padding
     t = _SUBPIXEL_TAPS.to(w.device)
     sub = w[:, :, t[:, None, :, None], t[None, :, None, :]]  # (C_in, C_out, a, b, dy, dx)
     c_in, c_out = w.shape[:2]
     weight = sub.permute(1, 2, 3, 0, 4, 5).reshape(4 * c_out, c_in, 3, 3)
-    bias = None if layer.bias is None else layer.bias.repeat_interleave(4)
+    return weight, None if layer.bias is None else layer.bias.repeat_interleave(4)
+
+
+def deconv_subpixel(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """``layer(x)`` for a :func:`deconv` layer as a sub-pixel convolution
+    (:func:`subpixel_weights`): the same numbers as the transposed convolution up to float
+    rounding, and faster on CPU for the wide full-resolution layers of a render."""
+    weight, bias = subpixel_weights(layer)
     return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=1), 2)
 
 

@@ -4,8 +4,8 @@ model frozen (Mentzer et al. 2020 train their residual coder on a fixed lossy co
     python -m ssvcodec.models.train_lossless --out runs/lossless --steps 20000 --threads 1
 
 Each step renders its crops with the frozen RD model at a quality q ~ U(the model's
-quality_range) (rounded latents, the render rounded to 8 bits as the decoder shows it) and
-minimises the head's bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then
+quality_range) (rounded latents; the exact render that a lossless stream is coded against,
+:mod:`models.exact_render`, rounded to 8 bits as the decoder shows it) and minimises the head's bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then
 cosine decay, gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on
 SIGTERM, resuming from ``OUT/checkpoint.pt``; validation rows (EMA, held-out crops, q = 0 / 4 / 8)
 every ``--val-every`` steps in ``OUT/log.csv``.
@@ -34,21 +34,25 @@ VAL_QUALITIES = (0.0, 4.0, 8.0)
 
 
 @torch.no_grad()
-def lossy_render(model: RDSSVAE, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def lossy_render(model: RDSSVAE, x: torch.Tensor, q: torch.Tensor, precise: RDSSVAE | None = None) -> torch.Tensor:
     """The RD model's final render of ``x`` (uint8, sides multiples of its pad multiple) at
-    qualities ``q``, rounded to uint8: what a decoder of the whole lossy stream shows."""
+    qualities ``q``, rounded to uint8: with ``precise`` (the model's float64 copy) the exact
+    render a lossless stream is coded against (:mod:`models.exact_render`), else the float32
+    render of a lossy stream."""
     xf = x.float() / 255.0 - 0.5
-    *_, last = model.top_down(q, rounding_quantizer, xf)
+    *_, last = model.top_down(q, rounding_quantizer, xf, render=lambda k: k == model.n_levels - 1,
+                              precise=precise, precise_render=precise is not None)
     assert last.render is not None
     return ((last.render + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()
-def evaluate(head: LosslessHead, rd: RDSSVAE, crops: np.ndarray, q: float) -> float:
-    """Bits per pixel of the held-out crops given their render at quality ``q``."""
+def evaluate(head: LosslessHead, rd: RDSSVAE, crops: np.ndarray, q: float, precise: RDSSVAE | None = None) -> float:
+    """Bits per pixel of the held-out crops given their render at quality ``q`` (exact with
+    ``precise``: :func:`lossy_render`)."""
     x = torch.from_numpy(crops)
     qs = torch.full((len(x),), q)
-    bits = head(x, lossy_render(rd, x, qs), qs)
+    bits = head(x, lossy_render(rd, x, qs, precise), qs)
     return float(bits.sum()) / (len(x) * x.shape[-2] * x.shape[-1])
 
 
@@ -65,6 +69,7 @@ def train(args: argparse.Namespace) -> Path:
     rd.eval()
     for p in rd.parameters():
         p.requires_grad_(False)
+    precise = copy.deepcopy(rd).double()  # the head trains on the exact render the codec codes against
     torch.manual_seed(args.seed)
     counters = {"step": 0, "images": 0, "seconds": 0.0}
     seg = {"start": 0, "end": args.steps}
@@ -117,7 +122,7 @@ def train(args: argparse.Namespace) -> Path:
             t0 = time.time()
             x = stream.get(step)
             q = torch.from_numpy(np.random.default_rng([args.seed, step, 1]).uniform(q_lo, q_hi, len(x))).float()
-            xhat = lossy_render(rd, x, q)
+            xhat = lossy_render(rd, x, q, precise)
             lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -138,7 +143,7 @@ def train(args: argparse.Namespace) -> Path:
             if val is not None and step % args.val_every == 0:
                 for vq in VAL_QUALITIES:
                     writer.writerow({"step": step, "images": counters["images"], "seconds": round(counters["seconds"], 2),
-                                     "kind": "val_ema", "q": vq, "bpp": round(evaluate(ema, rd, val, vq), 4)})
+                                     "kind": "val_ema", "q": vq, "bpp": round(evaluate(ema, rd, val, vq, precise), 4)})
                 log_f.flush()
             if step % 200 == 0:
                 print(f"step {step} {counters['seconds'] / 60:.1f} min bpp {float(bpp.detach()):.3f} lr {lr:.2e}", flush=True)

@@ -66,7 +66,7 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 3 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 4 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
 
 
@@ -116,20 +116,20 @@ def test_golden_stream_version_2() -> None:
                             flags=HeaderFlags.LOSSLESS, version=2), [])
 
 
-def test_golden_stream_version_3() -> None:
-    """Version 3 is version 2 plus the LOSSLESS flag and an X chunk per tile at level K + 1 (the
-    version byte, the flag and so the header CRC differ), and the Y_CHUNKS flag with a Y chunk per
-    tile at level K."""
+def test_golden_stream_version_4() -> None:
+    """Version 4 (as 3 before it) is version 2 plus the LOSSLESS flag and an X chunk per tile at
+    level K + 1 (the version byte, the flag and so the header CRC differ), and the Y_CHUNKS flag
+    with a Y chunk per tile at level K."""
     header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
-                    flags=HeaderFlags.LOSSLESS, version=3)
+                    flags=HeaderFlags.LOSSLESS, version=4)
     data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b""),
                                  Chunk(ChunkType.X, 2, b"\x07")])
-    assert data[:8].hex() == "53535643" "03" "02" "01" "01"
+    assert data[:8].hex() == "53535643" "04" "02" "01" "01"
     parsed = read_stream(data)
     assert parsed.header == header and [c.type for c in parsed.chunks] == [ChunkType.U, ChunkType.Z, ChunkType.X]
     assert [c.progressive_level for c in parsed.chunks] == [1, 2, 3]
     with_y = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(16)),
-                    flags=HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS, version=3)
+                    flags=HeaderFlags.LOSSLESS | HeaderFlags.Y_CHUNKS, version=4)
     data = write_stream(with_y, [Chunk(ChunkType.U, 0, b""), Chunk(ChunkType.Z, 1, b""), Chunk(ChunkType.Y, 1, b"\x05"),
                                  Chunk(ChunkType.X, 2, b"")])
     assert [c.progressive_level for c in read_stream(data).chunks] == [1, 2, 2, 3]
@@ -333,7 +333,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (4, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (5, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):

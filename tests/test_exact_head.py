@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ssvcodec.models.config import LosslessConfig
-from ssvcodec.models.exact_head import ACT_BITS, ACT_LIMIT, ExactConv, ExactLosslessHead, verify_exact_float32
+from ssvcodec.models.exact_conv import ExactConv, verify_exact_float32
+from ssvcodec.models.exact_head import ACT_BITS, ACT_LIMIT, ExactLosslessHead
 from ssvcodec.models.io import LOSSLESS_WEIGHTS, load_lossless_head
 from ssvcodec.models.lossless import LosslessHead
 

@@ -140,6 +140,22 @@ def test_other_weights_are_refused(tiny_rd: RDCodec, tmp_path: Path) -> None:
         RDCodec(other).decode(tiny_rd.encode(synthetic(16, 16)))
 
 
+@pytest.mark.parametrize("version,commit", [(1, "0589b08"), (3, "853d2af")])
+def test_old_format_versions_are_refused_naming_the_last_decoder(tiny_rd: RDCodec, version: int, commit: str) -> None:
+    """Versions 1 (the ELBO model) and 3 (session 8's lossless streams, coded against a float64
+    render) are parsed but not decoded: one line names the last commit that decodes them."""
+    from ssvcodec.codec.bitstream import Header, HeaderFlags
+    from ssvcodec.codec.dispatch import codec_for_stream
+
+    parsed = read_stream(tiny_rd.encode(synthetic(16, 16)))
+    h = parsed.header
+    old = write_stream(Header(height=h.height, width=h.width, channels=h.channels, levels=h.levels, quality=h.quality,
+                              fingerprint=h.fingerprint, flags=HeaderFlags.LOSSLESS, version=version), parsed.chunks)
+    for decode in (lambda: codec_for_stream(old), lambda: tiny_rd.decode(old)):
+        with pytest.raises(ValueError, match=f"format version {version} .*no longer decoded: use ssvcodec at commit {commit}"):
+            decode()
+
+
 # ----- the decoder below the CRC layer ----------------------------------------------------------
 def mutate(data: bytes, chunk: int, pos: int, value: int) -> bytes:
     """``data`` with byte ``pos`` of chunk ``chunk``'s payload replaced, CRCs recomputed, so the

@@ -1,0 +1,71 @@
+"""A level's render (:meth:`models.rd.RDLevel.render`) in integer arithmetic that float32
+computes exactly: the render a lossless or CR chunk is coded against must be the same 8-bit
+image on the encoder and on every decoder, whatever the thread count or CPU kind.
+
+Each upsampling stage (IGDN, gain, sub-pixel convolution) runs its two convolutions as
+:class:`~models.exact_conv.ExactConv` on integers (integer networks, Balle, Johnston & Minnen
+2019, by post-training quantization): the input of each convolution is rounded to integers of at
+most :data:`INT_BITS` bits under one power-of-two scale per image (from its largest magnitude),
+and the weights get, per output channel, the finest power-of-two scale that keeps every partial
+sum below 2^24 given each input channel's actual largest integer. The gain is folded into the
+IGDN's parameters. Everything else is elementwise float32 multiplication by powers of two
+(exact) and single IEEE additions and multiplications (correctly rounded, so the same on every
+CPU); no transcendental function touches the image.
+
+Measured against the float64 render on Kodak (kodim01/07/13/23, q = -3, 2, 9): 11 % of samples
+differ, by at most 2 levels; PSNR changes by at most 0.004 dB; 0.34 s against 0.7-1.7 s for the
+float64 render of a 768x512 image on 2 threads.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .exact_conv import ExactConv
+from .rd_layers import subpixel_weights
+
+if TYPE_CHECKING:
+    from .rd import RDLevel
+
+INT_BITS = 12   # a convolution's input integers lie within +-2^INT_BITS
+
+
+def _to_ints(h: Tensor) -> tuple[Tensor, int]:
+    """(A, e): h = A * 2^-e up to rounding, A integers with |A| <= 2^INT_BITS, e from max |h|."""
+    m = float(h.abs().max())
+    e = INT_BITS - (math.ceil(math.log2(m)) if m > 0 else 0)
+    return torch.round(h * 2.0 ** e), e
+
+
+def _conv(a: Tensor, e: int, weight: Tensor, padding: int) -> Tensor:
+    """conv(a * 2^-e, weight) for integer ``a``, exactly, then scaled back (exact: powers of two)."""
+    conv = ExactConv(weight, None, a.abs().amax((0, 2, 3)), padding)
+    return conv(a) * torch.pow(2.0, -(conv.shift + e)).view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def exact_render(level: RDLevel, state: Tensor, emb: Tensor) -> Tensor:
+    """``level.render(state, emb)`` (module docstring) as float64 numbers that every machine
+    computes alike. ``level``: a float64 copy's level; ``state``, ``emb``: its top-down state and
+    quality embedding (B, ...): each image is rendered on its own, with its own scales."""
+    if state.shape[0] > 1:
+        return torch.cat([exact_render(level, state[i:i + 1], emb[i:i + 1]) for i in range(state.shape[0])])
+    h = state.float()
+    for up, gdn, gain in zip(level.head, level.head_gdn, level.head_gain):
+        assert gdn.inverse
+        g = torch.exp(gain.lin(emb.to(gain.lin.weight.dtype))).view(-1).double()
+        gamma = gdn.gamma.detach().double().abs() * g.view(-1, 1, 1, 1)
+        beta = ((gdn.beta.detach().double().abs() + 1e-6) * g).float().view(1, -1, 1, 1)
+        a, e = _to_ints(h)
+        h = (a * 2.0 ** -e) * (_conv(a.abs(), e, gamma, 0) + beta)  # gain * IGDN: x * (beta + gamma |x|)
+        weight, bias = subpixel_weights(up)
+        a, e = _to_ints(h)
+        out = _conv(a, e, weight.detach().double(), 1)
+        if bias is not None:
+            out = out + bias.detach().float().view(1, -1, 1, 1)
+        h = F.pixel_shuffle(out, 2)
+    return h.double()
