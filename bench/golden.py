@@ -6,16 +6,17 @@ of each level it decodes to, and (format version 2) those PNGs themselves:
 - ``tests/golden/rd-v2.ssv``: the default lossy codec (rate-distortion model), quality 4;
 - ``tests/golden/rd-v4.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
   RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes from the
-  exact integer render and the exact integer head, so its PNGs match on every CPU kind, and the last is
-  the crop itself.
+  exact integer render and the exact integer head, so its PNGs match on every CPU kind, and the
+  last is the crop itself.
 
 ``tests/test_golden.py`` fails if decoding any of them changes. Version 2's renders run in
 multi-threaded float32 (no later prior reads them, so they do not affect decodability), and another
 CPU kind may round a rare sample the other way; on a hash mismatch the test therefore compares the
 pixels with the recorded PNG (see :func:`renders_agree`), while the symbols stay exact (each level's
 CRC). Format versions 1 (the ELBO model's streams of sessions 1-7) and 3 (session 8's lossless
-streams, coded against a float64 render) are no longer decoded, so they have no golden stream. Re-record only when the shipped weights change on purpose (the
-streams name their weights' fingerprint), and say so in the commit.
+streams, coded against a float64 render) are no longer decoded, so they have no golden stream.
+Re-record only when the shipped weights change on purpose (the streams name their weights'
+fingerprint), and say so in the commit.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ model frozen (Mentzer et al. 2020 train their residual coder on a fixed lossy co
 
 Each step renders its crops with the frozen RD model at a quality q ~ U(the model's
 quality_range) (rounded latents; the exact render that a lossless stream is coded against,
-:mod:`models.exact_render`, rounded to 8 bits as the decoder shows it) and minimises the head's bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then
-cosine decay, gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on
+:mod:`models.exact_render`, rounded to 8 bits as the decoder shows it) and minimises the head's
+bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then cosine decay, gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on
 SIGTERM, resuming from ``OUT/checkpoint.pt``; validation rows (EMA, held-out crops, q = 0 / 4 / 8)
 every ``--val-every`` steps in ``OUT/log.csv``.
 """

@@ -1,5 +1,5 @@
 """The render a lossless chunk is coded against (models/exact_render.py): the same numbers on any
-thread count and convolution backend, and within float rounding of the float64 render."""
+thread count and convolution backend, and close to the float64 render (its integer quantization)."""
 from __future__ import annotations
 
 import torch
