@@ -90,3 +90,11 @@ def load_lossless_head(path: Path = LOSSLESS_WEIGHTS, device: str | torch.device
 
 def read_meta(path: Path = DEFAULT_WEIGHTS) -> dict[str, Any]:
     return json.loads(Path(path).with_suffix(".json").read_text()).get("meta", {})
+
+
+def counters_from_weights(path: Path) -> dict[str, Any]:
+    """The training counters (step, crops seen, seconds) that committed weights record in their
+    model card's meta, so a run started from them continues their count."""
+    meta = read_meta(path)
+    return {"step": int(meta.get("steps", 0)), "images": int(meta.get("images_seen", 0)),
+            "seconds": float(meta.get("train_seconds", 0.0))}

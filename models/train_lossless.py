@@ -6,9 +6,11 @@ model frozen (Mentzer et al. 2020 train their residual coder on a fixed lossy co
 Each step renders its crops with the frozen RD model at a quality q ~ U(the model's
 quality_range) (rounded latents; the exact render that a lossless stream is coded against,
 :mod:`models.exact_render`, rounded to 8 bits as the decoder shows it) and minimises the head's
-bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then cosine decay, gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on
-SIGTERM, resuming from ``OUT/checkpoint.pt``; validation rows (EMA, held-out crops, q = 0 / 4 / 8)
-every ``--val-every`` steps in ``OUT/log.csv``.
+bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then cosine decay,
+gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on SIGTERM, resuming from
+``OUT/checkpoint.pt`` or, without one, from ``--init-from`` (default: the shipped head, with its
+counters; a larger ``--steps`` then starts a new warm-up + cosine segment); validation rows (EMA,
+held-out crops, q = 0 / 4 / 8) every ``--val-every`` steps in ``OUT/log.csv``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import LosslessConfig
+from .io import LOSSLESS_WEIGHTS
 from .data import DEFAULT_DATA
 from .lossless import LosslessHead
 from .rd import RDSSVAE, rounding_quantizer
@@ -73,6 +76,8 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     counters = {"step": 0, "images": 0, "seconds": 0.0}
     seg = {"start": 0, "end": args.steps}
+    init_from = (None if args.from_scratch else Path(args.init_from) if args.init_from
+                 else LOSSLESS_WEIGHTS if LOSSLESS_WEIGHTS.exists() else None)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         cfg = LosslessConfig.from_dict(json.loads(ckpt["config"]))
@@ -81,6 +86,14 @@ def train(args: argparse.Namespace) -> Path:
         ema.load_state_dict(ckpt["ema"])
         counters, seg = json.loads(ckpt["counters"]), json.loads(ckpt["segment"])
         source = f"checkpoint {ckpt_path}"
+    elif init_from is not None:
+        from .io import counters_from_weights, load_lossless_head
+        head = load_lossless_head(init_from).train()
+        cfg = head.config
+        ema = copy.deepcopy(head)
+        counters = counters_from_weights(init_from)
+        seg = {"start": counters["step"], "end": counters["step"]}
+        source = f"weights {init_from}"
     else:
         cfg = LosslessConfig(**json.loads(args.config)) if args.config else LosslessConfig()
         head = LosslessHead(cfg)
@@ -171,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--init-from", default="", help="head weights to start from without a checkpoint "
+                    "(default: the shipped lossless head)")
+    ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: a new head, not the shipped one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)

@@ -196,14 +196,12 @@ def train(args: argparse.Namespace) -> Path:
             torch.set_rng_state(ckpt["torch_rng"])
         source = f"checkpoint {ckpt_path}"
     elif init_from is not None:
-        from .io import load_any, read_meta
+        from .io import counters_from_weights, load_any
         model = load_any(init_from)  # type: ignore[assignment]
         assert isinstance(model, RDSSVAE)
         cfg = model.config
         ema = copy.deepcopy(model)
-        meta = read_meta(init_from)
-        counters = {"step": int(meta.get("steps", 0)), "images": int(meta.get("images_seen", 0)),
-                    "seconds": float(meta.get("train_seconds", 0.0))}
+        counters = counters_from_weights(init_from)
         seg = {"start": counters["step"], "end": counters["step"]}
         source = f"weights {init_from}"
     else:

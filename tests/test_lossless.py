@@ -107,13 +107,33 @@ def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "ssvcodec.models.train_lossless", "--out", str(tmp_path / "run"), "--data-dir", str(data),
            "--rd-weights", str(rd), "--crop", "64", "--batch", "2", "--warmup", "1", "--val-every", "2", "--threads", "1",
-           "--config", json.dumps({"width": 8, "blocks": 1})]
+           "--config", json.dumps({"width": 8, "blocks": 1}), "--from-scratch"]
     subprocess.run([*cmd, "--steps", "2"], check=True, env=env, capture_output=True)
     r = subprocess.run([*cmd, "--steps", "3"], check=True, env=env, capture_output=True, text=True)
     assert "start at step 2 from checkpoint" in r.stdout and "schedule 2..3" in r.stdout
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert sum(",train," in row for row in rows) == 3 and sum(",val_ema," in row for row in rows) == 3
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
+
+
+
+def test_train_lossless_without_a_checkpoint_continues_from_weights(tmp_path: Path) -> None:
+    """With no checkpoint, --init-from's head and its counters start the run, and a larger
+    --steps opens a new schedule segment from their step (as train_rd does)."""
+    data = photo_dir(tmp_path / "data")
+    rd, head = tmp_path / "rd.safetensors", tmp_path / "head.safetensors"
+    torch.manual_seed(0)
+    save_weights(RDSSVAE(tiny_rd_config()), rd, {"note": "test model"})
+    save_weights(LosslessHead(LosslessConfig(width=8, blocks=1)), head,
+                 {"steps": 5, "images_seen": 10, "train_seconds": 1.5})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "ssvcodec.models.train_lossless", "--out", str(tmp_path / "run"),
+                        "--data-dir", str(data), "--rd-weights", str(rd), "--init-from", str(head), "--crop", "64",
+                        "--batch", "2", "--warmup", "1", "--val-every", "0", "--threads", "1", "--steps", "6"],
+                       check=True, env=env, capture_output=True, text=True)
+    assert f"start at step 5 from weights {head}" in r.stdout and "schedule 5..6" in r.stdout
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert json.loads(ckpt["counters"])["step"] == 6 and json.loads(ckpt["counters"])["images"] == 12
 
 
 def test_the_coders_laplace_is_the_heads_and_round_trips() -> None:
