@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from .config import LosslessConfig
-from .io import LOSSLESS_WEIGHTS
 from .data import DEFAULT_DATA
+from .io import LOSSLESS_WEIGHTS, counters_from_weights, load_any, load_lossless_head
 from .lossless import LosslessHead
 from .rd import RDSSVAE, rounding_quantizer
 from .train_rd import RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, validation_crops
@@ -65,7 +65,6 @@ def train(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
-    from .io import load_any
     rd = load_any(Path(args.rd_weights))
     if not isinstance(rd, RDSSVAE):
         raise ValueError(f"{args.rd_weights} does not hold rate-distortion weights")
@@ -87,7 +86,6 @@ def train(args: argparse.Namespace) -> Path:
         counters, seg = json.loads(ckpt["counters"]), json.loads(ckpt["segment"])
         source = f"checkpoint {ckpt_path}"
     elif init_from is not None:
-        from .io import counters_from_weights, load_lossless_head
         head = load_lossless_head(init_from).train()
         cfg = head.config
         ema = copy.deepcopy(head)

@@ -116,7 +116,6 @@ def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
 
 
-
 def test_train_lossless_without_a_checkpoint_continues_from_weights(tmp_path: Path) -> None:
     """With no checkpoint, --init-from's head and its counters start the run, and a larger
     --steps opens a new schedule segment from their step (as train_rd does)."""
