@@ -31,7 +31,8 @@ from .data import DEFAULT_DATA
 from .io import LOSSLESS_WEIGHTS, counters_from_weights, load_any, load_lossless_head
 from .lossless import LosslessHead
 from .rd import RDSSVAE, rounding_quantizer
-from .train_rd import RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, validation_crops
+from .train_rd import (RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, start_weights,
+                       validation_crops)
 
 VAL_QUALITIES = (0.0, 4.0, 8.0)
 
@@ -75,8 +76,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     counters = {"step": 0, "images": 0, "seconds": 0.0}
     seg = {"start": 0, "end": args.steps}
-    init_from = (None if args.from_scratch else Path(args.init_from) if args.init_from
-                 else LOSSLESS_WEIGHTS if LOSSLESS_WEIGHTS.exists() else None)
+    init_from = start_weights(args.from_scratch, args.init_from, LOSSLESS_WEIGHTS)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         cfg = LosslessConfig.from_dict(json.loads(ckpt["config"]))

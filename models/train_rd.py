@@ -50,6 +50,16 @@ RD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safe
 VAL_QUALITIES = (1.0, 4.0, 7.0)
 
 
+def start_weights(from_scratch: bool, init_from: str, shipped: Path) -> Path | None:
+    """The committed weights a run without a checkpoint starts from: ``--init-from`` if given,
+    else the shipped ones if present; none with ``--from-scratch``."""
+    if from_scratch:
+        return None
+    if init_from:
+        return Path(init_from)
+    return shipped if shipped.exists() else None
+
+
 def lr_at(step: int, seg_start: int, seg_end: int, lr: float, lr_min: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps from the segment's start, then cosine decay from
     ``lr`` to ``lr_min`` at ``seg_end`` (Loshchilov & Hutter 2017); ``lr_min`` afterwards."""
@@ -181,8 +191,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     counters = {"step": 0, "images": 0, "seconds": 0.0}
     seg = {"start": 0, "end": args.steps}
-    init_from = (None if args.from_scratch else Path(args.init_from) if args.init_from
-                 else RD_WEIGHTS if RD_WEIGHTS.exists() else None)
+    init_from = start_weights(args.from_scratch, args.init_from, RD_WEIGHTS)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         cfg = RDConfig.from_dict(json.loads(ckpt["config"]))
