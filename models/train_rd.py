@@ -14,7 +14,7 @@ optimiser, schedule, counters; batch s is drawn from its own seed [seed, s, rank
 continue exactly). Asking for more ``--steps`` than the checkpoint planned starts a new schedule
 segment from the current step: warm-up again, then cosine to the new end ("re-warm when you
 extend"); with ``--stretch`` a segment still running keeps its warm-up and only its cosine is
-stretched to the new end. Without a checkpoint, ``--init-from`` (default: the shipped RD weights,
+moved to the new end, later or earlier (a machine slower than planned). Without a checkpoint, ``--init-from`` (default: the shipped RD weights,
 if present) starts from committed EMA weights with their counters. Checkpoints every ``--ckpt-minutes`` and on
 SIGTERM/SIGINT. Logs every step to ``OUT/log.csv`` (bits per pixel and PSNR per level, lambda, lr,
 wall time) and validation rows (EMA weights, held-out crops, fixed q) every ``--val-every`` steps.
@@ -236,8 +236,10 @@ def train(args: argparse.Namespace) -> Path:
         model.config = ema.config = cfg
     counters.setdefault("core_seconds", counters["seconds"])  # runs before it was counted used one thread
     step = counters["step"]
-    if args.steps > seg["end"] and args.stretch and step < seg["end"]:
-        seg = {"start": seg["start"], "end": args.steps}  # same warm-up, the cosine stretched to the new end
+    if args.stretch and step < seg["end"] and args.steps != seg["end"]:
+        if args.steps <= step:
+            raise SystemExit(f"--stretch --steps {args.steps}: the run is already at step {step}")
+        seg = {"start": seg["start"], "end": args.steps}  # same warm-up, the cosine moved to the new end
     elif args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
         seg = {"start": step, "end": args.steps}
     model.to(device).train()
@@ -383,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=8, help="crops per step and process")
     ap.add_argument("--steps", type=int, default=20000, help="planned end of the schedule (a larger value re-warms)")
     ap.add_argument("--stretch", action="store_true",
-                    help="with a larger --steps while the current segment runs: move its end there without a new warm-up")
+                    help="while the current segment runs: move its end to --steps (later or earlier) without a new warm-up")
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--stop-at", type=int, default=0, help="stop at this step without changing the schedule")
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -177,6 +177,14 @@ def test_stretch_moves_the_running_segments_end_without_a_new_warmup(tmp_path: P
     assert float(last[3]) == pytest.approx(lr_at(2, 0, 9, 1e-3, 1e-5, 2), rel=1e-2)  # step 3 on the stretched cosine
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert json.loads(ck["config"])["level_weights"] == [0.25, 0.5, 1.0]
+    # a slower machine than planned: the end moves earlier, the step stays on the same warm-up
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "5", "--stretch"), check=True, env=env,
+                       capture_output=True, text=True)
+    assert "schedule 0..5" in r.stdout
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["counters"])["step"] == 5 and json.loads(ck["segment"]) == {"start": 0, "end": 5}
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "9", "--stretch"), env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "schedule 5..9" in r.stdout  # past its end, a larger --steps is a new segment
 
 
 def test_quality_range_widens_step_by_step_and_the_checkpoint_records_it(tmp_path: Path) -> None:
