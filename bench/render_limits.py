@@ -106,7 +106,7 @@ def latent_gap(model, x, steps: int) -> None:  # noqa: ANN001
 
     def evaluate() -> tuple[float, float]:
         with torch.no_grad():
-            outs = list(model.top_down(q, lambda k, lat, mu, s: rounding_quantizer(k, params[k], mu, s), x))
+            outs = list(model.top_down(q, lambda k, lat, mu, s, where=None: rounding_quantizer(k, params[k], mu, s), x))
         return sum(float(o.bits.sum()) for o in outs) / pixels, _psnr(outs[-1].render, x)
 
     with torch.no_grad():

@@ -13,21 +13,23 @@ which both sides draw from the float64 state in exact integer arithmetic
 (:mod:`models.exact_render`).
 
 Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
-:class:`DesyncError`, never a silent wrong image.
+:class:`DesyncError`, never a silent wrong image. A level with a checkerboard context
+(``RDConfig.context``) codes its anchors first and then the other elements, in one payload; the
+checksum covers both parts in that order.
 """
 from __future__ import annotations
 
 import copy
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..models.rd import RDSSVAE, upsample
+from ..models.rd import RDSSVAE, Quantizer, upsample
 
 from .bitstream import BitstreamError
 from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
@@ -50,8 +52,12 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _crc(symbols: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
+def _crc(*parts: np.ndarray) -> int:
+    """CRC-32 of int32 symbols, the parts one after the other."""
+    crc = 0
+    for p in parts:
+        crc = zlib.crc32(np.ascontiguousarray(p, dtype="<i4").tobytes(), crc)
+    return crc
 
 
 def to_model_input(pixels: Tensor) -> Tensor:
@@ -82,21 +88,22 @@ class RDTileCoder:
         """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels`` and,
         with ``final_render``, the last level's render as the decoder's exact path draws it
         (uint8 (3, H, W), padded: what the lossless head codes x against)."""
-        encoders: list[ChunkEncoder] = []
-        symbols_of: list[np.ndarray] = []
-        bits_of: list[float] = []
+        encoders: dict[int, ChunkEncoder] = {}
+        symbols_of: dict[int, list[np.ndarray]] = {}
+        bits_of: dict[int, float] = {}
 
-        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
+        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
+                     where: Tensor | None = None) -> tuple[Tensor, None]:
             assert latent is not None
             mu_hat, idx = snap_prior(mu, sigma)
             sym = torch.round(latent.double() - mu_hat).clamp(-MAX_SYMBOL, MAX_SYMBOL)
-            s = sym.to(torch.int32).numpy()
-            std = SCALE_TABLE[idx]
-            enc = ChunkEncoder()
-            enc.gaussian(s, std)
-            encoders.append(enc)
-            symbols_of.append(s)
-            bits_of.append(model_bits(s, std))
+            s, std = sym.to(torch.int32).numpy(), SCALE_TABLE[idx]
+            if where is not None:
+                m = where.expand_as(mu).numpy()
+                s, std = s[m], std[m]
+            encoders.setdefault(k, ChunkEncoder()).gaussian(s, std)
+            symbols_of.setdefault(k, []).append(s)
+            bits_of[k] = bits_of.get(k, 0.0) + model_bits(s, std)
             return mu_hat + sym, None
 
         q_t = torch.tensor([float(q)])
@@ -107,9 +114,9 @@ class RDTileCoder:
             if o.render is not None:
                 render = to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:]))
         out = []
-        for enc, s, b in zip(encoders, symbols_of, bits_of):
-            payload = struct.pack("<I", _crc(s)) + enc.finish()
-            out.append((payload, b + 32))
+        for k in sorted(encoders):
+            payload = struct.pack("<I", _crc(*symbols_of[k])) + encoders[k].finish()
+            out.append((payload, bits_of[k] + 32))
         return out, render
 
     @torch.no_grad()
@@ -122,10 +129,7 @@ class RDTileCoder:
         want = render_levels or {n}
         cfg = self.model.config
 
-        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
-            mu_hat, idx = snap_prior(mu, sigma)
-            sym = decode_symbols(payloads[k], idx, f"level {k + 1}")
-            return mu_hat + torch.from_numpy(sym).double(), None
+        quantize = self._reading_quantizer(payloads)
 
         q_t = torch.tensor([float(q)])
         for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
@@ -140,32 +144,78 @@ class RDTileCoder:
     def estimate(self, payloads: list[bytes], q: float, padded: tuple[int, int]) -> list[float]:
         """Per level: the model's information content (bits) of the decoded symbols, plus the
         32-bit checksum, without rendering."""
-        out: list[float] = []
+        out = [32.0] * len(payloads)
 
-        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, None]:
-            mu_hat, idx = snap_prior(mu, sigma)
-            sym = decode_symbols(payloads[k], idx, f"level {k + 1}")
-            out.append(model_bits(sym, SCALE_TABLE[idx]) + 32)
-            return mu_hat + torch.from_numpy(sym).double(), None
+        def count(k: int, sym: np.ndarray, std: np.ndarray) -> None:
+            out[k] += model_bits(sym, std)
 
+        quantize = self._reading_quantizer(payloads, count)
         for _ in self.model.top_down(torch.tensor([float(q)]), quantize, None, size=padded, levels=len(payloads),
                                      render=False, deterministic=single_thread, precise=self.precise):
             pass
         return out
 
+    def _reading_quantizer(self, payloads: list[bytes],
+                           seen: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Quantizer:
+        """The decoder's quantizer: each level's symbols read from its payload (both parts of a
+        checkerboard level from one :class:`LevelReader`), ``z_hat = mu_hat + symbol``; ``seen(k,
+        symbols, stds)`` is told of every part read."""
+        readers: dict[int, LevelReader] = {}
 
-def decode_symbols(payload: bytes, idx: np.ndarray, what: str) -> np.ndarray:
-    """The int32 symbols of one level (shape of ``idx``), checked against their CRC."""
-    if len(payload) < 4:
-        raise DesyncError(f"{what}: payload too short")
-    (crc,) = struct.unpack("<I", payload[:4])
-    try:
-        sym = ChunkDecoder(payload[4:]).gaussian(idx.shape, SCALE_TABLE[idx])
-    except EntropyDecodeError as e:
-        raise DesyncError(f"{what}: {e}") from None
-    if _crc(sym) != crc:
-        raise DesyncError(f"{what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
-    return sym
+        def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
+                     where: Tensor | None = None) -> tuple[Tensor, None]:
+            mu_hat, idx = snap_prior(mu, sigma)
+            reader = readers.setdefault(k, LevelReader(payloads[k], f"level {k + 1}"))
+            if where is None:
+                sym = reader.read(idx)
+                if seen is not None:
+                    seen(k, sym, SCALE_TABLE[idx])
+            else:
+                m = where.expand_as(mu).numpy()
+                part = reader.read(idx[m])
+                if seen is not None:
+                    seen(k, part, SCALE_TABLE[idx[m]])
+                sym = np.zeros(idx.shape, dtype=np.int32)
+                sym[m] = part
+            if reader.parts == (2 if self.model.levels[k].has_context else 1):
+                reader.finish()
+            return mu_hat + torch.from_numpy(sym).double(), None
+
+        return quantize
+
+
+class LevelReader:
+    """Reads one level's payload: ``[crc32][range-coded symbols]``, in one or more parts (a
+    checkerboard level: anchors, then the rest), checked against the CRC when finished."""
+
+    def __init__(self, payload: bytes, what: str) -> None:
+        if len(payload) < 4:
+            raise DesyncError(f"{what}: payload too short")
+        (self._crc,) = struct.unpack("<I", payload[:4])
+        self._what = what
+        try:
+            self._dec = ChunkDecoder(payload[4:])
+        except EntropyDecodeError as e:
+            raise DesyncError(f"{what}: {e}") from None
+        self._parts: list[np.ndarray] = []
+
+    @property
+    def parts(self) -> int:
+        return len(self._parts)
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        """The next int32 symbols, one per entry of ``idx`` (the snapped scale indices)."""
+        try:
+            sym = self._dec.gaussian(idx.shape, SCALE_TABLE[idx])
+        except EntropyDecodeError as e:
+            raise DesyncError(f"{self._what}: {e}") from None
+        self._parts.append(sym)
+        return sym
+
+    def finish(self) -> None:
+        """Raise :class:`DesyncError` unless the symbols read match the payload's CRC."""
+        if _crc(*self._parts) != self._crc:
+            raise DesyncError(f"{self._what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
 
 
 def model_bits(symbols: np.ndarray, std: np.ndarray) -> float:

@@ -121,10 +121,14 @@ class RDConfig:
     # Residual blocks after each level's merge (empty: none). They start as the identity, so a
     # trained model can grow them and go on training (``train_rd --grow``).
     merge_blocks: tuple[int, ...] = ()
+    # Per level, 1: a checkerboard spatial context for the level's latent (He et al. 2021): half its
+    # elements (the anchors) are coded first, the others under a prior that also sees the decoded
+    # anchors. Its output layer starts at zero, so a trained model can grow it (``train_rd --grow``).
+    context: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("render_strides", "latent_strides", "latent_channels", "level_weights", "merge_blocks",
-                     "quality_range"):
+                     "quality_range", "context"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         n = len(self.render_strides)
@@ -134,6 +138,8 @@ class RDConfig:
             raise ValueError(f"quality_range must be (low, high) with low < high, got {self.quality_range}")
         if self.merge_blocks and (len(self.merge_blocks) != n or min(self.merge_blocks) < 0):
             raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
+        if self.context and (len(self.context) != n or not set(self.context) <= {0, 1}):
+            raise ValueError("context needs one 0 or 1 per level (or none)")
         if self.render_strides[-1] != 1:
             raise ValueError("the last level must render x at full size (render stride 1)")
         for k in range(n):

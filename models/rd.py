@@ -55,15 +55,31 @@ def upsample(img: Tensor, factor: int) -> Tensor:
     return F.interpolate(img, scale_factor=factor, mode="bicubic", align_corners=False)
 
 
+def anchor_mask(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
+    """The checkerboard's anchors, (1, 1, h, w) bool: the elements with (i + j) even, coded first
+    (He et al. 2021, "Checkerboard context model for efficient learned image compression")."""
+    i = torch.arange(h, device=device).view(-1, 1)
+    j = torch.arange(w, device=device).view(1, -1)
+    return ((i + j) % 2 == 0).view(1, 1, h, w)
+
+
 class Quantizer(Protocol):
     """How :meth:`RDSSVAE.top_down` turns level ``k``'s latent into the decoder's z_hat, given
     the prior's (mu, sigma). ``latent`` is None on the decoding side (the quantizer reads the
-    symbols from a stream). Returns z_hat and the bits it costs (elementwise, or None)."""
+    symbols from a stream). Returns z_hat and the bits it costs (elementwise, or None).
 
-    def __call__(self, k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor | None]: ...
+    A level with a spatial context (``RDConfig.context``) calls it twice, with ``where`` (a bool
+    mask broadcastable to ``mu``): first for the checkerboard's anchors, then for the other
+    elements under a prior that has seen the anchors. Only the masked elements of z_hat and of the
+    bits are used, so a quantizer may compute every element (training does); a coder codes only
+    the masked ones, in this order."""
+
+    def __call__(self, k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
+                 where: Tensor | None = None) -> tuple[Tensor, Tensor | None]: ...
 
 
-def training_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+def training_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
+                       where: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mixed quantization (Minnen & Singh 2020): the rate of ``latent + U(-1/2, 1/2)``; the decoder
     sees ``mu + round(latent - mu)`` with a straight-through gradient."""
     assert latent is not None
@@ -73,7 +89,8 @@ def training_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor)
     return latent + (hard - latent).detach(), bits
 
 
-def rounding_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+def rounding_quantizer(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
+                       where: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Test-time quantization, ``mu + round(latent - mu)``, and its exact bits under the prior."""
     assert latent is not None
     hard = mu + torch.round(latent - mu)
@@ -127,6 +144,14 @@ class RDLevel(nn.Module):
             self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
             self.prior_gain = Gain(E, N)
             self.prior_head = conv(N, 2 * M, 1)
+        self.has_context = bool(cfg.context and cfg.context[k])
+        if self.has_context:
+            # the decoded anchors -> a change of the prior's (mu, raw scale) at the other elements
+            self.ctx_net = nn.Sequential(conv(M, N, 5), nn.GELU(), conv(N, N, 1), nn.GELU())
+            self.ctx_gain = Gain(E, N)
+            self.ctx_head = conv(N, 2 * M, 1)
+            nn.init.zeros_(self.ctx_head.weight)
+            nn.init.zeros_(self.ctx_head.bias)
         self.latent_ungain = Gain(E, M)
         self.merge = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
         self.merge_res = nn.Sequential(*[ResBlock(N) for _ in range(cfg.merge_blocks[k] if cfg.merge_blocks else 0)])
@@ -143,14 +168,23 @@ class RDLevel(nn.Module):
         h = feat if ctx is None else torch.cat([feat, ctx], dim=1)
         return self.latent_gain(self.to_latent(h), emb)
 
-    def prior(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """(mu, sigma) of every latent element (in the dtype of this module: the codec runs a
-        float64 copy and snaps the result to fixed tables; see ``codec/quantize.py``)."""
+    def prior_params(self, ctx: Tensor | None, emb: Tensor, shape: tuple[int, int]) -> Tensor:
+        """The prior's raw parameters (mu, raw scale) of every latent element, from the top-down
+        state (in the dtype of this module: the codec runs a float64 copy and snaps the result to
+        fixed tables; see ``codec/quantize.py``)."""
         if self.first:
-            p = self.prior_table(emb)[:, :, None, None].expand(-1, -1, *shape)
-        else:
-            assert ctx is not None
-            p = self.prior_head(self.prior_gain(self.prior_net(ctx), emb))
+            return self.prior_table(emb)[:, :, None, None].expand(-1, -1, *shape)
+        assert ctx is not None
+        return self.prior_head(self.prior_gain(self.prior_net(ctx), emb))
+
+    def context_params(self, anchors: Tensor, emb: Tensor) -> Tensor:
+        """The change of :meth:`prior_params` that the decoded anchors (z_hat at the anchors, zero
+        elsewhere) bring to the other elements (the checkerboard context, He et al. 2021)."""
+        return self.ctx_head(self.ctx_gain(self.ctx_net(anchors), emb))
+
+    @staticmethod
+    def mu_sigma(p: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) from raw prior parameters."""
         mu, raw = p.chunk(2, dim=1)
         return mu, scale_from_raw(raw)
 
@@ -260,15 +294,24 @@ class RDSSVAE(nn.Module):
             lvl, det_lvl = self.levels[k], det.levels[k]
             s = cfg.latent_strides[k]
             with det_guard():
-                mu, sigma = det_lvl.prior(ctx, det_emb, (H // s, W // s))
-                # quantize in units of the quality's step: z / step is what is rounded and coded
-                mu, sigma = mu / step, (sigma / step).clamp(SCALE_MIN, SCALE_MAX)
+                p = det_lvl.prior_params(ctx, det_emb, (H // s, W // s))
+                mu, sigma = in_steps(det_lvl.mu_sigma(p), step)
             latent = None
             if x is not None:
                 with guard():
                     here = None if ctx is None else ctx.to(dev, torch.float32)
                     latent = (lvl.analysis(feats[s], here, emb) / step_here).to(mu.device)
-            z_hat, bits = quantize(k, latent, mu, sigma)
+            if not det_lvl.has_context:
+                z_hat, bits = quantize(k, latent, mu, sigma)
+            else:
+                a = anchor_mask(H // s, W // s, mu.device)
+                z_a, bits_a = quantize(k, latent, mu, sigma, a)
+                with det_guard():
+                    anchors = torch.where(a, z_a.to(step.dtype) * step, 0.0)
+                    mu, sigma = in_steps(det_lvl.mu_sigma(p + det_lvl.context_params(anchors, det_emb)), step)
+                z_b, bits_b = quantize(k, latent, mu, sigma, ~a)
+                z_hat = torch.where(a, z_a, z_b)
+                bits = None if bits_a is None or bits_b is None else torch.where(a, bits_a, bits_b)
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
             if not want(k):
@@ -302,6 +345,13 @@ class RDSSVAE(nn.Module):
             dist = dist + cfg.level_weights[o.k] * mse
         terms["loss"] = (rate + self.lam(q) * 255.0 ** 2 * dist).mean()
         return terms
+
+
+def in_steps(mu_sigma: tuple[Tensor, Tensor], step: Tensor) -> tuple[Tensor, Tensor]:
+    """(mu, sigma) in units of the quality's quantization step (z / step is what is rounded and
+    coded), sigma clamped to the coder's table."""
+    mu, sigma = mu_sigma
+    return mu / step, (sigma / step).clamp(SCALE_MIN, SCALE_MAX)
 
 
 def build_rd_model(config: RDConfig) -> RDSSVAE:

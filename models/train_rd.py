@@ -118,15 +118,16 @@ def evaluate(model: RDSSVAE, crops: np.ndarray, q: float, device: torch.device) 
 
 def grow(model: RDSSVAE, changes: dict[str, Any]) -> RDSSVAE:
     """``model`` with its config changed by ``changes``, keeping every trained weight. Only changes
-    that add modules which start as the identity are allowed (today ``merge_blocks``, whose
-    :class:`~models.rd_layers.ResBlock` starts at zero), so the grown model computes what the
-    trained one did and training goes on from there (as progressive growing, Karras et al. 2018)."""
-    allowed = {"merge_blocks"}
+    that add modules which start as the identity are allowed (``merge_blocks``, whose
+    :class:`~models.rd_layers.ResBlock` starts at zero, and ``context``, whose output layer does),
+    so the grown model computes what the trained one did and training goes on from there (as
+    progressive growing, Karras et al. 2018)."""
+    allowed = {"merge_blocks", "context"}
     if set(changes) - allowed:
         raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     bigger = RDSSVAE(RDConfig.from_dict({**model.config.to_dict(), **changes}))
     missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(".merge_res." not in m for m in missing):
+    if unexpected or any(".merge_res." not in m and ".ctx_" not in m for m in missing):
         raise ValueError(f"--grow {changes} does not only add new blocks (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return bigger
 

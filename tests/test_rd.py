@@ -214,6 +214,13 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
         a, b = small(x, q), big(x, q)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
+    ctx = grow(small, {"context": [0, 1, 1]}).eval()  # a checkerboard context starts as no change
+    with torch.no_grad():
+        c = ctx(x, q)
+        assert all(torch.equal(a[k], c[k]) for k in a)
+        ctx.levels[2].ctx_head.weight.normal_(0.0, 0.3)
+        moved_bits = ctx(x, q)["bpp_3"]
+    assert not torch.equal(moved_bits, a["bpp_3"]) and torch.equal(ctx(x, q)["bpp_2"], a["bpp_2"])
     with pytest.raises(ValueError, match="may change only"):
         grow(small, {"width": 16})
     opt = torch.optim.Adam(small.parameters())

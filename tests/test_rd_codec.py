@@ -105,6 +105,41 @@ def test_a_model_trained_below_q_0_codes_negative_qualities(tmp_path: Path) -> N
     assert codec.encode_to_rate(synthetic(40, 24), size=10**6).quality == 9.0  # the range's top
 
 
+def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Path) -> None:
+    """A level with a spatial context (RDConfig.context): anchors then the rest in one payload,
+    decoded progressively and from a truncated stream, with estimates that match the payloads."""
+    from ssvcodec.codec.rd_coder import DesyncError
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+
+    torch.manual_seed(1)
+    model = RDSSVAE(tiny_rd_config(context=(0, 1, 1)))
+    with torch.no_grad():
+        for lvl in model.levels[1:]:
+            lvl.ctx_head.weight.normal_(0.0, 0.3)  # so the anchors move the other elements' priors
+    w = tmp_path / "ctx.safetensors"
+    save_weights(model, w, {"note": "test model"})
+    codec = RDCodec(w)
+    img = synthetic(40, 72, 5)
+    data, report = codec.encode_with_report(img, quality=5.0)
+    for r, e in zip(report, codec.latent_estimates(data)):
+        assert e == pytest.approx(r["estimated_bits"])
+    steps = {s.level: s.image for s in codec.decode_progressive(data)}
+    assert sorted(steps) == [1, 2, 3] and np.array_equal(steps[3], codec.decode(data))
+    assert np.array_equal(codec.decode(truncate_levels(data, 2)), steps[2])
+    with torch.no_grad():
+        for lvl in model.levels[1:]:
+            lvl.ctx_head.weight.zero_()
+    save_weights(model, w2 := tmp_path / "flat.safetensors", {"note": "test model"})
+    flat = RDCodec(w2).encode_with_report(img, quality=5.0)[1]
+    assert flat[2]["estimated_bits"] != pytest.approx(report[2]["estimated_bits"])
+    last = len(read_stream(data).chunks) - 1
+    with pytest.raises(DesyncError):  # a flipped symbol bit in level 3 is caught by its checksum
+        codec.decode(mutate(data, last, 4, read_stream(data).chunks[last].payload[4] ^ 0x40))
+
+
 def test_devices_are_checked(tiny_rd_weights: Path) -> None:
     with pytest.raises(ValueError, match="unknown device"):
         RDCodec(tiny_rd_weights, device="tpu")
