@@ -56,7 +56,7 @@ def count_rd_macs(model: RDSSVAE, height: int, width: int) -> dict[str, float]:
     mp = height * width / 1e6
     with torch.no_grad():
         enc = list(model.top_down(q, rounding_quantizer, x))
-    replay = lambda k, latent, mu, sigma: (enc[k].z_hat, None)  # noqa: E731
+    replay = lambda k, latent, mu, sigma, where=None: (enc[k].z_hat, None)  # noqa: E731
     res: dict[str, float] = {}
     for n in range(1, cfg.levels + 1):
         res[f"decode to level {n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width), levels=n,
