@@ -92,7 +92,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     head = "| weights | core-hours | steps | images seen | " + " | ".join(
         f"{L} @{t}" for L in levels for t in TARGETS) + " |"
     lines = ["# Rate-distortion model: Kodak PSNR vs training core-hours", "",
-             "`python -m ssvcodec.bench.rd_hours WEIGHTS`: every Kodak image, real bitstreams at q = 0..8, each level decoded "
+             "`python -m ssvcodec.bench.rd_hours WEIGHTS`: every Kodak image, real bitstreams at q = 0..8 (with "
+             "`--from-result R`: the `ssvcodec` curves of a `bench.rd` result, q = -4..9 since session 8), each level decoded "
              "from the stream's prefix; PSNR (dB, mean over images) interpolated at 0.25 / 0.5 / 1.0 bpp (\"–\": the "
              "level's curve does not reach that rate). References at those rates: JPEG 24.9 / 29.1 / 32.7, WebP "
              "28.6 / 31.3 / 35.1 (bench/results/kodak.md).", "", head, "|---" * (4 + len(levels) * len(TARGETS)) + "|"]
