@@ -72,10 +72,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="codec", help="an ELBO preset, or rd for the rate-distortion model")
     ap.add_argument("--size", default="512x768", help="HxW of the image to count on")
+    ap.add_argument("--weights", default=None,
+                    help="with --preset rd: count the architecture of these weights (default: the shipped "
+                         "weights/ssvae-rd.safetensors if present, else RDConfig())")
     a = ap.parse_args(argv)
     h, w = (int(v) for v in a.size.lower().split("x"))
     if a.preset == "rd":
-        model: SSVAE | RDSSVAE = RDSSVAE(RDConfig()).eval()
+        from pathlib import Path
+
+        from .io import load_any
+        shipped = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safetensors"
+        source = Path(a.weights) if a.weights else shipped if shipped.exists() else None
+        model: SSVAE | RDSSVAE = (RDSSVAE(RDConfig()) if source is None else load_any(source)).eval()
+        print(f"architecture of {source or 'RDConfig()'}")
         counts = count_rd_macs(model, h, w)  # type: ignore[arg-type]
     else:
         cfg: ModelConfig = get_preset(a.preset)

@@ -259,3 +259,18 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     c = json.loads(ck["counters"])
     assert (c["step"], c["images"]) == (2, 8)
     assert c["core_seconds"] > 1.9 * c["seconds"]  # two processes of one thread
+
+
+def test_macs_count_the_context_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """models.macs counts a checkerboard level's extra context network in its decode."""
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.macs import count_rd_macs, main as macs_main
+
+    plain = RDSSVAE(tiny_rd_config()).eval()
+    ctx = RDSSVAE(tiny_rd_config(context=(0, 0, 1))).eval()
+    a, b = count_rd_macs(plain, 64, 64), count_rd_macs(ctx, 64, 64)
+    assert a["decode to level 2"] == b["decode to level 2"] and b["decode to level 3"] > a["decode to level 3"]
+    save_weights(ctx, w := tmp_path / "ctx.safetensors", {"note": "test model"})
+    macs_main(["--preset", "rd", "--weights", str(w), "--size", "64x64"])
+    out = capsys.readouterr().out
+    assert f"architecture of {w}" in out and f"{b['decode to level 3']:.2f} GMAC/MP" in out
