@@ -165,7 +165,9 @@ class RDTileCoder:
         def quantize(k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
                      where: Tensor | None = None) -> tuple[Tensor, None]:
             mu_hat, idx = snap_prior(mu, sigma)
-            reader = readers.setdefault(k, LevelReader(payloads[k], f"level {k + 1}"))
+            if k not in readers:
+                readers[k] = LevelReader(payloads[k], f"level {k + 1}", 2 if self.model.levels[k].has_context else 1)
+            reader = readers[k]
             if where is None:
                 sym = reader.read(idx)
                 if seen is not None:
@@ -177,18 +179,16 @@ class RDTileCoder:
                     seen(k, part, SCALE_TABLE[idx[m]])
                 sym = np.zeros(idx.shape, dtype=np.int32)
                 sym[m] = part
-            if reader.parts == (2 if self.model.levels[k].has_context else 1):
-                reader.finish()
             return mu_hat + torch.from_numpy(sym).double(), None
 
         return quantize
 
 
 class LevelReader:
-    """Reads one level's payload: ``[crc32][range-coded symbols]``, in one or more parts (a
-    checkerboard level: anchors, then the rest), checked against the CRC when finished."""
+    """Reads one level's payload: ``[crc32][range-coded symbols]`` in ``parts`` parts (a
+    checkerboard level: anchors, then the rest), checked against the CRC after the last one."""
 
-    def __init__(self, payload: bytes, what: str) -> None:
+    def __init__(self, payload: bytes, what: str, parts: int = 1) -> None:
         if len(payload) < 4:
             raise DesyncError(f"{what}: payload too short")
         (self._crc,) = struct.unpack("<I", payload[:4])
@@ -197,25 +197,20 @@ class LevelReader:
             self._dec = ChunkDecoder(payload[4:])
         except EntropyDecodeError as e:
             raise DesyncError(f"{what}: {e}") from None
+        self._expected = parts
         self._parts: list[np.ndarray] = []
 
-    @property
-    def parts(self) -> int:
-        return len(self._parts)
-
     def read(self, idx: np.ndarray) -> np.ndarray:
-        """The next int32 symbols, one per entry of ``idx`` (the snapped scale indices)."""
+        """The next int32 symbols, one per entry of ``idx`` (the snapped scale indices); after
+        the last part, :class:`DesyncError` unless all of them match the payload's CRC."""
         try:
             sym = self._dec.gaussian(idx.shape, SCALE_TABLE[idx])
         except EntropyDecodeError as e:
             raise DesyncError(f"{self._what}: {e}") from None
         self._parts.append(sym)
-        return sym
-
-    def finish(self) -> None:
-        """Raise :class:`DesyncError` unless the symbols read match the payload's CRC."""
-        if _crc(*self._parts) != self._crc:
+        if len(self._parts) == self._expected and _crc(*self._parts) != self._crc:
             raise DesyncError(f"{self._what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
+        return sym
 
 
 def model_bits(symbols: np.ndarray, std: np.ndarray) -> float:
