@@ -61,8 +61,9 @@ def exact_render(level: RDLevel, state: Tensor, emb: Tensor) -> Tensor:
     for up, gdn, gain in zip(level.head, level.head_gdn, level.head_gain):
         assert gdn.inverse
         g = torch.exp(gain.lin(emb.to(gain.lin.weight.dtype))).view(-1).double()
-        gamma = gdn.gamma.detach().double().abs() * g.view(-1, 1, 1, 1)
-        beta = ((gdn.beta.detach().double().abs() + 1e-6) * g).float().view(1, -1, 1, 1)
+        gdn_beta, gdn_gamma = (t.detach().double() for t in gdn.effective())
+        gamma = gdn_gamma * g.view(-1, 1, 1, 1)
+        beta = (gdn_beta * g).float().view(1, -1, 1, 1)
         a, e = _to_ints(h)
         h = (a * 2.0 ** -e) * (_conv(a.abs(), e, gamma, 0) + beta)  # gain * IGDN: x * (beta + gamma |x|)
         weight, bias = subpixel_weights(up)

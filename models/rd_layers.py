@@ -15,10 +15,36 @@ SCALE_MIN = 0.11
 SCALE_MAX = 64.0
 
 
+class _NonNegative(torch.autograd.Function):
+    """|x| whose gradient at x = 0 still lets the value grow: there ``d|x|/dx`` is taken as +1 when
+    the loss falls as the value rises (gradient < 0) and as 0 otherwise. Plain ``abs`` has a zero
+    gradient at 0, so a weight that starts at exactly 0 (GDN's off-diagonal gamma_ij) never moves.
+    The same pass-through as the lower bound of Balle et al. 2018 (CompressAI's ``LowerBound``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.abs()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.where(x == 0, grad.clamp(max=0.0), grad * torch.sign(x))
+
+
+def non_negative(x: Tensor) -> Tensor:
+    """|x|, with a gradient at 0 towards positive values (:class:`_NonNegative`)."""
+    return _NonNegative.apply(x)
+
+
 class GDN(nn.Module):
     """Simplified generalized divisive normalization (Johnston et al. 2019, "Computationally
     efficient neural image compression", after Balle et al. 2016):
-    ``y_i = x_i / (beta_i + sum_j gamma_ij |x_j|)``, or ``x_i * (...)`` for the inverse (IGDN)."""
+    ``y_i = x_i / (beta_i + sum_j gamma_ij |x_j|)``, or ``x_i * (...)`` for the inverse (IGDN).
+
+    gamma starts at 0.1 I, as in Balle's GDN. Its off-diagonal entries learn through
+    :func:`non_negative`; until session 12 they sat under plain ``abs``, whose zero gradient at 0
+    kept every trained model's GDNs diagonal (a per-channel nonlinearity)."""
 
     def __init__(self, channels: int, inverse: bool = False) -> None:
         super().__init__()
@@ -26,9 +52,13 @@ class GDN(nn.Module):
         self.beta = nn.Parameter(torch.ones(channels))
         self.gamma = nn.Parameter(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
 
+    def effective(self) -> tuple[Tensor, Tensor]:
+        """(beta (C,), gamma (C, C, 1, 1)) as the layer applies them, both >= 0."""
+        return non_negative(self.beta) + 1e-6, non_negative(self.gamma)
+
     def forward(self, x: Tensor) -> Tensor:
-        beta = self.beta.abs() + 1e-6  # abs keeps beta, gamma >= 0 with a gradient everywhere
-        norm = F.conv2d(x.abs(), self.gamma.abs(), beta)
+        beta, gamma = self.effective()
+        norm = F.conv2d(x.abs(), gamma, beta)
         return x * norm if self.inverse else x / norm
 
 
