@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from .config import RDConfig
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
+from .grow import grow, remap_optimizer_state
 from .rd import RDSSVAE, psnr_from_mse
 from .train import BatchStream
 
@@ -114,34 +115,6 @@ def evaluate(model: RDSSVAE, crops: np.ndarray, q: float, device: torch.device) 
         out[f"bpp_{k + 1}"] = float(t[f"bpp_{k + 1}"].mean())
         out[f"psnr_{k + 1}"] = psnr_from_mse(float(t[f"mse_{k + 1}"].mean()))
     return out
-
-
-def grow(model: RDSSVAE, changes: dict[str, Any]) -> RDSSVAE:
-    """``model`` with its config changed by ``changes``, keeping every trained weight. Only changes
-    that add modules which start as the identity are allowed (``merge_blocks``, whose
-    :class:`~models.rd_layers.ResBlock` starts at zero, and ``context``, whose output layer does),
-    so the grown model computes what the trained one did and training goes on from there (as
-    progressive growing, Karras et al. 2018)."""
-    allowed = {"merge_blocks", "context"}
-    if set(changes) - allowed:
-        raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
-    bigger = RDSSVAE(RDConfig.from_dict({**model.config.to_dict(), **changes}))
-    missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(".merge_res." not in m and ".ctx_" not in m for m in missing):
-        raise ValueError(f"--grow {changes} does not only add new blocks (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return bigger
-
-
-def remap_optimizer_state(state: dict[str, Any], old: torch.nn.Module, new: torch.nn.Module) -> dict[str, Any]:
-    """Adam's state of ``old``'s parameters moved to the same-named parameters of ``new`` (the new
-    ones start without moments)."""
-    old_index = {n: i for i, (n, _) in enumerate(old.named_parameters())}
-    moved: dict[int, Any] = {}
-    for i, (n, _) in enumerate(new.named_parameters()):
-        if n in old_index and old_index[n] in state["state"]:
-            moved[i] = state["state"][old_index[n]]
-    group = {**state["param_groups"][0], "params": list(range(len(list(new.parameters()))))}
-    return {"state": moved, "param_groups": [group]}
 
 
 @torch.no_grad()

@@ -16,7 +16,8 @@ from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
 from ssvcodec.models.rd import RDSSVAE, psnr_from_mse, rounding_quantizer, upsample
 from ssvcodec.models.rd_layers import gaussian_bits
-from ssvcodec.models.train_rd import grow, lr_at, remap_optimizer_state, widened
+from ssvcodec.models.grow import grow, remap_optimizer_state
+from ssvcodec.models.train_rd import lr_at, widened
 
 from .conftest import photo_dir, synthetic, tiny_rd_config
 
@@ -86,6 +87,31 @@ def test_subpixel_deconv_equals_the_transposed_conv() -> None:
             got = deconv_subpixel(layer, x)
         assert got.shape == want.shape == (2, c_out, 2 * h, 2 * w)
         assert torch.allclose(got, want, atol=1e-12), float((got - want).abs().max())
+
+
+def test_gdn_off_diagonal_gamma_learns_from_zero() -> None:
+    """Plain abs() gives a zero gradient at 0, which kept every trained GDN diagonal."""
+    from ssvcodec.models.rd_layers import GDN, non_negative
+
+    torch.manual_seed(0)
+    x = torch.tensor([0.0, 0.0, -2.0, 3.0], requires_grad=True)
+    (non_negative(x) * torch.tensor([-1.0, 1.0, 1.0, 1.0])).sum().backward()
+    # at 0: only a gradient that makes the value grow passes; elsewhere d|x|/dx = sign(x)
+    assert x.grad.tolist() == [-1.0, 0.0, -1.0, 1.0]
+
+    gdn = GDN(4)
+    h = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():  # the forward pass is unchanged: |gamma| and |beta| + 1e-6
+        want = h / torch.nn.functional.conv2d(h.abs(), gdn.gamma.abs(), gdn.beta.abs() + 1e-6)
+    out = gdn(h)
+    assert torch.allclose(out, want)
+    (-out.abs().sum()).backward()  # the loss falls as the outputs grow: gamma wants to be smaller...
+    g = gdn.gamma.grad.view(4, 4)
+    assert torch.all(g[~torch.eye(4, dtype=torch.bool)] == 0)  # ...so it stays at zero off the diagonal
+    gdn.zero_grad()
+    gdn(h).abs().sum().backward()  # the loss falls as gamma grows
+    g = gdn.gamma.grad.view(4, 4)
+    assert torch.all(g[~torch.eye(4, dtype=torch.bool)] < 0)
 
 
 def test_gaussian_bits_are_a_distribution_over_the_integers() -> None:
@@ -244,6 +270,46 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--grow", '{"merge_blocks": [0, 0, 1]}'),
                        check=True, env=env, capture_output=True, text=True)
     assert "start at step 3 from checkpoint" in r.stdout and "grown" not in r.stdout
+
+
+def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None:
+    """--grow '{"latent_channels": ...}': the new channels start at zero and cost ~nothing, the
+    renders are unchanged, the merge's new weights carry a gradient to the posterior's new rows,
+    and Adam's moments follow the old entries."""
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config(context=(0, 1, 1))).eval()
+    big = grow(small, {"latent_channels": [4, 6, 9]}).eval()
+    assert big.config.latent_channels == (4, 6, 9)
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    q = torch.tensor([1.0, 4.0])  # up to q_max / 2 (a quantization step >= 1): the prior's floor costs ~nothing
+    with torch.no_grad():
+        a = list(small.top_down(q, rounding_quantizer, x))
+        b = list(big.top_down(q, rounding_quantizer, x))
+    for oa, ob in zip(a, b):
+        m = oa.z_hat.shape[1]
+        # equal up to float rounding: the merge's convolution now also sums the zero channels
+        assert torch.allclose(oa.render, ob.render, atol=1e-6) and torch.equal(oa.z_hat, ob.z_hat[:, :m])
+        assert torch.all(ob.z_hat[:, m:] == 0) and torch.allclose(oa.bits, ob.bits[:, :m], atol=1e-5)
+        assert ob.bits[:, m:].numel() == 0 or float(ob.bits[:, m:].max()) < 1e-4
+    big.train()
+    big(x, q)["loss"].backward()
+    assert float(big.levels[2].to_latent[2].weight.grad[6:].abs().sum()) > 0
+    with pytest.raises(ValueError, match="only add latent channels"):
+        grow(small, {"latent_channels": [4, 2, 6]})
+
+    opt = torch.optim.Adam(small.parameters())
+    small.train()
+    small(x, q)["loss"].backward()
+    opt.step()
+    moved = remap_optimizer_state(opt.state_dict(), small, big)
+    names = [n for n, _ in big.named_parameters()]
+    i = names.index("levels.2.merge.0.weight")
+    old = opt.state_dict()["state"][[n for n, _ in small.named_parameters()].index("levels.2.merge.0.weight")]
+    got = moved["state"][i]
+    assert got["exp_avg"].shape == big.levels[2].merge[0].weight.shape
+    assert torch.equal(got["exp_avg"][:, :6], old["exp_avg"][:, :6]) and torch.equal(got["exp_avg"][:, 9:], old["exp_avg"][:, 6:])
+    assert torch.all(got["exp_avg"][:, 6:9] == 0) and torch.all(got["exp_avg_sq"][:, 6:9] > 0)
+    torch.optim.Adam(big.parameters()).load_state_dict(moved)
 
 
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
