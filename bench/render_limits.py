@@ -45,10 +45,10 @@ def quantizer_cost(model) -> None:  # noqa: ANN001 - an RDSSVAE
 
     from ..models.rd import rounding_quantizer
 
-    def unquantized(k, latent, mu, sigma):  # noqa: ANN001, ANN202
+    def unquantized(k, latent, mu, sigma, where=None):  # noqa: ANN001, ANN202
         return latent, None
 
-    def noisy(k, latent, mu, sigma):  # noqa: ANN001, ANN202
+    def noisy(k, latent, mu, sigma, where=None):  # noqa: ANN001, ANN202
         return latent + torch.rand_like(latent) - 0.5, None
 
     xs = [_load(n) for n in IMAGES]
@@ -100,8 +100,9 @@ def latent_gap(model, x, steps: int) -> None:  # noqa: ANN001
     pixels = x.shape[-2] * x.shape[-1]
     grabbed: list = []
 
-    def grab(k, latent, mu, sigma):  # noqa: ANN001, ANN202
-        grabbed.append(latent.detach().clone())
+    def grab(k, latent, mu, sigma, where=None):  # noqa: ANN001, ANN202
+        if len(grabbed) == k:  # a level with a checkerboard context calls twice with one latent
+            grabbed.append(latent.detach().clone())
         return rounding_quantizer(k, latent, mu, sigma)
 
     def evaluate() -> tuple[float, float]:
@@ -115,7 +116,7 @@ def latent_gap(model, x, steps: int) -> None:  # noqa: ANN001
     before = evaluate()
     opt = torch.optim.Adam(params, lr=0.05)
 
-    def straight_through(k, latent, mu, sigma):  # noqa: ANN001, ANN202
+    def straight_through(k, latent, mu, sigma, where=None):  # noqa: ANN001, ANN202
         z = params[k]
         bits = gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), mu, sigma)
         return z + (mu + torch.round(z - mu) - z).detach(), bits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,23 @@ def test_comparable_setting_picks_the_nearest_rate() -> None:
     target = rates[50] * 1.01
     q, data = speed.comparable_setting(c, img, target)
     assert q == min(rates, key=lambda k: abs(rates[k] - target)) and data == c.encode(img, q)
+
+
+def test_render_limits_runs_on_a_model_with_a_checkerboard_context(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.render_limits' quantizers follow the Quantizer protocol (the context's second call)."""
+    import torch
+
+    from ssvcodec.bench import render_limits
+    from ssvcodec.models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+
+    torch.manual_seed(0)
+    model = RDSSVAE(tiny_rd_config(context=(0, 1, 1))).eval()
+    x = torch.from_numpy(synthetic(64, 64).transpose(2, 0, 1).copy())[None].float() / 255 - 0.5
+    render_limits.head_ceiling(model, x, steps=2)
+    render_limits.latent_gap(model, x, steps=2)
+    out = capsys.readouterr().out
+    assert "2. head alone" in out and "3. latents" in out
+    m = re.search(r"3\. latents, q = 8: ([\d.]+) dB at ([\d.]+) bpp from the encoder", out)
+    assert m and float(m.group(2)) > 0
