@@ -257,7 +257,10 @@ class SSVCodecLossless(_SSVBase):
     name = "ssvcodec-lossless"
     lossless = True
     lossless_stream = True
-    qualities = (2.0,)  # the CLI default (codec.rd_api.DEFAULT_LOSSLESS_QUALITY)
+
+    def __init__(self, threads: int = 1, weights: str | Path | None = None):
+        super().__init__(threads, weights)
+        self.qualities = (self.api.default_lossless_quality,)  # the CLI's default
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -36,9 +36,11 @@ from .rd_coder import RDTileCoder
 
 DEFAULT_RD_WEIGHTS = WEIGHTS_DIR / "ssvae-rd.safetensors"
 DEFAULT_RD_QUALITY = 4.0
-#: the lossy levels' q of a lossless stream when none is given: the smallest whole stream on three
-#: Kodak images in session 8 (10.68 / 10.60 / 10.59 / 10.69 / 10.92 bpp at q = 0 / 1 / 2 / 4 / 6)
-DEFAULT_LOSSLESS_QUALITY = 2.0
+#: the lossy levels' q of a lossless stream when none is given: the smallest whole stream with the
+#: session-10 head and session-11 RD weights, on six BSDS500 val photos (9.390 / 9.400 / 9.437 / 9.483
+#: bpp at q = -1 / 0 / 1 / 2) and six Kodak images (10.295 / 10.285 / 10.309 / 10.343 at q = -1 / 0 /
+#: 1 / 2; q = 2 had been best in session 8, with an earlier head)
+DEFAULT_LOSSLESS_QUALITY = 0.0
 
 
 class RDCodec:
