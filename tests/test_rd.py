@@ -228,6 +228,16 @@ def test_quality_range_widens_step_by_step_and_the_checkpoint_records_it(tmp_pat
     assert len(qs) == 3 and min(qs) >= -0.3, r.stdout
 
 
+def _adam_step_then_remap(small: RDSSVAE, big: RDSSVAE, x: torch.Tensor,
+                          q: torch.Tensor) -> tuple[torch.optim.Adam, dict]:
+    """One Adam step on ``small``, then its optimizer state remapped onto the grown ``big``."""
+    opt = torch.optim.Adam(small.parameters())
+    small.train()
+    small(x, q)["loss"].backward()
+    opt.step()
+    return opt, remap_optimizer_state(opt.state_dict(), small, big)
+
+
 def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     """--grow on a trained run: the grown model computes what the trained one did, Adam's moments
     follow their parameters by name, the checkpoint records the new config, and resuming it
@@ -249,11 +259,7 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     assert not torch.equal(moved_bits, a["bpp_3"]) and torch.equal(ctx(x, q)["bpp_2"], a["bpp_2"])
     with pytest.raises(ValueError, match="may change only"):
         grow(small, {"width": 16})
-    opt = torch.optim.Adam(small.parameters())
-    small.train()
-    small(x, q)["loss"].backward()
-    opt.step()
-    moved = remap_optimizer_state(opt.state_dict(), small, big)
+    opt, moved = _adam_step_then_remap(small, big, x, q)
     names = [n for n, _ in big.named_parameters()]
     old = dict(zip([n for n, _ in small.named_parameters()], opt.state_dict()["state"].values()))
     assert all(torch.equal(moved["state"][i]["exp_avg"], old[n]["exp_avg"]) for i, n in enumerate(names) if n in old)
@@ -297,11 +303,7 @@ def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None
     with pytest.raises(ValueError, match="only add latent channels"):
         grow(small, {"latent_channels": [4, 2, 6]})
 
-    opt = torch.optim.Adam(small.parameters())
-    small.train()
-    small(x, q)["loss"].backward()
-    opt.step()
-    moved = remap_optimizer_state(opt.state_dict(), small, big)
+    opt, moved = _adam_step_then_remap(small, big, x, q)
     names = [n for n, _ in big.named_parameters()]
     i = names.index("levels.2.merge.0.weight")
     old = opt.state_dict()["state"][[n for n, _ in small.named_parameters()].index("levels.2.merge.0.weight")]
