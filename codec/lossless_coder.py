@@ -95,31 +95,43 @@ class LosslessTileCoder:
         return int(payload[HEAD_FINGERPRINT_SIZE])
 
     @torch.no_grad()
-    def decode(self, y_payload: bytes | None, x_payload: bytes | None, xhat: Tensor, size: tuple[int, int],
-               channels: int, q: float) -> np.ndarray:
-        """The tile's pixels (h, w, ``channels``) uint8 from its padded render and its X payload
-        (with its Y payload first if the stream has one); without X: the conditional
-        reconstruction (CR) from Y, each remaining sample the head's mean given y and the render
-        (h, w, colour channels)."""
-        y_dec = self._open(y_payload, channels, "Y") if y_payload is not None else None
-        parts: dict[str, tuple[ChunkDecoder | None, int]] = {}
-        if y_dec is not None:
+    def decode(self, y_payload: bytes | None, x_payload: bytes, xhat: Tensor, size: tuple[int, int],
+               channels: int, q: float, known: Tensor | None = None) -> np.ndarray:
+        """The tile's pixels (h, w, ``channels``) uint8 from its padded render and its X payload,
+        with its Y payload first if the stream has one. ``known``: the reconstruction that
+        :meth:`reconstruct_given_y` returned for this tile; its Y stages are then taken from it,
+        not decoded a second time (a progressive decode that showed the CR image first)."""
+        parts: dict[str, tuple[ChunkDecoder | Tensor | None, int]] = {}
+        y_dec = self._open(y_payload, channels, "Y") if y_payload is not None and known is None else None
+        if known is not None:
+            parts["y"] = (known, 1)
+        elif y_dec is not None:
             parts["y"] = (y_dec[0], 1)
-        if x_payload is not None:
-            x_dec, max_error, crc, alpha_data = self._open(x_payload, channels, "X")
-            parts["x"] = (x_dec, 2 * max_error + 1)
-        else:
-            parts["x"] = (None, 1)
+        x_dec, max_error, crc, alpha_data = self._open(x_payload, channels, "X")
+        parts["x"] = (x_dec, 2 * max_error + 1)
         x = self._walk(xhat, size, channels, q, parts, None)
-        if y_dec is not None and _crc(self._subsample(x, size, channels)) != y_dec[2]:
-            raise DesyncError("Y chunk: decoded samples fail their checksum (corrupt or desynchronised stream)")
-        if x_payload is None:
-            return self._pixels(x, size, min(channels, 3), None)
+        if y_dec is not None:
+            self._check_y(x, size, channels, y_dec[2])
         alpha = _unpng(alpha_data, size) if channels == 4 else None
         pixels = self._pixels(x, size, channels, alpha)
         if _crc(pixels) != crc:
             raise DesyncError("lossless chunk: decoded pixels fail their checksum (corrupt or desynchronised stream)")
         return pixels
+
+    @torch.no_grad()
+    def reconstruct_given_y(self, y_payload: bytes, xhat: Tensor, size: tuple[int, int], channels: int,
+                            q: float) -> tuple[np.ndarray, Tensor]:
+        """The conditional reconstruction (CR) from the tile's Y payload: each sample not in y
+        is the head's rounded mean given y and the render (h, w, colour channels) uint8; with the
+        padded reconstruction (1, 3, H, W), whose Y stages :meth:`decode` can reuse."""
+        y_dec = self._open(y_payload, channels, "Y")
+        x = self._walk(xhat, size, channels, q, {"y": (y_dec[0], 1), "x": (None, 1)}, None)
+        self._check_y(x, size, channels, y_dec[2])
+        return self._pixels(x, size, min(channels, 3), None), x
+
+    def _check_y(self, x: Tensor, size: tuple[int, int], channels: int, crc: int) -> None:
+        if _crc(self._subsample(x, size, channels)) != crc:
+            raise DesyncError("Y chunk: decoded samples fail their checksum (corrupt or desynchronised stream)")
 
     def _open(self, payload: bytes, channels: int, what: str) -> tuple[ChunkDecoder, int, int, bytes]:
         """(entropy decoder, max error, crc, alpha PNG bytes) of a Y or X payload, its prefix checked."""
@@ -142,10 +154,12 @@ class LosslessTileCoder:
         return dec, max_error, crc, payload[n:n + alpha_len]
 
     def _walk(self, xhat: Tensor, size: tuple[int, int], channels: int, q: float,
-              parts: dict[str, tuple[ChunkEncoder | ChunkDecoder | None, int]], source: Tensor | None) -> Tensor:
+              parts: dict[str, tuple[ChunkEncoder | ChunkDecoder | Tensor | None, int]],
+              source: Tensor | None) -> Tensor:
         """The head's coding order over the tile. ``parts``: for "x" (and "y" if present: then
         the stages of scale d >= 1 are Y's, the others X's) an entropy encoder (the values are
-        ``source``'s), a decoder, or None (the head's rounded mean stands in: the CR image), and
+        ``source``'s), a decoder, a padded reconstruction that already holds the values (Y
+        only), or None (the head's rounded mean stands in: the CR image), and
         its quantization step (1: exact). Returns the padded reconstruction (1, 3, H, W) float64.
         Outside the true pixels it is the render (not coded); for grey, G and B repeat R."""
         base = xhat.double().unsqueeze(0)
@@ -169,6 +183,8 @@ class LosslessTileCoder:
                 out[m] = _code_values(coder, truth[d][:, ph, c][m], mean[m], scale[m], step)
             elif isinstance(coder, ChunkDecoder):
                 out[m] = _decode_values(coder, mean[m], scale[m], step)
+            elif isinstance(coder, Tensor):
+                out[m] = to_phases(coder[..., ::2 ** d, ::2 ** d])[:, ph, c][m]
             elif source is not None:  # not coded here: the encoder knows the values
                 out[m] = truth[d][:, ph, c][m]
             else:

@@ -209,6 +209,7 @@ class RDCodec:
                                            padded if exact else size, renders, precise_render=precise))
         ends = level_ends(parsed)
         last: list[torch.Tensor] = []
+        known: list[torch.Tensor | None] = [None for _ in boxes]  # per tile: the CR walk's Y stages
         for level in sorted(renders | want):
             bar = tqdm(list(zip(boxes, walks, payloads)), desc=f"level {level}", unit="tile",
                        disable=not progress or len(boxes) == 1)
@@ -216,21 +217,22 @@ class RDCodec:
                 assert coder is not None
                 canvas = np.zeros((hd.height, hd.width, max(hd.channels, 1)), dtype=np.uint8)
                 bound = 0
-                for ((r0, r1, c0, c1), _, p), render, y in zip(bar, last, ys):
-                    canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality)
+                for ((r0, r1, c0, c1), _, p), render, y, kn in zip(bar, last, ys, known):
+                    canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality, kn)
                     bound = max(bound, coder.max_error(p[L]))
                 yield LevelImage(level, f"max error {bound}" if bound else "lossless",
                                  canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, HEADER_SIZE))
                 continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
-            for ((r0, r1, c0, c1), walk, _), y in zip(bar, ys):
+            for t, (((r0, r1, c0, c1), walk, _), y) in enumerate(zip(bar, ys)):
                 lv, img = next(walk)
                 assert lv == level
                 if exact and level == L:
                     last.append(img)
                 if cr and level == L and level in want:
                     assert coder is not None and y is not None
-                    canvas[r0:r1, c0:c1] = coder.decode(y, None, img, (r1 - r0, c1 - c0), hd.channels, hd.quality)
+                    canvas[r0:r1, c0:c1], known[t] = coder.reconstruct_given_y(y, img, (r1 - r0, c1 - c0),
+                                                                              hd.channels, hd.quality)
                 else:
                     canvas[r0:r1, c0:c1] = img[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
             if level in want:

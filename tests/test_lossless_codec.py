@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ssvcodec.codec.bitstream import Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
+from ssvcodec.codec.lossless_coder import LosslessTileCoder
 from ssvcodec.codec.rd_api import RDCodec
 
 from .conftest import make_head_weights, run_cli, synthetic
@@ -146,16 +147,23 @@ def test_near_lossless_stays_within_its_bound_and_costs_less(codec: RDCodec, kin
 
 
 @pytest.mark.parametrize("kind", ["rgb", "grey", "rgba"])
-def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDCodec, kind: str) -> None:
+def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDCodec, kind: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     img = {"rgb": synthetic(37, 45, 9), "grey": synthetic(37, 45, 9)[..., 0], "rgba": _rgba(37, 45)}[kind]
     both = codec.encode(img, quality=3.0, lossless=True, with_y=True)
     plain = codec.encode(img, quality=3.0, lossless=True)
     parsed = read_stream(both)
     assert parsed.header.flags & HeaderFlags.Y_CHUNKS and [c.type for c in parsed.chunks][-2:] == [ChunkType.Y, ChunkType.X]
     assert abs(len(both) - len(plain)) < 40  # the same sub-pixels under the same head, split into two chunks
+    opened: list[str] = []
+    real_open = LosslessTileCoder._open
+    monkeypatch.setattr(LosslessTileCoder, "_open", lambda self, payload, channels, what:
+                        opened.append(what) or real_open(self, payload, channels, what))
     steps = list(codec.decode_progressive(both))
     assert [s.label for s in steps] == ["L1", "L2", "CR3", "lossless"]
     assert np.array_equal(steps[-1].image, img)
+    assert opened == ["Y", "X"]  # the lossless level reuses the CR walk's Y stages
+    assert np.array_equal(codec.decode(both), img)  # and without the CR step, Y is decoded for X
     cr = steps[2].image
     colour = img[..., :3] if kind == "rgba" else img
     assert np.array_equal(cr[::2, ::2], colour[::2, ::2])  # y is exact in the CR image
