@@ -227,6 +227,8 @@ class RDCodec:
             for t, (((r0, r1, c0, c1), walk, _), y) in enumerate(zip(bar, ys)):
                 lv, img = next(walk)
                 assert lv == level
+                if level == max(renders):
+                    walk.close()  # frees the tile's suspended top-down state now, not after every tile
                 if exact and level == L:
                     last.append(img)
                 if cr and level == L and level in want:
