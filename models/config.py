@@ -125,6 +125,12 @@ class RDConfig:
     # elements (the anchors) are coded first, the others under a prior that also sees the decoded
     # anchors. Its output layer starts at zero, so a trained model can grow it (``train_rd --grow``).
     context: tuple[int, ...] = ()
+    # The prior scale's floor: False, SCALE_MIN latent units (the models to session 12); True,
+    # SCALE_MIN quantization steps at every q above q_max / 2, where a step is under one latent unit
+    # (the same below). A latent unit's floor spans several steps at high q, so an element the model
+    # leaves at its prior mean still cost 0.4 bits at q = 8 and 0.8 at q = 9 (docs/training.md,
+    # session 13). Switching it on changes nothing at q <= q_max / 2 (``train_rd --grow``).
+    floor_in_steps: bool = False
 
     def __post_init__(self) -> None:
         for name in ("render_strides", "latent_strides", "latent_channels", "level_weights", "merge_blocks",

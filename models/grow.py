@@ -10,10 +10,13 @@ Allowed changes:
   posterior's output rows are zero), their prior predicts zero with the smallest scale, and the
   merge reads them through small random weights: zero times anything leaves the state and the
   renders as they were, while the gradient reaches the posterior's new rows through those
-  weights. The rate is not quite unchanged: the prior's floor is 0.11 latent units
-  (:func:`~models.rd_layers.scale_from_raw`), so a zero costs ~1e-5 bits up to q = q_max / 2
-  (quantization step >= 1), 0.03 bits at q = 6 and 0.8 at q = 9 (step 0.18): the high
-  qualities start paying for the new channels, and so have a reason to use them.
+  weights. The rate is not quite unchanged unless ``floor_in_steps`` is on: the prior's floor is
+  then 0.11 latent units (:func:`~models.rd_layers.scale_from_raw`), so a zero costs ~1e-5 bits
+  up to q = q_max / 2 (quantization step >= 1), 0.03 bits at q = 6 and 0.8 at q = 9 (step 0.18);
+- ``floor_in_steps`` (False -> True): the prior scale's floor becomes 0.11 quantization steps
+  where a step is under one latent unit (q > q_max / 2). No weight changes and nothing at
+  q <= q_max / 2 does; above it every prior scale is smaller by 0.11 (1 / step - 1) steps, which
+  the model re-learns where that scale was above the floor.
 """
 from __future__ import annotations
 
@@ -80,7 +83,9 @@ def _new_entries(name: str, shape: torch.Size, old: Tensor, src: list[int], gen:
 def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     """``model`` with its config changed by ``changes`` (module docstring), keeping every trained
     weight; the grown model computes what ``model`` did (new latent channels: up to their rate)."""
-    allowed = {"merge_blocks", "context", "latent_channels"}
+    allowed = {"merge_blocks", "context", "latent_channels", "floor_in_steps"}
+    if changes.get("floor_in_steps") is False and model.config.floor_in_steps:
+        raise ValueError("--grow may switch floor_in_steps on, not off")
     if set(changes) - allowed:
         raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = RDConfig.from_dict({**model.config.to_dict(), **changes})

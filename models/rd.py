@@ -133,6 +133,7 @@ class RDLevel(nn.Module):
         N, M, E = cfg.width, cfg.latent_channels[k], cfg.emb_dim
         r, s = cfg.render_strides[k], cfg.latent_strides[k]
         self.k, self.first = k, k == 0
+        self.floor_in_steps = cfg.floor_in_steps
         ctx = 0 if self.first else N
         self.to_latent = nn.Sequential(conv(N + ctx, N), nn.GELU(), conv(N, M))
         self.latent_gain = Gain(E, M)
@@ -182,11 +183,14 @@ class RDLevel(nn.Module):
         elsewhere) bring to the other elements (the checkerboard context, He et al. 2021)."""
         return self.ctx_head(self.ctx_gain(self.ctx_net(anchors), emb))
 
-    @staticmethod
-    def mu_sigma(p: Tensor) -> tuple[Tensor, Tensor]:
-        """(mu, sigma) from raw prior parameters."""
+    def mu_sigma(self, p: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, sigma) in units of the quality's quantization step ``step`` (z / step is what is
+        rounded and coded) from raw prior parameters, sigma clamped to the coder's table. The
+        floor of sigma is SCALE_MIN latent units, or with ``RDConfig.floor_in_steps`` SCALE_MIN
+        steps wherever a step is below one latent unit (high q)."""
         mu, raw = p.chunk(2, dim=1)
-        return mu, scale_from_raw(raw)
+        floor = SCALE_MIN * step.clamp(max=1.0) if self.floor_in_steps else SCALE_MIN
+        return mu / step, (scale_from_raw(raw, floor) / step).clamp(SCALE_MIN, SCALE_MAX)
 
     def update(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
         """The top-down state after this level's latent: ``ctx + merge(z_hat, ctx)`` (the first
@@ -295,7 +299,7 @@ class RDSSVAE(nn.Module):
             s = cfg.latent_strides[k]
             with det_guard():
                 p = det_lvl.prior_params(ctx, det_emb, (H // s, W // s))
-                mu, sigma = in_steps(det_lvl.mu_sigma(p), step)
+                mu, sigma = det_lvl.mu_sigma(p, step)
             latent = None
             if x is not None:
                 with guard():
@@ -308,7 +312,7 @@ class RDSSVAE(nn.Module):
                 z_a, bits_a = quantize(k, latent, mu, sigma, a)
                 with det_guard():
                     anchors = torch.where(a, z_a.to(step.dtype) * step, 0.0)
-                    mu, sigma = in_steps(det_lvl.mu_sigma(p + det_lvl.context_params(anchors, det_emb)), step)
+                    mu, sigma = det_lvl.mu_sigma(p + det_lvl.context_params(anchors, det_emb), step)
                 z_b, bits_b = quantize(k, latent, mu, sigma, ~a)
                 z_hat = torch.where(a, z_a, z_b)
                 bits = None if bits_a is None or bits_b is None else torch.where(a, bits_a, bits_b)
@@ -345,13 +349,6 @@ class RDSSVAE(nn.Module):
             dist = dist + cfg.level_weights[o.k] * mse
         terms["loss"] = (rate + self.lam(q) * 255.0 ** 2 * dist).mean()
         return terms
-
-
-def in_steps(mu_sigma: tuple[Tensor, Tensor], step: Tensor) -> tuple[Tensor, Tensor]:
-    """(mu, sigma) in units of the quality's quantization step (z / step is what is rounded and
-    coded), sigma clamped to the coder's table."""
-    mu, sigma = mu_sigma
-    return mu / step, (sigma / step).clamp(SCALE_MIN, SCALE_MAX)
 
 
 def build_rd_model(config: RDConfig) -> RDSSVAE:

@@ -142,10 +142,10 @@ def deconv_subpixel(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
     return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=1), 2)
 
 
-def scale_from_raw(raw: Tensor) -> Tensor:
-    """Prior scale from a network output: softplus keeps the gradient smooth near the floor
-    (Efficient-VDVAE's "gradient smoothing"), clamped to [SCALE_MIN, SCALE_MAX]."""
-    return (F.softplus(raw) + SCALE_MIN).clamp(max=SCALE_MAX)
+def scale_from_raw(raw: Tensor, floor: Tensor | float = SCALE_MIN) -> Tensor:
+    """Prior scale from a network output: ``softplus(raw) + floor`` (softplus keeps the gradient
+    smooth near the floor, Efficient-VDVAE's "gradient smoothing"), at most SCALE_MAX."""
+    return (F.softplus(raw) + floor).clamp(max=SCALE_MAX)
 
 
 def gaussian_bits(y: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:

@@ -314,6 +314,30 @@ def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None
     torch.optim.Adam(big.parameters()).load_state_dict(moved)
 
 
+def test_floor_in_steps_changes_only_the_high_qualities_and_frees_unused_elements() -> None:
+    """RDConfig.floor_in_steps (grown on): up to q_max / 2 nothing changes; above it an element
+    left at its prior mean (a new, zero latent channel) costs ~0 bits instead of the latent
+    unit's floor spanning several quantization steps, and z_hat and the renders stay as they were."""
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config(quality_range=(-4.0, 9.0))).eval()
+    wide = grow(small, {"latent_channels": [4, 4, 8]}).eval()
+    fixed = grow(wide, {"floor_in_steps": True}).eval()
+    assert fixed.config.floor_in_steps and not wide.config.floor_in_steps
+    x = torch.rand(1, 3, 64, 64) - 0.5
+    with torch.no_grad():
+        for q, same in ((-2.0, True), (4.0, True), (9.0, False)):
+            a = list(wide.top_down(torch.tensor([q]), rounding_quantizer, x))
+            b = list(fixed.top_down(torch.tensor([q]), rounding_quantizer, x))
+            for oa, ob in zip(a, b):
+                assert torch.equal(oa.z_hat, ob.z_hat) and torch.allclose(oa.render, ob.render)
+                assert torch.equal(oa.bits, ob.bits) == same
+            if not same:
+                assert float(a[2].bits[:, 6:].mean()) > 0.5  # the latent unit's floor at step 0.18
+                assert float(b[2].bits[:, 6:].max()) < 1e-4
+    with pytest.raises(ValueError, match="switch floor_in_steps on, not off"):
+        grow(fixed, {"floor_in_steps": False})
+
+
 def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
     """The same script under torchrun: 2 processes, gloo, 2 steps; rank 0 logs both ranks' images."""
     data = photo_dir(tmp_path / "data")

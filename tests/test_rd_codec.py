@@ -105,6 +105,34 @@ def test_a_model_trained_below_q_0_codes_negative_qualities(tmp_path: Path) -> N
     assert codec.encode_to_rate(synthetic(40, 24), size=10**6).quality == 9.0  # the range's top
 
 
+def _round_trip_every_level(codec: RDCodec, img: np.ndarray, quality: float) -> tuple[bytes, list[dict], dict]:
+    """Encode ``img``; the decoder's estimates equal the encoder's, and the progressive decode's
+    last image is the full decode. Returns the stream, the encoder's report and every level's image."""
+    data, report = codec.encode_with_report(img, quality=quality)
+    for r, e in zip(report, codec.latent_estimates(data)):
+        assert e == pytest.approx(r["estimated_bits"])
+    steps = {s.level: s.image for s in codec.decode_progressive(data)}
+    assert sorted(steps) == [1, 2, 3] and np.array_equal(steps[3], codec.decode(data))
+    return data, report, steps
+
+
+def test_a_model_with_its_scale_floor_in_steps_round_trips_at_high_quality(tmp_path: Path) -> None:
+    """RDConfig.floor_in_steps: the codec's float64 priors apply the same floor as training, so a
+    high-q stream decodes and its estimates match its payloads."""
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+
+    torch.manual_seed(2)
+    w = tmp_path / "floor.safetensors"
+    save_weights(RDSSVAE(tiny_rd_config(quality_range=(-4.0, 9.0), floor_in_steps=True, context=(0, 1, 1))), w,
+                 {"note": "test model"})
+    codec = RDCodec(w)
+    img = synthetic(40, 56, 3)
+    _round_trip_every_level(codec, img, 8.75)
+
+
 def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Path) -> None:
     """A level with a spatial context (RDConfig.context): anchors then the rest in one payload,
     decoded progressively and from a truncated stream, with estimates that match the payloads."""
@@ -123,11 +151,7 @@ def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Pa
     save_weights(model, w, {"note": "test model"})
     codec = RDCodec(w)
     img = synthetic(40, 72, 5)
-    data, report = codec.encode_with_report(img, quality=5.0)
-    for r, e in zip(report, codec.latent_estimates(data)):
-        assert e == pytest.approx(r["estimated_bits"])
-    steps = {s.level: s.image for s in codec.decode_progressive(data)}
-    assert sorted(steps) == [1, 2, 3] and np.array_equal(steps[3], codec.decode(data))
+    data, report, steps = _round_trip_every_level(codec, img, 5.0)
     assert np.array_equal(codec.decode(truncate_levels(data, 2)), steps[2])
     with torch.no_grad():
         for lvl in model.levels[1:]:
