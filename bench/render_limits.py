@@ -11,6 +11,10 @@ Three measurements (docs/training.md, session 6), one thread:
 3. ``latents``: on the same crop, Adam on the level latents themselves (straight-through
    rounding, rate under the priors + lambda * level-3 MSE): the encoder's amortization gap, a
    lower bound (rounding hides moves under half a step).
+4. ``path``: on the same crop, Adam on the unquantized latents under the level-3 MSE alone (no
+   rate, no rounding): how far the latents -> state path could go with a perfect encoder, to set
+   beside measurement 2's state. Near 2: the encoder limits; near the encoder's PSNR: the latent
+   channels and the merges do.
 """
 from __future__ import annotations
 
@@ -132,6 +136,34 @@ def latent_gap(model, x, steps: int) -> None:  # noqa: ANN001
           f"{after[0]:.3f} bpp after {steps} Adam steps on the latents", flush=True)
 
 
+def path_ceiling(model, x, steps: int) -> None:  # noqa: ANN001
+    """Measurement 4 (module docstring)."""
+    import torch
+
+    q = torch.tensor([8.0])
+    grabbed: list = []
+
+    def grab(k, latent, mu, sigma, where=None):  # noqa: ANN001, ANN202
+        if len(grabbed) == k:  # a level with a checkerboard context calls twice with one latent
+            grabbed.append(latent.detach().clone())
+        return latent, None
+
+    with torch.no_grad():
+        start = _psnr(list(model.top_down(q, grab, x))[-1].render, x)
+    params = [g.requires_grad_(True) for g in grabbed]
+    opt = torch.optim.Adam(params, lr=0.05)
+    for _ in range(steps):
+        render = list(model.top_down(q, lambda k, lat, mu, s, where=None: (params[k], None), x))[-1].render
+        loss = (render - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        end = _psnr(list(model.top_down(q, lambda k, lat, mu, s, where=None: (params[k], None), x))[-1].render, x)
+    print(f"4. latents -> state path, q = 8, unquantized, MSE only: {start:.2f} dB from the encoder, {end:.2f} "
+          f"after {steps} Adam steps on the latents", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m ssvcodec.bench.render_limits", description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "ssvae-rd.safetensors"))
@@ -149,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     crop = _load("kodim23.png", (128, 384, 256, 512))
     head_ceiling(model, crop, args.steps)
     latent_gap(model, crop, args.steps)
+    path_ceiling(model, crop, args.steps)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,10 @@ class RDConfig:
     # elements (the anchors) are coded first, the others under a prior that also sees the decoded
     # anchors. Its output layer starts at zero, so a trained model can grow it (``train_rd --grow``).
     context: tuple[int, ...] = ()
+    # Residual blocks after each stage of the encoder trunk (strides 2, 4, ... max latent stride;
+    # empty: none). They start as the identity, so a trained model can grow them (``train_rd
+    # --grow``): more capacity for the posteriors without a wider trunk.
+    enc_blocks: tuple[int, ...] = ()
     # The prior scale's floor: False, SCALE_MIN latent units (the models to session 12); True,
     # SCALE_MIN quantization steps at every q above q_max / 2, where a step is under one latent unit
     # (the same below). A latent unit's floor spans several steps at high q, so an element the model
@@ -134,7 +139,7 @@ class RDConfig:
 
     def __post_init__(self) -> None:
         for name in ("render_strides", "latent_strides", "latent_channels", "level_weights", "merge_blocks",
-                     "quality_range", "context"):
+                     "quality_range", "context", "enc_blocks"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         n = len(self.render_strides)
@@ -146,6 +151,9 @@ class RDConfig:
             raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
         if self.context and (len(self.context) != n or not set(self.context) <= {0, 1}):
             raise ValueError("context needs one 0 or 1 per level (or none)")
+        stages = int(math.log2(max(self.latent_strides)))
+        if self.enc_blocks and (len(self.enc_blocks) != stages or min(self.enc_blocks) < 0):
+            raise ValueError(f"enc_blocks needs one count >= 0 per encoder stage ({stages}) (or none)")
         if self.render_strides[-1] != 1:
             raise ValueError("the last level must render x at full size (render stride 1)")
         for k in range(n):

@@ -5,6 +5,7 @@ the trained one did, so training goes on from there (progressive growing, Karras
 Allowed changes:
 - ``merge_blocks``: residual blocks after a level's merge (:class:`~models.rd_layers.ResBlock`
   starts at zero);
+- ``enc_blocks``: residual blocks after a stage of the encoder trunk (the same identity start);
 - ``context``: a checkerboard context for a level's latent (its output layer starts at zero);
 - ``latent_channels``: more channels in a level's latent. The new channels start at zero (the
   posterior's output rows are zero), their prior predicts zero with the smallest scale, and the
@@ -83,7 +84,7 @@ def _new_entries(name: str, shape: torch.Size, old: Tensor, src: list[int], gen:
 def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     """``model`` with its config changed by ``changes`` (module docstring), keeping every trained
     weight; the grown model computes what ``model`` did (new latent channels: up to their rate)."""
-    allowed = {"merge_blocks", "context", "latent_channels", "floor_in_steps"}
+    allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps"}
     if changes.get("floor_in_steps") is False and model.config.floor_in_steps:
         raise ValueError("--grow may switch floor_in_steps on, not off")
     if set(changes) - allowed:
@@ -102,7 +103,7 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
         if name in shapes and shapes[name] != t.shape:
             raise ValueError(f"--grow {changes}: {name} would change shape without a rule for it")
     missing, unexpected = bigger.load_state_dict(state, strict=False)
-    if unexpected or any(".merge_res." not in m and ".ctx_" not in m for m in missing):
+    if unexpected or any(".merge_res." not in m and ".ctx_" not in m and not m.startswith("enc_res.") for m in missing):
         raise ValueError(f"--grow {changes} does not only add new blocks (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return bigger
 

@@ -223,6 +223,8 @@ class RDSSVAE(nn.Module):
         self.enc = nn.ModuleList([conv(3 if i == 0 else N, N, 5, 2) for i in range(n_down)])
         self.enc_gdn = nn.ModuleList([GDN(N) for _ in range(n_down)])
         self.enc_gain = nn.ModuleList([Gain(E, N) for _ in range(n_down)])
+        self.enc_res = nn.ModuleList([nn.Sequential(*[ResBlock(N) for _ in range(config.enc_blocks[i] if config.enc_blocks else 0)])
+                                      for i in range(n_down)])
         self.levels = nn.ModuleList([RDLevel(config, k) for k in range(config.levels)])
 
     @property
@@ -245,8 +247,8 @@ class RDSSVAE(nn.Module):
         want = set(self.config.latent_strides)
         feats: dict[int, Tensor] = {}
         h, stride = x, 1
-        for c, g, a in zip(self.enc, self.enc_gdn, self.enc_gain):
-            h, stride = a(g(c(h)), emb), stride * 2
+        for c, g, a, res in zip(self.enc, self.enc_gdn, self.enc_gain, self.enc_res):
+            h, stride = res(a(g(c(h)), emb)), stride * 2
             if stride in want:
                 feats[stride] = h
         return feats

@@ -128,6 +128,8 @@ def test_lambda_scale_and_config_checks() -> None:
         RDConfig(render_strides=(4, 2), latent_strides=(32, 32), latent_channels=(4, 4), level_weights=(1, 1))
     with pytest.raises(ValueError, match="between level"):
         RDConfig(latent_strides=(64, 128, 16))
+    with pytest.raises(ValueError, match="enc_blocks"):
+        RDConfig(enc_blocks=(1, 1))
     assert RDConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
@@ -244,7 +246,7 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     without --grow (or with the same --grow) goes on."""
     torch.manual_seed(0)
     small = RDSSVAE(tiny_rd_config()).eval()
-    big = grow(small, {"merge_blocks": [0, 1, 2]}).eval()
+    big = grow(small, {"merge_blocks": [0, 1, 2], "enc_blocks": [0, 1, 1, 0, 0]}).eval()
     x, q = torch.randint(0, 256, (2, 3, 64, 64)).float(), torch.tensor([1.0, 6.0])
     with torch.no_grad():
         a, b = small(x, q), big(x, q)
@@ -263,7 +265,7 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     names = [n for n, _ in big.named_parameters()]
     old = dict(zip([n for n, _ in small.named_parameters()], opt.state_dict()["state"].values()))
     assert all(torch.equal(moved["state"][i]["exp_avg"], old[n]["exp_avg"]) for i, n in enumerate(names) if n in old)
-    assert not any(".merge_res." in names[i] for i in moved["state"])
+    assert not any(".merge_res." in names[i] or names[i].startswith("enc_res.") for i in moved["state"])
     torch.optim.Adam(big.parameters()).load_state_dict(moved)
 
     data = photo_dir(tmp_path / "data")
