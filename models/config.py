@@ -133,7 +133,7 @@ class RDConfig:
     # The prior scale's floor: False, SCALE_MIN latent units (the models to session 12); True,
     # SCALE_MIN quantization steps at every q above q_max / 2, where a step is under one latent unit
     # (the same below). A latent unit's floor spans several steps at high q, so an element the model
-    # leaves at its prior mean still cost 0.4 bits at q = 8 and 0.8 at q = 9 (docs/training.md,
+    # leaves at its prior mean still costs 0.4 bits at q = 8 and 0.8 at q = 9 (docs/training.md,
     # session 13). Switching it on changes nothing at q <= q_max / 2 (``train_rd --grow``).
     floor_in_steps: bool = False
 
