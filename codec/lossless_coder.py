@@ -38,7 +38,7 @@ from ..models.exact_head import ExactLosslessHead
 from ..models.lossless import LosslessHead, to_phases
 
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
-from .rd_coder import DesyncError
+from .rd_coder import DesyncError, LevelRender
 
 HEAD_FINGERPRINT_SIZE = 8
 MAX_ERROR = 64                      # the largest near-lossless bound
@@ -59,10 +59,11 @@ class LosslessTileCoder:
         return self.head.multiple
 
     @torch.no_grad()
-    def encode(self, pixels: np.ndarray, xhat: Tensor, q: float, max_error: int = 0, with_y: bool = False,
+    def encode(self, pixels: np.ndarray, render: LevelRender, q: float, max_error: int = 0, with_y: bool = False,
                lossless: bool = True) -> tuple[bytes | None, bytes | None]:
-        """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``xhat``: the
-        padded render (3, H, W) uint8, H >= h, W >= w -> the payloads of the tile's Y chunk
+        """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``render``: the
+        padded final render (3, H, W) uint8, H >= h, W >= w, with its features (drawn by the exact
+        path: ``RDTileCoder.encode(final_render=True)``) -> the payloads of the tile's Y chunk
         (``with_y``: y = x[::2, ::2] exactly, the head's coarse stages) and X chunk
         (``lossless``: the rest of x, or all of it without Y), None for a chunk not asked for.
         ``max_error`` N > 0: near-lossless X, every colour sample within N of the original (Y
@@ -72,11 +73,11 @@ class LosslessTileCoder:
         if with_y and self.head.config.depth < 1:
             raise ValueError("this lossless head has no coarse stages to code y with (depth 0)")
         h, w, ch = pixels.shape
-        source = xhat.double().unsqueeze(0).clone()
+        source = render.pixels.double().unsqueeze(0).clone()
         colour = torch.from_numpy(np.array(pixels[..., :3] if ch >= 3 else np.repeat(pixels, 3, 2)))  # a writable copy
         source[0, :, :h, :w] = colour.permute(2, 0, 1).double()
         enc_y, enc_x = ChunkEncoder() if with_y else None, ChunkEncoder() if lossless else None
-        x = self._walk(xhat, (h, w), ch, q, {"y": (enc_y, 1), "x": (enc_x, 2 * max_error + 1)} if with_y
+        x = self._walk(render, (h, w), ch, q, {"y": (enc_y, 1), "x": (enc_x, 2 * max_error + 1)} if with_y
                        else {"x": (enc_x, 2 * max_error + 1)}, source)
         y_payload = x_payload = None
         if enc_y is not None:
@@ -95,9 +96,10 @@ class LosslessTileCoder:
         return int(payload[HEAD_FINGERPRINT_SIZE])
 
     @torch.no_grad()
-    def decode(self, y_payload: bytes | None, x_payload: bytes, xhat: Tensor, size: tuple[int, int],
+    def decode(self, y_payload: bytes | None, x_payload: bytes, render: LevelRender, size: tuple[int, int],
                channels: int, q: float, known: Tensor | None = None) -> np.ndarray:
-        """The tile's pixels (h, w, ``channels``) uint8 from its padded render and its X payload,
+        """The tile's pixels (h, w, ``channels``) uint8 from its padded render (with its
+        features, as :meth:`encode`) and its X payload,
         with its Y payload first if the stream has one. ``known``: the reconstruction that
         :meth:`reconstruct_given_y` returned for this tile; its Y stages are then taken from it,
         not decoded a second time (a progressive decode that showed the CR image first)."""
@@ -109,7 +111,7 @@ class LosslessTileCoder:
             parts["y"] = (y_dec[0], 1)
         x_dec, max_error, crc, alpha_data = self._open(x_payload, channels, "X")
         parts["x"] = (x_dec, 2 * max_error + 1)
-        x = self._walk(xhat, size, channels, q, parts, None)
+        x = self._walk(render, size, channels, q, parts, None)
         if y_dec is not None:
             self._check_y(x, size, channels, y_dec[2])
         alpha = _unpng(alpha_data, size) if channels == 4 else None
@@ -119,13 +121,13 @@ class LosslessTileCoder:
         return pixels
 
     @torch.no_grad()
-    def reconstruct_given_y(self, y_payload: bytes, xhat: Tensor, size: tuple[int, int], channels: int,
+    def reconstruct_given_y(self, y_payload: bytes, render: LevelRender, size: tuple[int, int], channels: int,
                             q: float) -> tuple[np.ndarray, Tensor]:
         """The conditional reconstruction (CR) from the tile's Y payload: each sample not in y
         is the head's rounded mean given y and the render (h, w, colour channels) uint8; with the
         padded reconstruction (1, 3, H, W), whose Y stages :meth:`decode` can reuse."""
         y_dec = self._open(y_payload, channels, "Y")
-        x = self._walk(xhat, size, channels, q, {"y": (y_dec[0], 1), "x": (None, 1)}, None)
+        x = self._walk(render, size, channels, q, {"y": (y_dec[0], 1), "x": (None, 1)}, None)
         self._check_y(x, size, channels, y_dec[2])
         return self._pixels(x, size, min(channels, 3), None), x
 
@@ -153,7 +155,7 @@ class LosslessTileCoder:
             raise DesyncError(f"{label}: {e}") from None
         return dec, max_error, crc, payload[n:n + alpha_len]
 
-    def _walk(self, xhat: Tensor, size: tuple[int, int], channels: int, q: float,
+    def _walk(self, render: LevelRender, size: tuple[int, int], channels: int, q: float,
               parts: dict[str, tuple[ChunkEncoder | ChunkDecoder | Tensor | None, int]],
               source: Tensor | None) -> Tensor:
         """The head's coding order over the tile. ``parts``: for "x" (and "y" if present: then
@@ -162,19 +164,19 @@ class LosslessTileCoder:
         only), or None (the head's rounded mean stands in: the CR image), and
         its quantization step (1: exact). Returns the padded reconstruction (1, 3, H, W) float64.
         Outside the true pixels it is the render (not coded); for grey, G and B repeat R."""
-        base = xhat.double().unsqueeze(0)
-        mask = _mask(xhat.shape[-2:], *size)
-        render: dict[int, Tensor] = {}
+        base = render.pixels.double().unsqueeze(0)
+        mask = _mask(base.shape[-2:], *size)
+        phases: dict[int, Tensor] = {}   # the render's phases at each scale
         truth: dict[int, Tensor] = {}
         first: dict[str, Tensor] = {}
 
         def code(d: int, ph: int, c: int, mean: Tensor, scale: Tensor) -> Tensor:
-            if d not in render:
-                render[d] = to_phases(base[..., ::2 ** d, ::2 ** d])
+            if d not in phases:
+                phases[d] = to_phases(base[..., ::2 ** d, ::2 ** d])
                 if source is not None:
                     truth[d] = to_phases(source[..., ::2 ** d, ::2 ** d])
             m = _phase_mask(mask, d, ph)
-            out = render[d][:, ph, c].clone()
+            out = phases[d][:, ph, c].clone()
             if c > 0 and channels < 3:
                 out[m] = first["r"][m]
                 return out
@@ -193,7 +195,8 @@ class LosslessTileCoder:
                 first["r"] = out
             return out
 
-        return self.head.walk(base, torch.tensor([float(q)], dtype=torch.float64), code, snapped=True)
+        return self.head.walk(base, torch.tensor([float(q)], dtype=torch.float64), code, snapped=True,
+                              features=render.features)
 
     @staticmethod
     def _subsample(x: Tensor, size: tuple[int, int], channels: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
 from .lossless_coder import LosslessTileCoder
 from .rate_search import RateResult, search_quality
-from .rd_coder import RDTileCoder
+from .rd_coder import LevelRender, RDTileCoder
 
 DEFAULT_RD_WEIGHTS = WEIGHTS_DIR / "ssvae-rd.safetensors"
 DEFAULT_RD_QUALITY = 4.0
@@ -74,6 +74,9 @@ class RDCodec:
                 head = load_lossless_head(self.lossless_weights)
             except FileNotFoundError as e:
                 raise ValueError(str(e)) from None
+            if head.config.features and head.config.features != self.model.config.width:
+                raise ValueError(f"the lossless head reads {head.config.features} feature channels, the RD model "
+                                 f"renders from {self.model.config.width}")
             self._lossless = LosslessTileCoder(head, weights_fingerprint(self.lossless_weights))
             if self.model.config.pad_multiple % self._lossless.multiple:
                 raise ValueError(f"the lossless head needs sides in multiples of {self._lossless.multiple}, "
@@ -208,7 +211,7 @@ class RDCodec:
             walks.append(self.coder.decode([p[k] for k in range(min(top, L))], hd.quality, padded,
                                            padded if exact else size, renders, precise_render=precise))
         ends = level_ends(parsed)
-        last: list[torch.Tensor] = []
+        last: list[LevelRender] = []
         known: list[torch.Tensor | None] = [None for _ in boxes]  # per tile: the CR walk's Y stages
         for level in sorted(renders | want):
             bar = tqdm(list(zip(boxes, walks, payloads)), desc=f"level {level}", unit="tile",
@@ -225,18 +228,18 @@ class RDCodec:
                 continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
             for t, (((r0, r1, c0, c1), walk, _), y) in enumerate(zip(bar, ys)):
-                lv, img = next(walk)
+                lv, rendered = next(walk)
                 assert lv == level
                 if level == max(renders):
                     walk.close()  # frees the tile's suspended top-down state now, not after every tile
                 if exact and level == L:
-                    last.append(img)
+                    last.append(rendered)
                 if cr and level == L and level in want:
                     assert coder is not None and y is not None
-                    canvas[r0:r1, c0:c1], known[t] = coder.reconstruct_given_y(y, img, (r1 - r0, c1 - c0),
+                    canvas[r0:r1, c0:c1], known[t] = coder.reconstruct_given_y(y, rendered, (r1 - r0, c1 - c0),
                                                                               hd.channels, hd.quality)
                 else:
-                    canvas[r0:r1, c0:c1] = img[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
+                    canvas[r0:r1, c0:c1] = rendered.pixels[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
             if level in want:
                 out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
                 yield LevelImage(level, f"CR{level}" if cr and level == L else f"L{level}", out, ends.get(level, HEADER_SIZE))

@@ -24,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -72,6 +73,15 @@ def to_pixels(render: Tensor, factor: int, size: tuple[int, int]) -> Tensor:
     return torch.round((img + 0.5).clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
+class LevelRender(NamedTuple):
+    """A decoded level: its image uint8 (3, h, w) and, when drawn with the exact path, the
+    render head's features (:func:`models.exact_render.exact_render`), which the lossless head
+    reads; otherwise None."""
+
+    pixels: Tensor
+    features: list[Tensor] | None
+
+
 class RDTileCoder:
     """Encode and decode one padded tile with an :class:`~models.rd.RDSSVAE`."""
 
@@ -84,10 +94,10 @@ class RDTileCoder:
 
     @torch.no_grad()
     def encode(self, pixels: Tensor, q: float, levels: int,
-               final_render: bool = False) -> tuple[list[tuple[bytes, float]], Tensor | None]:
+               final_render: bool = False) -> tuple[list[tuple[bytes, float]], LevelRender | None]:
         """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels`` and,
         with ``final_render``, the last level's render as the decoder's exact path draws it
-        (uint8 (3, H, W), padded: what the lossless head codes x against)."""
+        (uint8 (3, H, W), padded, with its features: what the lossless head codes x against)."""
         encoders: dict[int, ChunkEncoder] = {}
         symbols_of: dict[int, list[np.ndarray]] = {}
         bits_of: dict[int, float] = {}
@@ -112,7 +122,8 @@ class RDTileCoder:
                                      render=lambda k: final_render and k == levels - 1, deterministic=single_thread,
                                      precise=self.precise, precise_render=True):
             if o.render is not None:
-                render = to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:]))
+                render = LevelRender(to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:])),
+                                     o.features)
         out = []
         for k in sorted(encoders):
             payload = struct.pack("<I", _crc(*symbols_of[k])) + encoders[k].finish()
@@ -121,10 +132,10 @@ class RDTileCoder:
 
     @torch.no_grad()
     def decode(self, payloads: list[bytes], q: float, padded: tuple[int, int], size: tuple[int, int],
-               render_levels: set[int] | None = None, precise_render: bool = False) -> Iterator[tuple[int, Tensor]]:
-        """Yield (level, uint8 (3, h, w) image) for every level in ``render_levels`` (1-based;
-        default: the last) among the ``len(payloads)`` levels present. ``precise_render``: draw
-        the renders with the exact path (as ``encode``'s ``final_render``)."""
+               render_levels: set[int] | None = None, precise_render: bool = False) -> Iterator[tuple[int, LevelRender]]:
+        """Yield (level, its render) for every level in ``render_levels`` (1-based; default: the
+        last) among the ``len(payloads)`` levels present. ``precise_render``: draw the renders
+        with the exact path (as ``encode``'s ``final_render``), features included."""
         n = len(payloads)
         want = render_levels or {n}
         cfg = self.model.config
@@ -137,7 +148,7 @@ class RDTileCoder:
                                      precise_render=precise_render):
             if (o.k + 1) in want:
                 assert o.render is not None
-                yield o.k + 1, to_pixels(o.render, cfg.render_strides[o.k], size).cpu()
+                yield o.k + 1, LevelRender(to_pixels(o.render, cfg.render_strides[o.k], size).cpu(), o.features)
 
 
     @torch.no_grad()

@@ -197,6 +197,10 @@ class LosslessConfig:
     width: int = 32                              # channels of the half-resolution network
     blocks: int = 2                              # residual blocks
     depth: int = 2                               # scales of the multi-resolution split below x (0: x's 2x2 phases only)
+    # Channels of the decoder features the head reads (0: none): the RD model's final render head's
+    # stage inputs (models.exact_render), one per scale of the split, through a 1x1 convolution
+    # that starts at zero, so a trained head can grow them (``train_lossless --grow``).
+    features: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

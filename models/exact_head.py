@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .exact_conv import ExactConv
-from .lossless import LosslessHead
+from .lossless import FEATURE_BITS, FEATURE_LIMIT, LosslessHead, feature_ints
 
 ACT_BITS = 5             # activations are multiples of 2^-ACT_BITS
 ACT_LIMIT = 64.0         # and clamped to [-ACT_LIMIT, ACT_LIMIT]
@@ -53,21 +53,41 @@ class ExactLosslessHead(LosslessHead):
         self._blocks = [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
                          ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in self.blocks]
         self._out = ExactConv(self.out.weight.detach() / n, self.out.bias.detach(), act_max, 0)
+        feat_max = torch.full((head.config.features,), FEATURE_LIMIT * 2 ** FEATURE_BITS)
+        self._feat = [ExactConv(f.weight.detach() * 2.0 ** -FEATURE_BITS, f.bias.detach(), feat_max, 0) for f in self.feat]
 
     def _act(self, a: Tensor) -> Tensor:
         # index_select with int32 indices: half the time of take with int64 ones
         return self._gelu.index_select(0, (a + self._lim).to(torch.int32).view(-1)).view(a.shape)
 
     @torch.no_grad()
+    def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
+        """As :meth:`LosslessHead.feature_term`, exactly: the first layer's units, float32."""
+        if not self.config.features:
+            return None
+        if features is None or len(features) < self.config.depth + 1:
+            raise ValueError(f"this lossless head reads the decoder's features at {self.config.depth + 1} scales")
+        conv = self._feat[scale]
+        acc = conv(feature_ints(features[len(features) - 1 - scale]))
+        return acc * torch.pow(2.0, -conv.shift).view(1, -1, 1, 1)  # exact: a power of two
+
+    @torch.no_grad()
     def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,
-                      q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """As :meth:`LosslessHead.stage_outputs`, in exact integer arithmetic (float64 results)."""
+                      q: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`LosslessHead.stage_outputs`, in exact integer arithmetic (float64 results).
+        ``extra`` (:meth:`feature_term`) joins the first layer's output in one float32 addition,
+        which IEEE arithmetic rounds alike everywhere."""
         b, _, _, h, w = xhat_ph.shape
         onehot = self.stage_planes(b, h, w, position, scale, torch.float32)
         q100 = torch.round(q.double() * 100).clamp(-Q_LIMIT, Q_LIMIT).float().view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([2 * xhat_ph.reshape(b, 12, h, w).float() - 255, err_ph.reshape(b, 12, h, w).float(),
                          onehot, q100], 1)
-        r = self._act(_requant(self._inp(inp), self._inp))
+        if extra is None:
+            r = self._act(_requant(self._inp(inp), self._inp))
+        else:
+            lim = ACT_LIMIT * 2 ** ACT_BITS
+            first = self._inp(inp) * torch.pow(2.0, -self._inp.shift).view(1, -1, 1, 1) + extra.float()
+            r = self._act(torch.round(first * 2 ** ACT_BITS).clamp(-lim, lim))
         for c1, c2 in self._blocks:
             u = self._act(_requant(c1(self._act(r)), c1))
             r = (r + _requant(c2(u), c2)).clamp(-self._lim, self._lim)

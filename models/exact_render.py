@@ -51,14 +51,23 @@ def _conv(a: Tensor, e: int, weight: Tensor, padding: int) -> Tensor:
 
 
 @torch.no_grad()
-def exact_render(level: RDLevel, state: Tensor, emb: Tensor) -> Tensor:
+def exact_render(level: RDLevel, state: Tensor, emb: Tensor, features: list[Tensor] | None = None) -> Tensor:
     """``level.render(state, emb)`` (module docstring) as float64 numbers that every machine
     computes alike. ``level``: a float64 copy's level; ``state``, ``emb``: its top-down state and
-    quality embedding (B, ...): each image is rendered on its own, with its own scales."""
+    quality embedding (B, ...): each image is rendered on its own, with its own scales.
+    ``features``: if given, receives the input of each upsampling stage, coarse to fine (float32
+    (B, N, h, w), the same numbers on every machine): the decoder features the lossless head
+    conditions on (Mentzer et al. 2020)."""
     if state.shape[0] > 1:
-        return torch.cat([exact_render(level, state[i:i + 1], emb[i:i + 1]) for i in range(state.shape[0])])
+        per_image: list[list[Tensor]] = [[] for _ in range(state.shape[0])]
+        out = torch.cat([exact_render(level, state[i:i + 1], emb[i:i + 1], per_image[i]) for i in range(state.shape[0])])
+        if features is not None:
+            features.extend(torch.cat(f) for f in zip(*per_image))
+        return out
     h = state.float()
     for up, gdn, gain in zip(level.head, level.head_gdn, level.head_gain):
+        if features is not None:
+            features.append(h)
         assert gdn.inverse
         g = torch.exp(gain.lin(emb.to(gain.lin.weight.dtype))).view(-1).double()
         gdn_beta, gdn_gamma = (t.detach().double() for t in gdn.effective())

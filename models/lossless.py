@@ -9,6 +9,9 @@ at half resolution, not one pass per pixel); phase (0,0) is itself split the sam
 times (:func:`stages`). Within a pixel the channels are autoregressive, R,
 then G given R, then B given R and G, through linear coefficients on the earlier channels'
 prediction errors (PixelCNN++, Salimans et al. 2017, §2.2; the thesis' pixel model).
+With ``config.features`` every stage also sees the decoder's features at its phases' resolution
+(the final render head's stage inputs at 1/8, 1/4, 1/2 of x: :mod:`models.exact_render`), as
+Mentzer et al. 2020 condition their residual coder on the lossy decoder's features.
 
 Each sub-pixel is a discretized Laplace on 0..255 with open edge bins, not a logistic mixture:
 the coder then needs no 256-entry table per sub-pixel (constriction's quantized Laplace takes the
@@ -18,6 +21,7 @@ sub-pixels in 0.13 s and decodes them in 0.30 s.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -35,6 +39,9 @@ SCALE_STEPS = 8
 SCALE_LO, SCALE_HI = -3.0, 7.0
 #: Means are snapped to multiples of 1/MEAN_STEPS.
 MEAN_STEPS = 64
+#: Decoder features enter as integers: multiples of 2^-FEATURE_BITS, clamped to +-FEATURE_LIMIT.
+FEATURE_BITS = 10
+FEATURE_LIMIT = 4.0
 _FAR = 1.0e4  # stands in for an open edge bin's infinite bound
 #: ``code(d, phase, channel, mean, scale) -> values`` of :meth:`LosslessHead.walk`
 Coder = Callable[[int, int, int, Tensor, Tensor], Tensor]
@@ -75,6 +82,13 @@ def snap_mean(mean: Tensor) -> Tensor:
     return torch.round(mean.clamp(-1.0, 256.0) * MEAN_STEPS) / MEAN_STEPS
 
 
+def feature_ints(f: Tensor) -> Tensor:
+    """A decoder feature map as the head's integer input: round(f 2^FEATURE_BITS), clamped.
+    (The features are the same float32 numbers on every machine, so these integers are too.)"""
+    lim = FEATURE_LIMIT * 2 ** FEATURE_BITS
+    return torch.round(f.float() * 2 ** FEATURE_BITS).clamp(-lim, lim)
+
+
 def to_phases(img: Tensor) -> Tensor:
     """(B, C, H, W) with even H, W -> (B, 4, C, H/2, W/2): the four phases dy * 2 + dx."""
     b, c, h, w = img.shape
@@ -101,8 +115,9 @@ def stages(depth: int) -> list[tuple[int, int, int]]:
 class LosslessHead(nn.Module):
     """One network for every stage: the inputs are x_hat's four phases at the stage's scale, the
     errors x - x_hat of the phases already coded there (zero elsewhere), the stage and the scale
-    (one-hot) and the lossy quality; the outputs per sub-pixel of the stage's phase are a mean
-    correction, a scale and the three channel coefficients (G|R, B|R, B|G)."""
+    (one-hot), the lossy quality and (``config.features``) the decoder's features at the
+    phases' resolution; the outputs per sub-pixel of the stage's phase are a mean correction, a
+    scale and the three channel coefficients (G|R, B|R, B|G)."""
 
     MAX_DEPTH = 3
 
@@ -113,6 +128,11 @@ class LosslessHead(nn.Module):
         self.config = config
         C = config.width
         self.inp = conv(12 + 12 + 4 + self.MAX_DEPTH + 1 + 1, C)
+        # one 1x1 convolution per scale: the decoder's features differ in meaning from scale to scale
+        self.feat = nn.ModuleList([conv(config.features, C, 1) for _ in range(config.depth + 1)] if config.features else [])
+        for f in self.feat:
+            nn.init.zeros_(f.weight)
+            nn.init.zeros_(f.bias)
         self.blocks = nn.Sequential(*[ResBlock(C) for _ in range(config.blocks)])
         self.out = conv(C, 9, 1)
         nn.init.zeros_(self.out.weight)
@@ -125,17 +145,30 @@ class LosslessHead(nn.Module):
         """Image sides must be multiples of this."""
         return 2 ** (self.config.depth + 1)
 
+    def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
+        """The decoder features' contribution to the first layer at ``scale`` (None without
+        features). ``features``: the render head's stage inputs, coarse to fine
+        (:func:`models.exact_render.exact_render`); scale d reads the one at the phases'
+        resolution, 2^(d+1) times coarser than x."""
+        if not self.config.features:
+            return None
+        if features is None or len(features) < self.config.depth + 1:
+            raise ValueError(f"this lossless head reads the decoder's features at {self.config.depth + 1} scales")
+        f = features[len(features) - 1 - scale]
+        return self.feat[scale](feature_ints(f).to(self.inp.weight.dtype) * 2.0 ** -FEATURE_BITS)
+
     def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,
-                      q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                      q: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(mean correction, Laplace scale, coefficients) of the phase at ``position`` of
         PHASE_ORDER at scale ``scale``, each (B, 3, h, w). ``xhat_ph``: x_hat's phases at that scale
         (B, 4, 3, h, w) in 0..255; ``err_ph``: x - x_hat at the phases coded so far (zero at the
-        others), in levels."""
+        others), in levels; ``extra``: :meth:`feature_term` at that scale."""
         b, _, _, h, w = xhat_ph.shape
         onehot = self.stage_planes(b, h, w, position, scale, xhat_ph.dtype).to(xhat_ph.device)
         qmap = (q.to(xhat_ph.dtype) / 8.0).view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([xhat_ph.reshape(b, 12, h, w) / 255.0 - 0.5, err_ph.reshape(b, 12, h, w) / 32.0, onehot, qmap], 1)
-        o = self.out(self.blocks(F.gelu(self.inp(inp))))
+        pre = self.inp(inp)
+        o = self.out(self.blocks(F.gelu(pre if extra is None else pre + extra)))
         delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
         return delta, F.softplus(raw) + 0.1, coef
 
@@ -162,14 +195,16 @@ class LosslessHead(nn.Module):
         err_g = target[:, 1] - (base[:, 1] + delta[:, 1] + coef[:, 0] * err_r)
         return mean + coef[:, 1] * err_r + coef[:, 2] * err_g
 
-    def walk(self, xhat: Tensor, q: Tensor, code: Coder, snapped: bool = False) -> Tensor:
+    def walk(self, xhat: Tensor, q: Tensor, code: Coder, snapped: bool = False,
+             features: list[Tensor] | None = None) -> Tensor:
         """The one coding order of encoder, decoder and training: for each stage of :func:`stages`
         and each channel R, G, B, the stage's network gives every sub-pixel of the phase a mean and
         a scale, and ``code(d, phase, channel, mean, scale)`` returns that channel's true values
         (B, h, w) there: the encoder and training read them from x, a decoder decodes them. The
         later channels' means and the later stages' inputs use them. ``xhat`` (B, 3, H, W): the
         render in 0..255 (any float dtype; the head runs in it). ``snapped``: the coder's
-        parameters (:func:`snap_mean`, :func:`snap_scale`). Returns x as ``code`` gave it."""
+        parameters (:func:`snap_mean`, :func:`snap_scale`). ``features``: the decoder's features
+        (:meth:`feature_term`; heads with ``config.features`` only). Returns x as ``code`` gave it."""
         if xhat.shape[-2] % self.multiple or xhat.shape[-1] % self.multiple:
             raise ValueError(f"image sides must be multiples of {self.multiple}, got {tuple(xhat.shape[-2:])}")
         depth = self.config.depth
@@ -180,10 +215,11 @@ class LosslessHead(nn.Module):
             err = torch.zeros_like(hp)
             if d < depth:
                 err[:, 0] = known[..., ::2 * s, ::2 * s] - hp[:, 0]  # x^(d+1), coded at the coarser scale
+            extra = self.feature_term(d, features)  # the same for every stage of the scale
             for i, ph in enumerate(PHASE_ORDER):
                 if d < depth and i == 0:
                     continue
-                delta, scale, coef = self.stage_outputs(hp, err, i, d, q)
+                delta, scale, coef = self.stage_outputs(hp, err, i, d, q, extra)
                 if snapped:
                     scale = snap_scale(scale)
                 base = hp[:, ph]
@@ -199,11 +235,12 @@ class LosslessHead(nn.Module):
                 err[:, ph] = values - base
         return known
 
-    def stage_bits(self, x: Tensor, xhat: Tensor, q: Tensor, snapped: bool = False) -> Tensor:
+    def stage_bits(self, x: Tensor, xhat: Tensor, q: Tensor, snapped: bool = False,
+                   features: list[Tensor] | None = None) -> Tensor:
         """Bits of each image of ``x`` (B, 3, H, W) uint8 at each stage of :func:`stages`,
-        (B, n_stages), given ``xhat`` (same shape, uint8: the render the decoder shows) at lossy
-        quality ``q`` (B,), with the continuous parameters (training) or, ``snapped``, with the
-        coder's (:func:`snap_mean`, :func:`snap_scale`)."""
+        (B, n_stages), given ``xhat`` (same shape, uint8: the render the decoder shows) and its
+        ``features`` (:meth:`walk`) at lossy quality ``q`` (B,), with the continuous parameters
+        (training) or, ``snapped``, with the coder's (:func:`snap_mean`, :func:`snap_scale`)."""
         bits: list[Tensor] = []
         phases: dict[int, Tensor] = {}
 
@@ -214,9 +251,23 @@ class LosslessHead(nn.Module):
             bits.append(laplace_bits(target, mean, scale).sum(dim=(1, 2)))
             return target
 
-        self.walk(xhat.to(self.inp.weight.dtype), q, code, snapped)
+        self.walk(xhat.to(self.inp.weight.dtype), q, code, snapped, features)
         return torch.stack(bits, 1).view(len(x), -1, 3).sum(2)
 
-    def forward(self, x: Tensor, xhat: Tensor, q: Tensor) -> Tensor:
+    def forward(self, x: Tensor, xhat: Tensor, q: Tensor, features: list[Tensor] | None = None) -> Tensor:
         """Bits of each image (B,): the training loss (:meth:`stage_bits` summed)."""
-        return self.stage_bits(x, xhat, q).sum(1)
+        return self.stage_bits(x, xhat, q, features=features).sum(1)
+
+
+def grow_head(head: LosslessHead, changes: dict[str, object]) -> LosslessHead:
+    """A head that computes what ``head`` does, with ``changes`` to its config: only
+    ``features`` (0 -> N), whose 1x1 convolutions start at zero (``train_lossless --grow``)."""
+    if set(changes) - {"features"}:
+        raise ValueError(f"a lossless head can only grow its features, not {sorted(set(changes) - {'features'})}")
+    cfg = dataclasses.replace(head.config, **changes)  # type: ignore[arg-type]
+    if head.config.features and cfg.features != head.config.features:
+        raise ValueError(f"this head already reads {head.config.features} feature channels")
+    new = LosslessHead(cfg).to(head.inp.weight.dtype)
+    missing, unexpected = new.load_state_dict(head.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("feat.") for k in missing)
+    return new.train(head.training)

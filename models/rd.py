@@ -105,6 +105,8 @@ class LevelOutput:
     z_hat: Tensor
     bits: Tensor | None          # elementwise bits of z_hat, when the quantizer reports them
     render: Tensor | None        # x_hat_k at 1/render_stride of x, in [-1/2, 1/2] (unclamped)
+    # with precise_render: the render head's stage inputs, coarse to fine (exact_render's features)
+    features: list[Tensor] | None = None
 
 
 def _ups(n: int, c_in: int, c_out: int, emb: int) -> tuple[nn.ModuleList, nn.ModuleList, nn.ModuleList]:
@@ -320,16 +322,18 @@ class RDSSVAE(nn.Module):
                 bits = None if bits_a is None or bits_b is None else torch.where(a, bits_a, bits_b)
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
+            features: list[Tensor] | None = None
             if not want(k):
                 out = None
             elif precise_render and precise is not None:
-                out = exact_render(det_lvl, state, det_emb)
+                features = []
+                out = exact_render(det_lvl, state, det_emb, features)
             else:
                 out = lvl.render(state.to(dev, torch.float32), emb)
             if k + 1 < n:
                 with det_guard():
                     ctx = det_lvl.transition(state, det_emb)
-            yield LevelOutput(k, z_hat, bits, out)
+            yield LevelOutput(k, z_hat, bits, out, features)
 
     def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor]:
         """Training terms for a batch ``x`` (uint8 or float in [0, 255], sides multiples of

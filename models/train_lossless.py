@@ -29,7 +29,7 @@ import torch
 from .config import LosslessConfig
 from .data import DEFAULT_DATA
 from .io import LOSSLESS_WEIGHTS, counters_from_weights, load_any, load_lossless_head
-from .lossless import LosslessHead
+from .lossless import LosslessHead, grow_head
 from .rd import RDSSVAE, rounding_quantizer
 from .train_rd import (RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, start_weights,
                        validation_crops)
@@ -38,15 +38,21 @@ VAL_QUALITIES = (0.0, 4.0, 8.0)
 
 
 @torch.no_grad()
-def lossy_render(model: RDSSVAE, x: torch.Tensor, q: torch.Tensor, precise: RDSSVAE | None = None) -> torch.Tensor:
+def lossy_render(model: RDSSVAE, x: torch.Tensor, q: torch.Tensor, precise: RDSSVAE | None = None,
+                 features: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The RD model's final render of ``x`` (uint8, sides multiples of its pad multiple) at
     qualities ``q``, rounded to uint8: with ``precise`` (the model's float64 copy) the exact
     render a lossless stream is coded against (:mod:`models.exact_render`), else the float32
-    render of a lossy stream."""
+    render of a lossy stream. ``features`` (with ``precise``): receives the exact render's
+    features, which a head with ``config.features`` reads."""
     xf = x.float() / 255.0 - 0.5
     *_, last = model.top_down(q, rounding_quantizer, xf, render=lambda k: k == model.n_levels - 1,
                               precise=precise, precise_render=precise is not None)
     assert last.render is not None
+    if features is not None:
+        if last.features is None:
+            raise ValueError("the decoder's features come with the exact render only (pass precise)")
+        features.extend(last.features)
     return ((last.render + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -56,7 +62,9 @@ def evaluate(head: LosslessHead, rd: RDSSVAE, crops: np.ndarray, q: float, preci
     ``precise``: :func:`lossy_render`)."""
     x = torch.from_numpy(crops)
     qs = torch.full((len(x),), q)
-    bits = head(x, lossy_render(rd, x, qs, precise), qs)
+    feats: list[torch.Tensor] | None = [] if head.config.features else None
+    xhat = lossy_render(rd, x, qs, precise, feats)
+    bits = head(x, xhat, qs, feats)
     return float(bits.sum()) / (len(x) * x.shape[-2] * x.shape[-1])
 
 
@@ -100,8 +108,14 @@ def train(args: argparse.Namespace) -> Path:
     step = counters["step"]
     if args.steps > seg["end"]:
         seg = {"start": step, "end": args.steps}
+    changes = json.loads(args.grow) if args.grow else {}
+    grown = bool(changes) and LosslessConfig.from_dict({**cfg.to_dict(), **changes}) != cfg
+    if grown:  # (a resumed grown run has nothing to grow)
+        head, ema = grow_head(head, changes), grow_head(ema, changes)
+        cfg = head.config
+        source += f", grown by {changes} (a fresh optimiser)"
     opt = torch.optim.Adam(head.parameters(), lr=args.lr)
-    if ckpt_path.exists():
+    if ckpt_path.exists() and not grown:
         opt.load_state_dict(ckpt["optimizer"])
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -133,11 +147,12 @@ def train(args: argparse.Namespace) -> Path:
             t0 = time.time()
             x = stream.get(step)
             q = torch.from_numpy(np.random.default_rng([args.seed, step, 1]).uniform(q_lo, q_hi, len(x))).float()
-            xhat = lossy_render(rd, x, q, precise)
+            feats: list[torch.Tensor] | None = [] if cfg.features else None
+            xhat = lossy_render(rd, x, q, precise, feats)
             lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
-            bpp = head(x, xhat, q).mean() / (x.shape[-2] * x.shape[-1])
+            bpp = head(x, xhat, q, feats).mean() / (x.shape[-2] * x.shape[-1])
             opt.zero_grad(set_to_none=True)
             bpp.backward()
             gn = float(torch.nn.utils.clip_grad_norm_(head.parameters(), args.clip))
@@ -185,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--init-from", default="", help="head weights to start from without a checkpoint "
                     "(default: the shipped lossless head)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: a new head, not the shipped one")
+    ap.add_argument("--grow", default="", help='LosslessConfig changes as JSON that add zero-initialised inputs to a '
+                    'trained head: \'{"features": 64}\' reads the RD model\'s decoder features')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)

@@ -82,16 +82,19 @@ def tiny_rd_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_head_weights(path: Path, seed: int = 0) -> Path:
+def make_head_weights(path: Path, seed: int = 0, features: int = 0) -> Path:
     """A small lossless head whose outputs are not the identity (so the channel coefficients, the
-    mean corrections and the scales all move), saved as weights."""
+    mean corrections and the scales all move), saved as weights; ``features``: it reads that many
+    channels of the decoder's features (through non-zero weights)."""
     from ssvcodec.models.config import LosslessConfig
     from ssvcodec.models.lossless import LosslessHead
 
     torch.manual_seed(seed)
-    head = LosslessHead(LosslessConfig(width=8, blocks=1, depth=2))
+    head = LosslessHead(LosslessConfig(width=8, blocks=1, depth=2, features=features))
     with torch.no_grad():
         head.out.weight.normal_(0.0, 0.05)
+        for f in head.feat:
+            f.weight.normal_(0.0, 2.0)
     save_weights(head, path, {"note": "test head"})
     return path
 

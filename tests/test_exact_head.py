@@ -18,12 +18,21 @@ from ssvcodec.models.lossless import LosslessHead
 from .conftest import require_data, synthetic
 
 
-def _head(seed: int = 0) -> LosslessHead:
+def _head(seed: int = 0, features: int = 0) -> LosslessHead:
     torch.manual_seed(seed)
-    head = LosslessHead(LosslessConfig(width=8, blocks=2, depth=2))
+    head = LosslessHead(LosslessConfig(width=8, blocks=2, depth=2, features=features))
     with torch.no_grad():
         head.out.weight.normal_(0.0, 0.05)
+        for f in head.feat:
+            f.weight.normal_(0.0, 2.0)
+            f.bias.normal_(0.0, 0.5)
     return head.eval()
+
+
+def _features(h: int, w: int, channels: int = 5) -> list[torch.Tensor]:
+    """Decoder-like features at 1/8, 1/4, 1/2 of (h, w), float32 as the exact render gives them."""
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(1, channels, h // s, w // s, generator=g) * 0.3 for s in (8, 4, 2)]
 
 
 def test_float32_convolutions_are_exact_on_bounded_integers() -> None:
@@ -50,6 +59,7 @@ def test_exact_conv_equals_the_integer_convolution_and_respects_its_bound() -> N
 
 def _outputs(head: LosslessHead, threads: int, mkldnn: bool) -> list[torch.Tensor]:
     x = torch.from_numpy(synthetic(32, 48, 3).transpose(2, 0, 1).copy()).unsqueeze(0).double()
+    feats = _features(32, 48, head.config.features) if head.config.features else None
     got: list[torch.Tensor] = []
 
     def code(d: int, ph: int, c: int, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -61,18 +71,33 @@ def _outputs(head: LosslessHead, threads: int, mkldnn: bool) -> list[torch.Tenso
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
         with torch.no_grad():
-            head.walk(x, torch.tensor([3.0], dtype=torch.float64), code, snapped=True)
+            head.walk(x, torch.tensor([3.0], dtype=torch.float64), code, snapped=True, features=feats)
     finally:
         torch.set_num_threads(old_threads)
         torch.backends.mkldnn.enabled = old_mk
     return got
 
 
-def test_exact_head_gives_the_same_numbers_on_any_thread_count_and_backend() -> None:
-    head = ExactLosslessHead(_head())
+@pytest.mark.parametrize("features", [0, 5])
+def test_exact_head_gives_the_same_numbers_on_any_thread_count_and_backend(features: int) -> None:
+    head = ExactLosslessHead(_head(features=features))
     ref = _outputs(head, 1, True)
     for threads, mk in ((2, True), (1, False)):
         assert all(torch.equal(a, b) for a, b in zip(ref, _outputs(head, threads, mk)))
+
+
+def test_the_exact_heads_features_are_the_float_heads() -> None:
+    """With decoder features, the exact head's means stay within a few activation-grid steps of
+    the float head's, and the features move them (the 1x1 convolutions are not ignored)."""
+    float_head = _head(features=5).double()
+    exact = _outputs(ExactLosslessHead(float_head), 1, True)
+    ref = _outputs(float_head, 1, True)
+    means = lambda outs: torch.cat([o.flatten() for o in outs[::2]])  # noqa: E731
+    assert float((means(exact) - means(ref)).abs().max()) < 0.5
+    with torch.no_grad():
+        for f in float_head.feat:
+            f.weight.zero_()
+    assert float((means(_outputs(float_head, 1, True)) - means(ref)).abs().max()) > 1.0
 
 
 def test_activations_stay_on_their_grid() -> None:

@@ -14,8 +14,8 @@ import torch
 from ssvcodec.models.config import LosslessConfig
 from ssvcodec.models.io import save_weights
 from ssvcodec.models import lossless
-from ssvcodec.models.lossless import (PHASE_ORDER, LosslessHead, from_phases, laplace_bits, snap_mean, snap_scale, stages,
-                                       to_phases)
+from ssvcodec.models.lossless import (PHASE_ORDER, LosslessHead, from_phases, grow_head, laplace_bits, snap_mean,
+                                       snap_scale, stages, to_phases)
 from ssvcodec.models.rd import RDSSVAE
 from ssvcodec.models.train_lossless import lossy_render
 
@@ -99,6 +99,34 @@ def test_lossy_render_is_the_decoders_8_bit_image() -> None:
     assert r.dtype == torch.uint8 and r.shape == x.shape
 
 
+def test_the_exact_render_gives_the_features_a_head_reads() -> None:
+    """lossy_render with the precise copy hands out the render head's stage inputs, coarse to
+    fine at 1/8, 1/4, 1/2 of x; a head grown to read them computes what it did before (its new
+    1x1 convolutions start at zero), and refuses to run without them."""
+    torch.manual_seed(0)
+    rd = RDSSVAE(tiny_rd_config()).eval()
+    precise = RDSSVAE(tiny_rd_config()).double().eval()
+    precise.load_state_dict(rd.state_dict())
+    x = torch.from_numpy(synthetic(64, 32).transpose(2, 0, 1).copy()).unsqueeze(0)
+    q = torch.tensor([4.0])
+    feats: list[torch.Tensor] = []
+    xhat = lossy_render(rd, x, q, precise, feats)
+    assert [tuple(f.shape) for f in feats] == [(1, 8, 8, 4), (1, 8, 16, 8), (1, 8, 32, 16)]
+    assert all(f.dtype == torch.float32 for f in feats)
+    with pytest.raises(ValueError, match="precise"):
+        lossy_render(rd, x, q, None, [])
+    head = LosslessHead(LosslessConfig(width=8, blocks=1)).eval()
+    with torch.no_grad():
+        head.out.weight.normal_(0.0, 0.05)
+    grown = grow_head(head, {"features": 8}).eval()
+    with torch.no_grad():
+        assert torch.equal(head.stage_bits(x, xhat, q), grown.stage_bits(x, xhat, q, features=feats))
+        with pytest.raises(ValueError, match="features"):
+            grown.stage_bits(x, xhat, q)
+    with pytest.raises(ValueError, match="only grow its features"):
+        grow_head(head, {"width": 16})
+
+
 def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     data = photo_dir(tmp_path / "data")
     rd = tmp_path / "rd.safetensors"
@@ -111,8 +139,15 @@ def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     subprocess.run([*cmd, "--steps", "2"], check=True, env=env, capture_output=True)
     r = subprocess.run([*cmd, "--steps", "3"], check=True, env=env, capture_output=True, text=True)
     assert "start at step 2 from checkpoint" in r.stdout and "schedule 2..3" in r.stdout
+    grow = ["--grow", json.dumps({"features": 8})]
+    r = subprocess.run([*cmd, "--steps", "4", *grow], check=True, env=env, capture_output=True, text=True)
+    assert "grown by {'features': 8}" in r.stdout
+    r = subprocess.run([*cmd, "--steps", "5", *grow], check=True, env=env, capture_output=True, text=True)
+    assert "start at step 4 from checkpoint" in r.stdout and "grown" not in r.stdout  # resumed, already grown
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert json.loads(ckpt["config"])["features"] == 8 and float(ckpt["model"]["feat.0.weight"].abs().sum()) > 0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert sum(",train," in row for row in rows) == 3 and sum(",val_ema," in row for row in rows) == 3
+    assert sum(",train," in row for row in rows) == 5 and sum(",val_ema," in row for row in rows) == 6
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
 
 

@@ -110,6 +110,27 @@ def test_another_head_is_named(codec: RDCodec, tiny_rd_weights: Path, tmp_path: 
         missing.encode(synthetic(16, 16), lossless=True)
 
 
+def test_a_head_reading_the_decoders_features_decodes_bit_for_bit(tiny_rd_weights: Path, tmp_path: Path) -> None:
+    """A head with ``features`` reads the exact render's stage inputs: lossless, near-lossless and
+    CR streams (tiled too) decode as they should, and the features change the stream (they are
+    read); a head whose feature count is not the RD model's width is refused."""
+    head = make_head_weights(tmp_path / "feat.safetensors", features=8)  # the tiny RD model's width
+    codec = RDCodec(tiny_rd_weights, lossless_weights=head)
+    img = _rgba(37, 45)
+    for tile in (None, 32):
+        data = codec.encode(img, quality=3.0, lossless=True, tile=tile)
+        assert np.array_equal(codec.decode(data), img)
+    near = codec.decode(codec.encode(img, quality=3.0, lossless=True, max_error=2))
+    assert np.abs(near[..., :3].astype(int) - img[..., :3].astype(int)).max() <= 2
+    with_y = codec.encode(img[..., :3], quality=3.0, lossless=True, with_y=True)
+    assert np.array_equal(codec.decode(with_y), img[..., :3])
+    plain = RDCodec(tiny_rd_weights, lossless_weights=make_head_weights(tmp_path / "plain.safetensors"))
+    assert len(plain.encode(img, quality=3.0, lossless=True)) != len(codec.encode(img, quality=3.0, lossless=True))
+    wrong = RDCodec(tiny_rd_weights, lossless_weights=make_head_weights(tmp_path / "wrong.safetensors", features=5))
+    with pytest.raises(ValueError, match="feature channels"):
+        wrong.encode(img, lossless=True)
+
+
 def test_cli_lossless_round_trip(codec: RDCodec, tiny_rd_weights: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.png"
     Image.fromarray(_rgba(19, 26), "RGBA").save(src)
