@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .exact_conv import ExactConv
-from .lossless import FEATURE_BITS, FEATURE_LIMIT, LosslessHead, feature_ints
+from .lossless import FEATURE_BITS, FEATURE_LIMIT, LosslessHead
 
 ACT_BITS = 5             # activations are multiples of 2^-ACT_BITS
 ACT_LIMIT = 64.0         # and clamped to [-ACT_LIMIT, ACT_LIMIT]
@@ -24,11 +24,15 @@ Q_LIMIT = 1000           # |quality| * 100 is clamped to this (the RD model's ra
 _IN_MAX = (255.0, 255.0, 1.0, float(Q_LIMIT))  # |input| bound: 2 xhat - 255, errors, one-hots, q * 100
 
 
-def _requant(acc: Tensor, conv: ExactConv) -> Tensor:
+def _requant(acc: Tensor, conv: ExactConv, extra: Tensor | None = None) -> Tensor:
     """The accumulator on the activation grid: round(y * 2^ACT_BITS), clamped (exact: a power of
-    two times an integer below 2^24, then rounding)."""
+    two times an integer below 2^24, then rounding). ``extra`` (float32, the layer's units) joins
+    y first in one float32 addition, which IEEE arithmetic rounds alike everywhere."""
     lim = ACT_LIMIT * 2 ** ACT_BITS
-    return torch.round(acc * torch.pow(2.0, ACT_BITS - conv.shift).view(1, -1, 1, 1)).clamp(-lim, lim)
+    if extra is None:
+        return torch.round(acc * torch.pow(2.0, ACT_BITS - conv.shift).view(1, -1, 1, 1)).clamp(-lim, lim)
+    y = acc * torch.pow(2.0, -conv.shift).view(1, -1, 1, 1) + extra
+    return torch.round(y * 2 ** ACT_BITS).clamp(-lim, lim)
 
 
 class ExactLosslessHead(LosslessHead):
@@ -63,31 +67,23 @@ class ExactLosslessHead(LosslessHead):
     @torch.no_grad()
     def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
         """As :meth:`LosslessHead.feature_term`, exactly: the first layer's units, float32."""
-        if not self.config.features:
+        ints = self.feature_ints_at(scale, features)
+        if ints is None:
             return None
-        if features is None or len(features) < self.config.depth + 1:
-            raise ValueError(f"this lossless head reads the decoder's features at {self.config.depth + 1} scales")
         conv = self._feat[scale]
-        acc = conv(feature_ints(features[len(features) - 1 - scale]))
-        return acc * torch.pow(2.0, -conv.shift).view(1, -1, 1, 1)  # exact: a power of two
+        return conv(ints) * torch.pow(2.0, -conv.shift).view(1, -1, 1, 1)  # exact: a power of two
 
     @torch.no_grad()
     def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,
                       q: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """As :meth:`LosslessHead.stage_outputs`, in exact integer arithmetic (float64 results).
-        ``extra`` (:meth:`feature_term`) joins the first layer's output in one float32 addition,
-        which IEEE arithmetic rounds alike everywhere."""
+        ``extra``: :meth:`feature_term`, added to the first layer's output (:func:`_requant`)."""
         b, _, _, h, w = xhat_ph.shape
         onehot = self.stage_planes(b, h, w, position, scale, torch.float32)
         q100 = torch.round(q.double() * 100).clamp(-Q_LIMIT, Q_LIMIT).float().view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([2 * xhat_ph.reshape(b, 12, h, w).float() - 255, err_ph.reshape(b, 12, h, w).float(),
                          onehot, q100], 1)
-        if extra is None:
-            r = self._act(_requant(self._inp(inp), self._inp))
-        else:
-            lim = ACT_LIMIT * 2 ** ACT_BITS
-            first = self._inp(inp) * torch.pow(2.0, -self._inp.shift).view(1, -1, 1, 1) + extra.float()
-            r = self._act(torch.round(first * 2 ** ACT_BITS).clamp(-lim, lim))
+        r = self._act(_requant(self._inp(inp), self._inp, None if extra is None else extra.float()))
         for c1, c2 in self._blocks:
             u = self._act(_requant(c1(self._act(r)), c1))
             r = (r + _requant(c2(u), c2)).clamp(-self._lim, self._lim)

@@ -145,17 +145,24 @@ class LosslessHead(nn.Module):
         """Image sides must be multiples of this."""
         return 2 ** (self.config.depth + 1)
 
-    def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
-        """The decoder features' contribution to the first layer at ``scale`` (None without
-        features). ``features``: the render head's stage inputs, coarse to fine
+    def feature_ints_at(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
+        """The integer feature map (:func:`feature_ints`) that ``scale`` reads (None for a head
+        without features). ``features``: the render head's stage inputs, coarse to fine
         (:func:`models.exact_render.exact_render`); scale d reads the one at the phases'
         resolution, 2^(d+1) times coarser than x."""
         if not self.config.features:
             return None
         if features is None or len(features) < self.config.depth + 1:
             raise ValueError(f"this lossless head reads the decoder's features at {self.config.depth + 1} scales")
-        f = features[len(features) - 1 - scale]
-        return self.feat[scale](feature_ints(f).to(self.inp.weight.dtype) * 2.0 ** -FEATURE_BITS)
+        return feature_ints(features[len(features) - 1 - scale])
+
+    def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
+        """The decoder features' contribution to the first layer at ``scale`` (None without
+        features; :meth:`feature_ints_at`)."""
+        ints = self.feature_ints_at(scale, features)
+        if ints is None:
+            return None
+        return self.feat[scale](ints.to(self.inp.weight.dtype) * 2.0 ** -FEATURE_BITS)
 
     def stage_outputs(self, xhat_ph: Tensor, err_ph: Tensor, position: int, scale: int,
                       q: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
