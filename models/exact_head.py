@@ -27,12 +27,13 @@ _IN_MAX = (255.0, 255.0, 1.0, float(Q_LIMIT))  # |input| bound: 2 xhat - 255, er
 def _requant(acc: Tensor, conv: ExactConv, extra: Tensor | None = None) -> Tensor:
     """The accumulator on the activation grid: round(y * 2^ACT_BITS), clamped (exact: a power of
     two times an integer below 2^24, then rounding). ``extra`` (float32, the layer's units) joins
-    y first in one float32 addition, which IEEE arithmetic rounds alike everywhere."""
+    y first in one float32 addition, which IEEE arithmetic rounds alike everywhere. Works in place
+    on ``acc`` (a convolution's fresh output)."""
     lim = ACT_LIMIT * 2 ** ACT_BITS
     if extra is None:
-        return torch.round(acc * torch.pow(2.0, ACT_BITS - conv.shift).view(1, -1, 1, 1)).clamp(-lim, lim)
-    y = acc * torch.pow(2.0, -conv.shift).view(1, -1, 1, 1) + extra
-    return torch.round(y * 2 ** ACT_BITS).clamp(-lim, lim)
+        return acc.mul_(torch.pow(2.0, ACT_BITS - conv.shift).view(1, -1, 1, 1)).round_().clamp_(-lim, lim)
+    y = acc.mul_(torch.pow(2.0, -conv.shift).view(1, -1, 1, 1)).add_(extra)
+    return y.mul_(2 ** ACT_BITS).round_().clamp_(-lim, lim)
 
 
 class ExactLosslessHead(LosslessHead):
@@ -62,7 +63,7 @@ class ExactLosslessHead(LosslessHead):
 
     def _act(self, a: Tensor) -> Tensor:
         # index_select with int32 indices: half the time of take with int64 ones
-        return self._gelu.index_select(0, (a + self._lim).to(torch.int32).view(-1)).view(a.shape)
+        return self._gelu.index_select(0, a.to(torch.int32).add_(self._lim).view(-1)).view(a.shape)
 
     @torch.no_grad()
     def feature_term(self, scale: int, features: list[Tensor] | None) -> Tensor | None:
@@ -86,7 +87,7 @@ class ExactLosslessHead(LosslessHead):
         r = self._act(_requant(self._inp(inp), self._inp, None if extra is None else extra.float()))
         for c1, c2 in self._blocks:
             u = self._act(_requant(c1(self._act(r)), c1))
-            r = (r + _requant(c2(u), c2)).clamp(-self._lim, self._lim)
+            r = _requant(c2(u), c2).add_(r).clamp_(-self._lim, self._lim)
         o = self._out(r).double() * torch.pow(2.0, -self._out.shift.double()).view(1, -1, 1, 1)
         delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
         return delta, F.softplus(raw) + 0.1, coef

@@ -266,15 +266,35 @@ class LosslessHead(nn.Module):
         return self.stage_bits(x, xhat, q, features=features).sum(1)
 
 
-def grow_head(head: LosslessHead, changes: dict[str, object]) -> LosslessHead:
-    """A head that computes what ``head`` does, with ``changes`` to its config: only
-    ``features`` (0 -> N), whose 1x1 convolutions start at zero (``train_lossless --grow``)."""
-    if set(changes) - {"features"}:
-        raise ValueError(f"a lossless head can only grow its features, not {sorted(set(changes) - {'features'})}")
+def grow_head(head: LosslessHead, changes: dict[str, object], seed: int = 0) -> LosslessHead:
+    """A head that computes what ``head`` does, with ``changes`` to its config
+    (``train_lossless --grow``): ``features`` (0 -> N; 1x1 convolutions that start at zero),
+    ``width`` (more channels) and ``blocks`` (more residual blocks, which start as the identity).
+    A widened layer keeps its trained weights; its new output channels start as a new layer's
+    (random, or zero where the layer starts at zero) and every weight from a new channel into an
+    old one is zero, so the old channels, and hence the outputs, are unchanged (function-preserving
+    widening, Chen, Goodfellow & Shlens 2016, "Net2Net") while the new ones learn."""
+    allowed = {"features", "width", "blocks"}
+    if set(changes) - allowed:
+        raise ValueError(f"a lossless head can only grow its {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = dataclasses.replace(head.config, **changes)  # type: ignore[arg-type]
     if head.config.features and cfg.features != head.config.features:
         raise ValueError(f"this head already reads {head.config.features} feature channels")
-    new = LosslessHead(cfg).to(head.inp.weight.dtype)
-    missing, unexpected = new.load_state_dict(head.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("feat.") for k in missing)
+    if cfg.width < head.config.width or cfg.blocks < head.config.blocks:
+        raise ValueError(f"a head can only grow: width {head.config.width} -> {cfg.width}, blocks {head.config.blocks} -> {cfg.blocks}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        new = LosslessHead(cfg).to(head.inp.weight.dtype)
+    state = new.state_dict()
+    for name, old in head.state_dict().items():
+        t = state[name].clone()
+        if t.shape == old.shape:
+            t = old.clone()
+        else:
+            region = tuple(slice(0, n) for n in old.shape)
+            t[region] = old
+            if t.dim() == 4:
+                t[: old.shape[0], old.shape[1]:] = 0.0  # new input channels into old outputs
+        state[name] = t
+    new.load_state_dict(state)
     return new.train(head.training)

@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--init-from", default="", help="head weights to start from without a checkpoint "
                     "(default: the shipped lossless head)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: a new head, not the shipped one")
-    ap.add_argument("--grow", default="", help='LosslessConfig changes as JSON that add zero-initialised inputs to a '
-                    'trained head: \'{"features": 64}\' reads the RD model\'s decoder features')
+    ap.add_argument("--grow", default="", help='LosslessConfig changes as JSON that grow a trained head without '
+                    'changing what it computes (models.lossless.grow_head): \'{"features": 64}\' reads the RD '
+                    'model\'s decoder features, \'{"width": 48, "blocks": 3}\' widens and deepens it')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)

@@ -123,8 +123,30 @@ def test_the_exact_render_gives_the_features_a_head_reads() -> None:
         assert torch.equal(head.stage_bits(x, xhat, q), grown.stage_bits(x, xhat, q, features=feats))
         with pytest.raises(ValueError, match="features"):
             grown.stage_bits(x, xhat, q)
-    with pytest.raises(ValueError, match="only grow its features"):
-        grow_head(head, {"width": 16})
+    with pytest.raises(ValueError, match="can only grow"):
+        grow_head(head, {"depth": 1})
+
+
+def test_a_widened_and_deepened_head_computes_what_it_did_and_its_new_channels_learn() -> None:
+    """grow_head's width and blocks (Net2Net-style): the same bits before any step, gradients on
+    the new channels' weights, and no shrinking."""
+    torch.manual_seed(0)
+    x = torch.from_numpy(synthetic(32, 32).transpose(2, 0, 1).copy()).unsqueeze(0)
+    xhat = (x.to(torch.int16) + torch.randint(-3, 4, x.shape, dtype=torch.int16)).clamp(0, 255).to(torch.uint8)
+    q = torch.tensor([2.0])
+    head = LosslessHead(LosslessConfig(width=8, blocks=1))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = grow_head(head, {"width": 12, "blocks": 2})
+    assert grown.config.width == 12 and len(grown.blocks) == 2
+    with torch.no_grad():
+        assert torch.allclose(head.stage_bits(x, xhat, q), grown.stage_bits(x, xhat, q), rtol=1e-6, atol=1e-4)
+    grown(x, xhat, q).sum().backward()
+    assert float(grown.blocks[0].c1.weight.grad[:8, 8:].abs().sum()) > 0  # old rows read the new channels
+    assert float(grown.out.weight.grad[:, 8:].abs().sum()) > 0
+    with pytest.raises(ValueError, match="only grow"):
+        grow_head(grown, {"width": 8})
 
 
 def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
