@@ -287,14 +287,9 @@ def grow_head(head: LosslessHead, changes: dict[str, object], seed: int = 0) -> 
         new = LosslessHead(cfg).to(head.inp.weight.dtype)
     state = new.state_dict()
     for name, old in head.state_dict().items():
-        t = state[name].clone()
-        if t.shape == old.shape:
-            t = old.clone()
-        else:
-            region = tuple(slice(0, n) for n in old.shape)
-            t[region] = old
-            if t.dim() == 4:
-                t[: old.shape[0], old.shape[1]:] = 0.0  # new input channels into old outputs
-        state[name] = t
+        t = state[name]  # a new layer's initial values; the old entries are copied over them
+        t[tuple(slice(0, n) for n in old.shape)] = old
+        if t.dim() == 4:
+            t[: old.shape[0], old.shape[1]:] = 0.0  # new input channels into old outputs
     new.load_state_dict(state)
     return new.train(head.training)
