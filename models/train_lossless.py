@@ -134,7 +134,7 @@ def train(args: argparse.Namespace) -> Path:
     data_dir = Path(args.data_dir)
     stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch), args.seed, 0, args.prefetch)
     val = validation_crops(data_dir, args.crop, 16) if args.val_every else None
-    q_lo, q_hi = rd.config.quality_range
+    q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else rd.config.quality_range
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_f:
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--grow", default="", help='LosslessConfig changes as JSON that grow a trained head without '
                     'changing what it computes (models.lossless.grow_head): \'{"features": 64}\' reads the RD '
                     'model\'s decoder features, \'{"width": 48, "blocks": 3}\' widens and deepens it')
+    ap.add_argument("--q-range", default="",
+                    help="LO,HI: draw the lossy quality of each crop from U(LO, HI) (default: the RD model's "
+                         "quality_range); a head that mostly codes against the default lossless quality can "
+                         "be trained near it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)

@@ -175,7 +175,8 @@ def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
 
 def test_train_lossless_without_a_checkpoint_continues_from_weights(tmp_path: Path) -> None:
     """With no checkpoint, --init-from's head and its counters start the run, and a larger
-    --steps opens a new schedule segment from their step (as train_rd does)."""
+    --steps opens a new schedule segment from their step (as train_rd does); --q-range sets the
+    crops' lossy quality."""
     data = photo_dir(tmp_path / "data")
     rd, head = tmp_path / "rd.safetensors", tmp_path / "head.safetensors"
     torch.manual_seed(0)
@@ -185,11 +186,14 @@ def test_train_lossless_without_a_checkpoint_continues_from_weights(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "ssvcodec.models.train_lossless", "--out", str(tmp_path / "run"),
                         "--data-dir", str(data), "--rd-weights", str(rd), "--init-from", str(head), "--crop", "64",
-                        "--batch", "2", "--warmup", "1", "--val-every", "0", "--threads", "1", "--steps", "6"],
+                        "--batch", "2", "--warmup", "1", "--val-every", "0", "--threads", "1", "--steps", "6",
+                        "--q-range", "1.5,1.5"],
                        check=True, env=env, capture_output=True, text=True)
     assert f"start at step 5 from weights {head}" in r.stdout and "schedule 5..6" in r.stdout
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert json.loads(ckpt["counters"])["step"] == 6 and json.loads(ckpt["counters"])["images"] == 12
+    rows = [row.split(",") for row in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert [float(row[5]) for row in rows] == [1.5]  # --q-range: every crop of the step at q = 1.5
 
 
 def test_the_coders_laplace_is_the_heads_and_round_trips() -> None:
