@@ -130,6 +130,9 @@ class RDConfig:
     # empty: none). They start as the identity, so a trained model can grow them (``train_rd
     # --grow``): more capacity for the posteriors without a wider trunk.
     enc_blocks: tuple[int, ...] = ()
+    # Channels of the encoder trunk (0: ``width``). Only the encoder runs at this width, so a wider
+    # trunk costs encoding time, not decoding time; ``train_rd --grow`` widens a trained one.
+    enc_width: int = 0
     # The prior scale's floor: False, SCALE_MIN latent units (the models to session 12); True,
     # SCALE_MIN quantization steps at every q above q_max / 2, where a step is under one latent unit
     # (the same below). A latent unit's floor spans several steps at high q, so an element the model
@@ -154,6 +157,8 @@ class RDConfig:
         stages = int(math.log2(max(self.latent_strides)))
         if self.enc_blocks and (len(self.enc_blocks) != stages or min(self.enc_blocks) < 0):
             raise ValueError(f"enc_blocks needs one count >= 0 per encoder stage ({stages}) (or none)")
+        if self.enc_width < 0:
+            raise ValueError(f"enc_width must be >= 0 (0: width), got {self.enc_width}")
         if self.render_strides[-1] != 1:
             raise ValueError("the last level must render x at full size (render stride 1)")
         for k in range(n):
@@ -168,6 +173,11 @@ class RDConfig:
     @property
     def levels(self) -> int:
         return len(self.render_strides)
+
+    @property
+    def encoder_width(self) -> int:
+        """Channels of the encoder trunk (``enc_width``, or ``width`` when it is 0)."""
+        return self.enc_width or self.width
 
     @property
     def pad_multiple(self) -> int:

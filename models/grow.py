@@ -14,6 +14,12 @@ Allowed changes:
   weights. The rate is not quite unchanged unless ``floor_in_steps`` is on: the prior's floor is
   then 0.11 latent units (:func:`~models.rd_layers.scale_from_raw`), so a zero costs ~1e-5 bits
   up to q = q_max / 2 (quantization step >= 1), 0.03 bits at q = 6 and 0.8 at q = 9 (step 0.18);
+- ``enc_width``: more channels in the encoder trunk (Net2Net-style widening, Chen et al. 2016).
+  A new channel's incoming weights, bias and gain start at zero, so it is zero everywhere (GDN
+  and the residual blocks keep a zero channel at zero, and no old channel's GDN reads it), and
+  the next layer (the next stage, a posterior head) reads it through small random weights: the
+  model computes exactly what it did, and the gradient reaches the new rows through those
+  weights. Only the encoder changes, so decoding costs nothing more;
 - ``floor_in_steps`` (False -> True): the prior scale's floor becomes 0.11 quantization steps
   where a step is under one latent unit (q > q_max / 2). No weight changes and nothing at
   q <= q_max / 2 does; above it every prior scale is smaller by 0.11 (1 / step - 1) steps, which
@@ -33,8 +39,10 @@ from .rd import LATENT_INIT_GAIN, RDSSVAE
 #: a new latent channel's raw prior scale: softplus(-12) ~ 6e-6, so its scale is the floor
 NEW_RAW_SCALE = -12.0
 
-#: (dim, source index per new index or -1 for a new entry) of each reshaped tensor
-IndexMaps = dict[str, tuple[int, list[int]]]
+#: How each reshaped tensor is built: steps (dim, source index per new index or -1 for a new
+#: entry, how new entries start), applied in order (a weight's columns before its rows, so that
+#: a new row is new in every column)
+IndexMaps = dict[str, list[tuple[int, list[int], str]]]
 
 
 def latent_index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
@@ -48,15 +56,44 @@ def latent_index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
         keep = list(range(m0)) + [-1] * (m1 - m0)
         pair = keep + [m0 + i for i in range(m0)] + [-1] * (m1 - m0)  # (mu | raw scale) halves
         p = f"levels.{k}."
-        for name in ("to_latent.2.weight", "to_latent.2.bias", "latent_gain.lin.weight", "latent_gain.lin.bias",
+        for name in ("to_latent.2.weight", "to_latent.2.bias", "latent_gain.lin.weight",
                      "latent_ungain.lin.weight", "latent_ungain.lin.bias"):
-            maps[p + name] = (0, keep)
-        for name in ("prior_table.weight", "prior_table.bias", "prior_head.weight", "prior_head.bias",
-                     "ctx_head.weight", "ctx_head.bias"):
-            maps[p + name] = (0, pair)
-        maps[p + "ctx_net.0.weight"] = (1, keep)
+            maps[p + name] = [(0, keep, "zero")]
+        maps[p + "latent_gain.lin.bias"] = [(0, keep, "latent_gain")]
+        for name in ("prior_table.weight", "prior_head.weight", "ctx_head.weight", "ctx_head.bias"):
+            maps[p + name] = [(0, pair, "zero")]
+        for name in ("prior_table.bias", "prior_head.bias"):
+            maps[p + name] = [(0, pair, "raw_scale")]
+        maps[p + "ctx_net.0.weight"] = [(1, keep, "zero")]
         ctx = 0 if k == 0 else old.width
-        maps[p + "merge.0.weight"] = (1, keep + [m0 + i for i in range(ctx)])
+        maps[p + "merge.0.weight"] = [(1, keep + [m0 + i for i in range(ctx)], "random")]
+    return maps
+
+
+def encoder_index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
+    """Where each entry of every tensor that a wider encoder trunk reshapes comes from (module
+    docstring): new rows start at zero, new columns small and random."""
+    c0, c1 = old.encoder_width, new.encoder_width
+    if c1 == c0:
+        return {}
+    if c1 < c0:
+        raise ValueError(f"--grow may only widen the encoder ({c0} -> {c1})")
+    keep = list(range(c0)) + [-1] * (c1 - c0)
+    maps: IndexMaps = {}
+    for i in range(int(math.log2(max(old.latent_strides)))):
+        maps[f"enc.{i}.weight"] = ([(1, keep, "random")] if i else []) + [(0, keep, "zero")]
+        maps[f"enc.{i}.bias"] = [(0, keep, "zero")]
+        maps[f"enc_gdn.{i}.beta"] = [(0, keep, "one")]
+        maps[f"enc_gdn.{i}.gamma"] = [(1, keep, "zero"), (0, keep, "gdn_gamma")]
+        maps[f"enc_gain.{i}.lin.weight"] = [(0, keep, "zero")]
+        maps[f"enc_gain.{i}.lin.bias"] = [(0, keep, "zero")]
+        for b in range(old.enc_blocks[i] if old.enc_blocks else 0):
+            for c in ("c1", "c2"):
+                maps[f"enc_res.{i}.{b}.{c}.weight"] = [(1, keep, "random"), (0, keep, "zero")]
+                maps[f"enc_res.{i}.{b}.{c}.bias"] = [(0, keep, "zero")]
+    for k in range(old.levels):
+        ctx = 0 if k == 0 else old.width
+        maps[f"levels.{k}.to_latent.0.weight"] = [(1, keep + [c0 + j for j in range(ctx)], "random")]
     return maps
 
 
@@ -68,37 +105,57 @@ def _embed(old: Tensor, fill: Tensor, dim: int, src: list[int]) -> Tensor:
     return out
 
 
-def _new_entries(name: str, shape: torch.Size, old: Tensor, src: list[int], gen: torch.Generator) -> Tensor:
+def _fill(kind: str, shape: list[int], old: Tensor, src: list[int], gen: torch.Generator) -> Tensor:
     """The starting values of a reshaped tensor's new entries (module docstring)."""
     fill = torch.zeros(shape, dtype=old.dtype)
-    if name.endswith("merge.0.weight"):  # read the new (zero) channels through small random weights
+    if kind == "random":  # read new (zero) channels through small random weights
         return torch.randn(shape, generator=gen, dtype=old.dtype) * float(old.std())
-    if name.endswith("latent_gain.lin.bias"):
+    if kind == "one":
+        return fill + 1.0
+    if kind == "latent_gain":
         return fill + math.log(LATENT_INIT_GAIN)
-    if name.endswith(("prior_table.bias", "prior_head.bias")):
-        m = len(src) // 2
-        fill[m:] = NEW_RAW_SCALE
+    if kind == "raw_scale":
+        fill[len(src) // 2:] = NEW_RAW_SCALE
+    if kind == "gdn_gamma":  # a new channel normalised by itself alone, as a fresh GDN
+        for j, s in enumerate(src):
+            if s < 0:
+                fill[j, j] = 0.1
     return fill
+
+
+def _reshape(t: Tensor, steps: list[tuple[int, list[int], str]], gen: torch.Generator | None,
+             fill: float | None = None) -> Tensor:
+    """``t`` grown by ``steps``; new entries from :func:`_fill` (or the constant ``fill``)."""
+    for dim, src, kind in steps:
+        shape = list(t.shape)
+        shape[dim] = len(src)
+        new = torch.full(shape, fill, dtype=t.dtype) if fill is not None else _fill(kind, shape, t, src, gen)  # type: ignore[arg-type]
+        t = _embed(t, new, dim, src)
+    return t
+
+
+def index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
+    """Every reshaped tensor's steps, for a wider latent and a wider encoder at once."""
+    return {**latent_index_maps(old, new), **encoder_index_maps(old, new)}
 
 
 def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     """``model`` with its config changed by ``changes`` (module docstring), keeping every trained
     weight; the grown model computes what ``model`` did (new latent channels: up to their rate)."""
-    allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps"}
+    allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps", "enc_width"}
     if changes.get("floor_in_steps") is False and model.config.floor_in_steps:
         raise ValueError("--grow may switch floor_in_steps on, not off")
     if set(changes) - allowed:
         raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = RDConfig.from_dict({**model.config.to_dict(), **changes})
     bigger = RDSSVAE(cfg)
-    maps = latent_index_maps(model.config, cfg)
+    maps = index_maps(model.config, cfg)
     gen = torch.Generator().manual_seed(seed)
     state = dict(model.state_dict())
     shapes = {n: t.shape for n, t in bigger.state_dict().items()}
-    for name, (dim, src) in maps.items():
+    for name, steps in maps.items():
         if name in state:
-            old = state[name]
-            state[name] = _embed(old, _new_entries(name, shapes[name], old, src, gen), dim, src)
+            state[name] = _reshape(state[name], steps, gen)
     for name, t in state.items():
         if name in shapes and shapes[name] != t.shape:
             raise ValueError(f"--grow {changes}: {name} would change shape without a rule for it")
@@ -113,7 +170,7 @@ def remap_optimizer_state(state: dict[str, Any], old: RDSSVAE, new: RDSSVAE) -> 
     parameters start without moments; a reshaped one keeps its old entries' moments, and its new
     entries start with a zero first moment and the mean second moment of the old ones (so their
     first steps are small, not Adam's full-size first step)."""
-    maps = latent_index_maps(old.config, new.config)
+    maps = index_maps(old.config, new.config)
     old_index = {n: i for i, (n, _) in enumerate(old.named_parameters())}
     moved: dict[int, Any] = {}
     for i, (n, p) in enumerate(new.named_parameters()):
@@ -121,10 +178,8 @@ def remap_optimizer_state(state: dict[str, Any], old: RDSSVAE, new: RDSSVAE) -> 
             continue
         s = dict(state["state"][old_index[n]])
         if n in maps:
-            dim, src = maps[n]
-            s["exp_avg"] = _embed(s["exp_avg"], torch.zeros(p.shape, dtype=s["exp_avg"].dtype), dim, src)
-            v = s["exp_avg_sq"]
-            s["exp_avg_sq"] = _embed(v, torch.full(p.shape, float(v.mean()), dtype=v.dtype), dim, src)
+            s["exp_avg"] = _reshape(s["exp_avg"], maps[n], None, 0.0)
+            s["exp_avg_sq"] = _reshape(s["exp_avg_sq"], maps[n], None, float(s["exp_avg_sq"].mean()))
         moved[i] = s
     group = {**state["param_groups"][0], "params": list(range(len(list(new.parameters()))))}
     return {"state": moved, "param_groups": [group]}

@@ -137,7 +137,7 @@ class RDLevel(nn.Module):
         self.k, self.first = k, k == 0
         self.floor_in_steps = cfg.floor_in_steps
         ctx = 0 if self.first else N
-        self.to_latent = nn.Sequential(conv(N + ctx, N), nn.GELU(), conv(N, M))
+        self.to_latent = nn.Sequential(conv(cfg.encoder_width + ctx, N), nn.GELU(), conv(N, M))
         self.latent_gain = Gain(E, M)
         if self.first:
             self.prior_table = nn.Linear(E, 2 * M)
@@ -219,13 +219,13 @@ class RDSSVAE(nn.Module):
     def __init__(self, config: RDConfig) -> None:
         super().__init__()
         self.config = config
-        N, E = config.width, config.emb_dim
+        C, E = config.encoder_width, config.emb_dim
         self.embed = QualityEmbedding(E, q_range=config.q_max)
         n_down = int(math.log2(max(config.latent_strides)))
-        self.enc = nn.ModuleList([conv(3 if i == 0 else N, N, 5, 2) for i in range(n_down)])
-        self.enc_gdn = nn.ModuleList([GDN(N) for _ in range(n_down)])
-        self.enc_gain = nn.ModuleList([Gain(E, N) for _ in range(n_down)])
-        self.enc_res = nn.ModuleList([nn.Sequential(*[ResBlock(N) for _ in range(config.enc_blocks[i] if config.enc_blocks else 0)])
+        self.enc = nn.ModuleList([conv(3 if i == 0 else C, C, 5, 2) for i in range(n_down)])
+        self.enc_gdn = nn.ModuleList([GDN(C) for _ in range(n_down)])
+        self.enc_gain = nn.ModuleList([Gain(E, C) for _ in range(n_down)])
+        self.enc_res = nn.ModuleList([nn.Sequential(*[ResBlock(C) for _ in range(config.enc_blocks[i] if config.enc_blocks else 0)])
                                       for i in range(n_down)])
         self.levels = nn.ModuleList([RDLevel(config, k) for k in range(config.levels)])
 

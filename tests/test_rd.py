@@ -316,6 +316,46 @@ def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None
     torch.optim.Adam(big.parameters()).load_state_dict(moved)
 
 
+def test_grow_widens_the_encoder_without_changing_what_the_model_computes() -> None:
+    """--grow '{"enc_width": ...}': the trunk's new channels are zero, so the latents, bits and
+    renders are what they were (up to float rounding), the next layers' new columns carry a
+    gradient to the new rows, the decoder's parameters are untouched, and Adam's moments follow
+    the old entries."""
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config(context=(0, 1, 1), enc_blocks=(0, 1, 0, 0, 1))).eval()
+    with torch.no_grad():  # trained-looking GDNs: off-diagonal terms that a new channel must not disturb
+        for g in small.enc_gdn:
+            g.gamma.add_(0.05 * torch.rand_like(g.gamma))
+        for r in small.enc_res:
+            for b in r:
+                b.c2.weight.normal_(0.0, 0.1)
+    big = grow(small, {"enc_width": 12}).eval()
+    assert big.config.encoder_width == 12 and big.config.width == 8 and big.enc[1].weight.shape == (12, 12, 5, 5)
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    q = torch.tensor([1.0, 7.0])
+    with torch.no_grad():
+        fa, fb = small.encoder_features(x, small.embed(q)), big.encoder_features(x, big.embed(q))
+        assert all(torch.allclose(fa[s], fb[s][:, :8], atol=1e-6) and torch.all(fb[s][:, 8:] == 0) for s in fa)
+        for oa, ob in zip(small.top_down(q, rounding_quantizer, x), big.top_down(q, rounding_quantizer, x)):
+            assert torch.allclose(oa.render, ob.render, atol=1e-5) and torch.allclose(oa.bits, ob.bits, atol=1e-4)
+    decoder = {n: t for n, t in small.state_dict().items() if not n.startswith("enc") and ".to_latent.0." not in n}
+    assert all(torch.equal(t, big.state_dict()[n]) for n, t in decoder.items())
+    big.train()
+    big(x, q)["loss"].backward()
+    assert float(big.enc[0].weight.grad[8:].abs().sum()) > 0 and float(big.enc[4].weight.grad[8:].abs().sum()) > 0
+    with pytest.raises(ValueError, match="only widen the encoder"):
+        grow(big, {"enc_width": 10})
+
+    opt, moved = _adam_step_then_remap(small, big, x, q)
+    names = [n for n, _ in big.named_parameters()]
+    old = opt.state_dict()["state"][[n for n, _ in small.named_parameters()].index("levels.1.to_latent.0.weight")]
+    got = moved["state"][names.index("levels.1.to_latent.0.weight")]
+    assert got["exp_avg"].shape == big.levels[1].to_latent[0].weight.shape  # (8, 12 features + 8 state, 3, 3)
+    assert torch.equal(got["exp_avg"][:, :8], old["exp_avg"][:, :8]) and torch.equal(got["exp_avg"][:, 12:], old["exp_avg"][:, 8:])
+    assert torch.all(got["exp_avg"][:, 8:12] == 0) and torch.all(got["exp_avg_sq"][:, 8:12] > 0)
+    torch.optim.Adam(big.parameters()).load_state_dict(moved)
+
+
 def test_floor_in_steps_changes_only_the_high_qualities_and_frees_unused_elements() -> None:
     """RDConfig.floor_in_steps (grown on): up to q_max / 2 nothing changes; above it an element
     left at its prior mean (a new, zero latent channel) costs ~0 bits instead of the latent
