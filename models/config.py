@@ -109,7 +109,7 @@ class RDConfig:
     render_strides: tuple[int, ...] = (4, 2, 1)
     latent_strides: tuple[int, ...] = (32, 16, 8)
     latent_channels: tuple[int, ...] = (48, 48, 48)
-    width: int = 64                              # N: channels of every transform
+    width: int = 64                              # N: channels of every transform (the encoder trunk: enc_width)
     emb_dim: int = 64                            # quality embedding
     # w_k of the distortion at each truncation. (0.5, 0.5, 1) until step 10,200 of the shipped run;
     # (0.1, 0.2, 1) since: in a paired probe level 3 kept or raised its PSNR at 3-7 % less rate and
