@@ -154,7 +154,7 @@ class RDConfig:
             raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
         if self.context and (len(self.context) != n or not set(self.context) <= {0, 1}):
             raise ValueError("context needs one 0 or 1 per level (or none)")
-        stages = int(math.log2(max(self.latent_strides)))
+        stages = self.encoder_stages
         if self.enc_blocks and (len(self.enc_blocks) != stages or min(self.enc_blocks) < 0):
             raise ValueError(f"enc_blocks needs one count >= 0 per encoder stage ({stages}) (or none)")
         if self.enc_width < 0:
@@ -173,6 +173,11 @@ class RDConfig:
     @property
     def levels(self) -> int:
         return len(self.render_strides)
+
+    @property
+    def encoder_stages(self) -> int:
+        """Stride-2 stages of the encoder trunk: down to the coarsest latent stride."""
+        return int(math.log2(max(self.latent_strides)))
 
     @property
     def encoder_width(self) -> int:

@@ -27,7 +27,9 @@ Allowed changes:
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,7 +82,7 @@ def encoder_index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
         raise ValueError(f"--grow may only widen the encoder ({c0} -> {c1})")
     keep = list(range(c0)) + [-1] * (c1 - c0)
     maps: IndexMaps = {}
-    for i in range(int(math.log2(max(old.latent_strides)))):
+    for i in range(old.encoder_stages):
         maps[f"enc.{i}.weight"] = ([(1, keep, "random")] if i else []) + [(0, keep, "zero")]
         maps[f"enc.{i}.bias"] = [(0, keep, "zero")]
         maps[f"enc_gdn.{i}.beta"] = [(0, keep, "one")]
@@ -123,15 +125,19 @@ def _fill(kind: str, shape: list[int], old: Tensor, src: list[int], gen: torch.G
     return fill
 
 
-def _reshape(t: Tensor, steps: list[tuple[int, list[int], str]], gen: torch.Generator | None,
-             fill: float | None = None) -> Tensor:
-    """``t`` grown by ``steps``; new entries from :func:`_fill` (or the constant ``fill``)."""
+def _reshape(t: Tensor, steps: list[tuple[int, list[int], str]],
+             new_entries: Callable[[str, list[int], Tensor, list[int]], Tensor]) -> Tensor:
+    """``t`` grown by ``steps``, its new entries from ``new_entries(kind, shape, t, src)``."""
     for dim, src, kind in steps:
         shape = list(t.shape)
         shape[dim] = len(src)
-        new = torch.full(shape, fill, dtype=t.dtype) if fill is not None else _fill(kind, shape, t, src, gen)  # type: ignore[arg-type]
-        t = _embed(t, new, dim, src)
+        t = _embed(t, new_entries(kind, shape, t, src), dim, src)
     return t
+
+
+def _constant(value: float) -> Callable[[str, list[int], Tensor, list[int]], Tensor]:
+    """New entries that all start at ``value`` (Adam's moments of a reshaped parameter)."""
+    return lambda kind, shape, t, src: torch.full(shape, value, dtype=t.dtype)
 
 
 def index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
@@ -155,7 +161,7 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     shapes = {n: t.shape for n, t in bigger.state_dict().items()}
     for name, steps in maps.items():
         if name in state:
-            state[name] = _reshape(state[name], steps, gen)
+            state[name] = _reshape(state[name], steps, functools.partial(_fill, gen=gen))
     for name, t in state.items():
         if name in shapes and shapes[name] != t.shape:
             raise ValueError(f"--grow {changes}: {name} would change shape without a rule for it")
@@ -178,8 +184,8 @@ def remap_optimizer_state(state: dict[str, Any], old: RDSSVAE, new: RDSSVAE) -> 
             continue
         s = dict(state["state"][old_index[n]])
         if n in maps:
-            s["exp_avg"] = _reshape(s["exp_avg"], maps[n], None, 0.0)
-            s["exp_avg_sq"] = _reshape(s["exp_avg_sq"], maps[n], None, float(s["exp_avg_sq"].mean()))
+            s["exp_avg"] = _reshape(s["exp_avg"], maps[n], _constant(0.0))
+            s["exp_avg_sq"] = _reshape(s["exp_avg_sq"], maps[n], _constant(float(s["exp_avg_sq"].mean())))
         moved[i] = s
     group = {**state["param_groups"][0], "params": list(range(len(list(new.parameters()))))}
     return {"state": moved, "param_groups": [group]}

@@ -221,7 +221,7 @@ class RDSSVAE(nn.Module):
         self.config = config
         C, E = config.encoder_width, config.emb_dim
         self.embed = QualityEmbedding(E, q_range=config.q_max)
-        n_down = int(math.log2(max(config.latent_strides)))
+        n_down = config.encoder_stages
         self.enc = nn.ModuleList([conv(3 if i == 0 else C, C, 5, 2) for i in range(n_down)])
         self.enc_gdn = nn.ModuleList([GDN(C) for _ in range(n_down)])
         self.enc_gain = nn.ModuleList([Gain(E, C) for _ in range(n_down)])
