@@ -32,3 +32,27 @@ def test_probe_measures_what_the_codec_codes() -> None:
             shown = codec.decode(truncate_levels(data, k))
             assert rows[str(q)]["psnr"][k - 1] == pytest.approx(psnr(shown, img), abs=0.05)
     assert probe.parse_qualities("-1:2") == [-1.0, 0.0, 1.0, 2.0] and probe.parse_qualities("0.5,3") == [0.5, 3.0]
+
+
+def test_latent_usage_splits_the_probe_bits_by_channel() -> None:
+    """bench.latent_usage: per level, its channels' bits add up to the bits the probe counts for
+    that level, and a channel whose posterior is switched off (latent gain 0, so its latents sit at
+    the prior's mean) carries a smaller share than any live one."""
+    import torch
+
+    from ssvcodec.bench import latent_usage
+    from ssvcodec.models.config import RDConfig
+    from ssvcodec.models.rd import RDSSVAE
+
+    torch.manual_seed(0)
+    model = RDSSVAE(RDConfig(width=16, latent_channels=(4, 4, 4), emb_dim=8, context=(0, 1, 1))).eval()
+    with torch.no_grad():
+        model.levels[2].latent_gain.lin.bias[1] = -30.0  # channel 1 of level 3: exp(-30) ~ 0
+    img = synthetic(64, 64, 2)
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].float() / 255 - 0.5
+    per_level = latent_usage.channel_bits(model, x, 4.0)
+    probe_bpp = probe.measure(model, [img], [4.0])["4.0"]["bpp"]
+    assert [len(b) for b in per_level] == [4, 4, 4]
+    assert np.cumsum([b.sum() / (64 * 64) for b in per_level]).tolist() == pytest.approx(probe_bpp, rel=1e-4)
+    live = np.delete(per_level[2], 1)
+    assert per_level[2][1] < live.min()
