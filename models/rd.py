@@ -335,11 +335,12 @@ class RDSSVAE(nn.Module):
                     ctx = det_lvl.transition(state, det_emb)
             yield LevelOutput(k, z_hat, bits, out, features)
 
-    def forward(self, x: Tensor, q: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, q: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
         """Training terms for a batch ``x`` (uint8 or float in [0, 255], sides multiples of
         ``pad_multiple``) at qualities ``q`` (one per image): per level the bits per pixel of x
         (``bpp_k``) and the MSE of the upsampled render against x on [0, 1] (``mse_k``), and the
-        loss ``sum_k bpp_k + lambda(q) * 255^2 * sum_k w_k mse_k``, averaged over the batch."""
+        loss ``sum_k bpp_k + lambda(q) * 255^2 * sum_k w_k mse_k``, averaged over the batch
+        (with ``weight``, one per image, the weighted mean: :func:`rate_normalised_weight`)."""
         cfg = self.config
         xf = x.float() / 255.0 - 0.5
         pixels = xf.shape[-2] * xf.shape[-1]
@@ -353,8 +354,25 @@ class RDSSVAE(nn.Module):
             terms[f"bpp_{o.k + 1}"], terms[f"mse_{o.k + 1}"] = bpp, mse
             rate = rate + bpp
             dist = dist + cfg.level_weights[o.k] * mse
-        terms["loss"] = (rate + self.lam(q) * 255.0 ** 2 * dist).mean()
+        per_image = rate + self.lam(q) * 255.0 ** 2 * dist
+        terms["loss"] = per_image.mean() if weight is None else (weight.to(per_image) * per_image).mean()
         return terms
+
+
+def rate_normalised_weight(q: Tensor, slope: float, q_ref: float) -> Tensor:
+    """Per-image loss weights ``2^(-slope * (q - q_ref))`` for a batch trained at qualities ``q``.
+
+    A lambda-conditioned model shares its weights across rates, and a uniform draw of q lets the
+    high rates set their direction: on training crops the gradient of one image's loss at q = 9
+    is about 100 times that at q = -4 and 60 times that at q = 0 (docs/training.md, session 17),
+    because lambda scales the distortion's gradient. An improvement of a rate's loss by e is worth
+    e bits per pixel at that rate's distortion, i.e. a relative saving of e / R(q), and the
+    BD-rate that the codec is judged by averages relative (log) savings. So weighting each
+    image's loss by 1 / R(q) aims the shared training at the BD-rate; on training crops R(q) is
+    close to ``2^(0.25 (q - 4))`` bpp over q = -4..9, hence ``slope`` 0.25 and ``q_ref`` 4 (weight
+    1 at q = 4). Each rate's own optimum (its R + lambda D) is unchanged by a constant factor: only
+    how the rates share the model moves."""
+    return torch.pow(2.0, -slope * (q.float() - q_ref))
 
 
 def build_rd_model(config: RDConfig) -> RDSSVAE:

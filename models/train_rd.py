@@ -6,7 +6,8 @@ Recipe (measured on this CPU, see the RD issue and ``../shared/design/ssvae-code
 Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the planned
 ``--steps``, gradient clipping, EMA weights (``--ema``), a quality q ~ U(quality_range) per crop (one
 lambda-conditioned model for every rate), the distortion of truncation level k weighted by the
-config's w_k (``--level-weights`` replaces them, also on a resumed run), crops drawn with
+config's w_k (``--level-weights`` replaces them, also on a resumed run), each crop's loss weighted
+by about 1 / its rate with ``--q-weight`` (:func:`models.rd.rate_normalised_weight`), crops drawn with
 probability proportional to each photo's area (the clean wallpaper photos hold most pixels).
 
 Resuming: re-running with the same ``--out`` continues from ``OUT/checkpoint.pt`` (model, EMA,
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from .config import RDConfig
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
 from .grow import grow, remap_optimizer_state
-from .rd import RDSSVAE, psnr_from_mse
+from .rd import RDSSVAE, psnr_from_mse, rate_normalised_weight
 from .train import BatchStream
 
 RD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safetensors"
@@ -244,7 +245,8 @@ def train(args: argparse.Namespace) -> Path:
 
     run_info = {"threads": args.threads or torch.get_num_threads(), "world": world, "crop": args.crop,
                 "batch_per_process": args.batch, "lr": args.lr, "lr_min": args.lr_min, "warmup": args.warmup,
-                "ema": args.ema, "clip": args.clip, "compile": args.compile, "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
+                "ema": args.ema, "clip": args.clip, "compile": args.compile,
+                "q_weight": [args.q_weight, args.q_weight_ref], "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
                 "device": str(device), "hardware": _hardware(device), "schedule": seg}
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -288,7 +290,8 @@ def train(args: argparse.Namespace) -> Path:
         gn_ref = float(np.median(norms)) if len(norms) >= 20 else math.inf
         for g in opt.param_groups:
             g["lr"] = lr
-        terms = net(x, q.to(device))
+        weight = rate_normalised_weight(q, args.q_weight, args.q_weight_ref) if args.q_weight else None
+        terms = net(x, q.to(device), None if weight is None else weight.to(device))
         loss = terms["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -371,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--level-weights", default=None,
                     help="w_1,...,w_L: override the config's distortion weight per truncation level")
+    ap.add_argument("--q-weight", type=float, default=0.0,
+                    help="weight each crop's loss by 2^(-SLOPE (q - --q-weight-ref)), about 1 / its rate (0: unweighted)")
+    ap.add_argument("--q-weight-ref", type=float, default=4.0, help="the quality whose loss keeps weight 1 under --q-weight")
     ap.add_argument("--grow", default="",
                     help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\'')
     ap.add_argument("--ema", type=float, default=0.999)

@@ -14,7 +14,7 @@ import torch
 
 from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
-from ssvcodec.models.rd import RDSSVAE, psnr_from_mse, rounding_quantizer, upsample
+from ssvcodec.models.rd import RDSSVAE, psnr_from_mse, rate_normalised_weight, rounding_quantizer, upsample
 from ssvcodec.models.rd_layers import gaussian_bits
 from ssvcodec.models.grow import grow, remap_optimizer_state
 from ssvcodec.models.train_rd import lr_at, widened
@@ -41,6 +41,24 @@ def test_training_terms_cover_every_truncation_level() -> None:
             g = part.weight.grad
             assert g is not None and float(g.abs().sum()) > 0, f"level {k + 1} gets no gradient"
     assert float(model.enc[0].weight.grad.abs().sum()) > 0  # the shared encoder trunk
+
+
+def test_rate_normalised_weights_scale_each_images_loss() -> None:
+    """``weight`` multiplies each image's own loss (its rate + lambda * distortion) before the batch
+    mean; rate_normalised_weight halves per 4 units of q and is 1 at the reference quality, and
+    the trainer's --q-weight reaches the loss."""
+    q = torch.tensor([0.0, 8.0])
+    w = rate_normalised_weight(q, 0.25, 4.0)
+    assert w.tolist() == pytest.approx([2.0, 0.5]) and rate_normalised_weight(torch.tensor([4.0]), 0.25, 4.0).item() == 1.0
+    torch.manual_seed(0)
+    model = RDSSVAE(tiny_rd_config()).eval()  # rounding: the same terms on every call
+    x = batch()
+    plain, weighted = model(x, q), model(x, q, w)
+    per_image = sum(plain[f"bpp_{k}"] for k in (1, 2, 3)) + model.lam(q) * 255.0 ** 2 * sum(
+        wk * plain[f"mse_{k + 1}"] for k, wk in enumerate(model.config.level_weights))
+    assert plain["loss"].item() == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert weighted["loss"].item() == pytest.approx((w * per_image).mean().item(), rel=1e-5)
+    assert weighted["loss"].item() != pytest.approx(plain["loss"].item(), rel=1e-3)
 
 
 def test_fresh_latents_span_a_quantization_step() -> None:
@@ -177,6 +195,21 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         assert torch.equal(a["ema"][k], b["ema"][k]), k
     rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert sum(",train," in r for r in rows) == 4 and sum(",val_ema," in r for r in rows) == 6
+
+
+def test_q_weight_reaches_the_trainers_loss(tmp_path: Path) -> None:
+    """The same first step (seed, crops, q) logs another loss under --q-weight, and the checkpoint
+    records the weighting."""
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, extra in (("plain", ()), ("weighted", ("--q-weight", "0.25"))):
+        subprocess.run(train_cmd(tmp_path / name, data, "--steps", "1", "--val-every", "0", *extra),
+                       check=True, env=env, capture_output=True)
+    first = {n: (tmp_path / n / "log.csv").read_text().splitlines()[1].split(",") for n in ("plain", "weighted")}
+    assert first["plain"][8] == first["weighted"][8]  # the same q
+    assert first["plain"][4] != first["weighted"][4]  # another loss
+    run = json.loads(torch.load(tmp_path / "weighted" / "checkpoint.pt", weights_only=True)["run"])
+    assert run["q_weight"] == [0.25, 4.0]
 
 
 def test_extending_the_schedule_rewarms_and_export_resumes(tmp_path: Path) -> None:
