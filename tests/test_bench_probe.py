@@ -56,3 +56,27 @@ def test_latent_usage_splits_the_probe_bits_by_channel() -> None:
     assert np.cumsum([b.sum() / (64 * 64) for b in per_level]).tolist() == pytest.approx(probe_bpp, rel=1e-4)
     live = np.delete(per_level[2], 1)
     assert per_level[2][1] < live.min()
+
+
+def test_paired_log_compares_shared_batches(tmp_path: Path) -> None:
+    """bench.paired_log: per q range, the probe's relative bpp change and PSNR change against the
+    control at the steps both logged; runs whose q differ at a shared step are refused."""
+    from ssvcodec.bench import paired_log
+
+    head = "step,images,seconds,lr,loss,grad_norm,skipped,kind,q,bpp_1,bpp_2,psnr_1,psnr_2\n"
+    control = head + "".join(f"{s},0,0,1e-4,1,1,0,train,{q},0.1,0.1,20,30\n" for s, q in ((1, -1.0), (2, 5.0), (3, 8.0)))
+    probe = head + "".join(f"{s},0,0,1e-4,1,1,0,train,{q},0.1,{b2},20,{p2}\n"
+                           for s, q, b2, p2 in ((1, -1.0, 0.1, 30.5), (2, 5.0, 0.2, 30), (3, 8.0, 0.2, 29)))
+    (tmp_path / "a.csv").write_text(control)
+    (tmp_path / "b.csv").write_text(probe)
+    a, _ = paired_log.read_log(tmp_path / "a.csv")
+    b, _ = paired_log.read_log(tmp_path / "b.csv")
+    rows = paired_log.summarise(a, b, paired_log.paired_rows(a, b, 0), [-4.0, 0.0, 9.0])
+    assert [r["steps"] for r in rows] == [1, 2]
+    assert rows[0]["bpp_2"] == pytest.approx(0.0) and rows[0]["psnr_2"] == pytest.approx(0.5)
+    assert rows[1]["bpp_1"] == pytest.approx(0.0) and rows[1]["bpp_2"] == pytest.approx(50.0)  # 0.3 vs 0.2 bpp up to level 2
+    assert rows[1]["psnr_2"] == pytest.approx(-0.5)
+    (tmp_path / "c.csv").write_text(probe.replace("train,5.0", "train,6.0"))
+    c, _ = paired_log.read_log(tmp_path / "c.csv")
+    with pytest.raises(SystemExit, match="do not share"):
+        paired_log.paired_rows(a, c, 0)
