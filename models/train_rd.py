@@ -177,6 +177,8 @@ def train(args: argparse.Namespace) -> Path:
         ema.load_state_dict(ckpt["ema"])
         counters = json.loads(ckpt["counters"])
         seg = json.loads(ckpt["segment"])
+        if args.q_weight is None:  # a resumed run keeps its loss weighting unless told otherwise
+            args.q_weight, args.q_weight_ref = json.loads(ckpt.get("run", "{}")).get("q_weight", [0.0, args.q_weight_ref])
         if "torch_rng" in ckpt:
             torch.set_rng_state(ckpt["torch_rng"])
         source = f"checkpoint {ckpt_path}"
@@ -195,6 +197,8 @@ def train(args: argparse.Namespace) -> Path:
         ema = copy.deepcopy(model)
         source = "scratch"
     opt_state = ckpt["optimizer"] if ckpt_path.exists() else None
+    if args.q_weight is None:
+        args.q_weight = 0.0
     changes = json.loads(args.grow) if args.grow else {}
     if changes and RDConfig.from_dict({**cfg.to_dict(), **changes}) != cfg:  # a resumed grown run: nothing to do
         old = model
@@ -374,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--level-weights", default=None,
                     help="w_1,...,w_L: override the config's distortion weight per truncation level")
-    ap.add_argument("--q-weight", type=float, default=0.0,
-                    help="weight each crop's loss by 2^(-SLOPE (q - --q-weight-ref)), about 1 / its rate (0: unweighted)")
+    ap.add_argument("--q-weight", type=float, default=None,
+                    help="weight each crop's loss by 2^(-SLOPE (q - --q-weight-ref)), about 1 / its rate (0: unweighted; "
+                         "default: what the checkpoint's run used, else 0)")
     ap.add_argument("--q-weight-ref", type=float, default=4.0, help="the quality whose loss keeps weight 1 under --q-weight")
     ap.add_argument("--grow", default="",
                     help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\'')

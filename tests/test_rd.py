@@ -199,7 +199,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 def test_q_weight_reaches_the_trainers_loss(tmp_path: Path) -> None:
     """The same first step (seed, crops, q) logs another loss under --q-weight, and the checkpoint
-    records the weighting."""
+    records the weighting, which a resumed run keeps."""
     data = photo_dir(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for name, extra in (("plain", ()), ("weighted", ("--q-weight", "0.25"))):
@@ -210,6 +210,11 @@ def test_q_weight_reaches_the_trainers_loss(tmp_path: Path) -> None:
     assert first["plain"][4] != first["weighted"][4]  # another loss
     run = json.loads(torch.load(tmp_path / "weighted" / "checkpoint.pt", weights_only=True)["run"])
     assert run["q_weight"] == [0.25, 4.0]
+    subprocess.run(train_cmd(tmp_path / "weighted", data, "--steps", "2", "--val-every", "0"),
+                   check=True, env=env, capture_output=True)  # resumed without the flag: the run keeps its weighting
+    run = json.loads(torch.load(tmp_path / "weighted" / "checkpoint.pt", weights_only=True)["run"])
+    assert run["q_weight"] == [0.25, 4.0]
+    assert json.loads(torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)["run"])["q_weight"] == [0.0, 4.0]
 
 
 def test_extending_the_schedule_rewarms_and_export_resumes(tmp_path: Path) -> None:
