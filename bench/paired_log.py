@@ -1,14 +1,18 @@
 """Two ``models.train_rd`` runs that share their crops and qualities, compared batch by batch:
-``python -m ssvcodec.bench.paired_log CONTROL/log.csv PROBE/log.csv [--from STEP] [--bins -4,0,4,7,9]``.
+``python -m ssvcodec.bench.paired_log CONTROL/log.csv PROBE/log.csv [--from STEP] [--window 500]``.
 
 Runs forked from one checkpoint with the same seed draw the same crops and the same q at every
 step (``train_rd``: batch s has the seed [seed, s, rank]), so the difference of their logged
 training terms at one step is the difference of the two models on the same images, free of the
-variance between batches. Printed per range of q: the number of shared steps, the probe's mean
-relative change of each level's bits per pixel (the stream up to that level) and its mean PSNR
-change per level (training-mode quantization: noise for the rate, rounding for the renders), then
-both runs' held-out EMA rows (``val_ema``) at the steps both logged. This is the paired check of
-docs/training.md (sessions 16 and 17).
+variance between batches. Printed per window of steps: the probe's mean relative change of each
+level's bits per pixel (the stream up to that level) and its mean PSNR change per level, with the
+standard error (training-mode quantization: noise for the rate, rounding for the renders), then
+both runs' held-out EMA rows (``val_ema``, fixed q) at the steps both logged.
+
+A batch mixes qualities (the log keeps only their mean), and its bpp is a mean over crops, led by
+the high-q ones, while its PSNR is that of the mean MSE, led by the low-q ones; so a change that
+moves rates against each other shows here as a change of both, and only the ``val_ema`` rows (or
+``bench.probe``) say at which q. This is the paired check of docs/training.md (sessions 16, 17).
 """
 from __future__ import annotations
 
@@ -48,22 +52,18 @@ def paired_rows(a: dict[int, dict[str, str]], b: dict[int, dict[str, str]], star
 
 
 def summarise(a: dict[int, dict[str, str]], b: dict[int, dict[str, str]], steps: list[int],
-              bins: list[float]) -> list[dict[str, object]]:
-    """Per q range [lo, hi): steps, probe-vs-control relative bpp change (%) and PSNR change (dB)
-    per level, the stream's bpp cumulated over the levels."""
+              window: int) -> list[dict[str, object]]:
+    """Per window of ``window`` shared steps: the probe-vs-control relative bpp change (%) and
+    PSNR change (dB, with its standard error) per level, the stream's bpp cumulated over levels."""
     out = []
     n_levels = levels_of(a[steps[0]]) if steps else 0
-    for lo, hi in zip(bins[:-1], bins[1:]):
-        sel = [s for s in steps if lo <= float(a[s]["q"]) < hi or (hi == bins[-1] and float(a[s]["q"]) == hi)]
-        if not sel:
-            continue
-        row: dict[str, object] = {"q": f"[{lo:g}, {hi:g})", "steps": len(sel)}
+    for i in range(0, len(steps), window):
+        sel = steps[i:i + window]
+        row: dict[str, object] = {"steps": f"{sel[0]}..{sel[-1]}", "n": len(sel)}
         for k in range(1, n_levels + 1):
             bpp_a = np.array([sum(float(a[s][f"bpp_{j}"]) for j in range(1, k + 1)) for s in sel])
             bpp_b = np.array([sum(float(b[s][f"bpp_{j}"]) for j in range(1, k + 1)) for s in sel])
-            psnr_a = np.array([float(a[s][f"psnr_{k}"]) for s in sel])
-            psnr_b = np.array([float(b[s][f"psnr_{k}"]) for s in sel])
-            d = psnr_b - psnr_a
+            d = np.array([float(b[s][f"psnr_{k}"]) - float(a[s][f"psnr_{k}"]) for s in sel])
             row[f"bpp_{k}"] = 100.0 * float(np.mean(bpp_b / bpp_a - 1.0))
             row[f"psnr_{k}"] = float(np.mean(d))
             row[f"psnr_{k}_se"] = float(np.std(d) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("control", type=Path)
     ap.add_argument("probe", type=Path)
     ap.add_argument("--from", dest="start", type=int, default=0, help="first step to compare")
-    ap.add_argument("--bins", default="-4,0,4,7,9", help="edges of the q ranges")
+    ap.add_argument("--window", type=int, default=500, help="shared steps per printed row")
     args = ap.parse_args(argv)
     a, va = read_log(args.control)
     b, vb = read_log(args.probe)
@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     if not steps:
         raise SystemExit("no shared training steps")
     print(f"{len(steps)} shared steps, {steps[0]}..{steps[-1]}; probe {args.probe} against control {args.control}")
-    rows = summarise(a, b, steps, [float(v) for v in args.bins.split(",")])
+    rows = summarise(a, b, steps, args.window)
     n_levels = levels_of(a[steps[0]])
-    print("| q | steps | " + " | ".join(f"L{k} bpp | L{k} dB" for k in range(1, n_levels + 1)) + " |")
+    print("| steps | n | " + " | ".join(f"L{k} bpp | L{k} dB" for k in range(1, n_levels + 1)) + " |")
     print("|---|---|" + "---|---|" * n_levels)
     for r in rows:
         cells = " | ".join(f"{r[f'bpp_{k}']:+.2f} % | {r[f'psnr_{k}']:+.3f} ± {r[f'psnr_{k}_se']:.3f}"
                            for k in range(1, n_levels + 1))
-        print(f"| {r['q']} | {r['steps']} | {cells} |")
+        print(f"| {r['steps']} | {r['n']} | {cells} |")
     shared = sorted(set(va) & set(vb))
     for step, q in shared:
         if step < args.start:

@@ -59,8 +59,8 @@ def test_latent_usage_splits_the_probe_bits_by_channel() -> None:
 
 
 def test_paired_log_compares_shared_batches(tmp_path: Path) -> None:
-    """bench.paired_log: per q range, the probe's relative bpp change and PSNR change against the
-    control at the steps both logged; runs whose q differ at a shared step are refused."""
+    """bench.paired_log: per window of shared steps, the probe's relative bpp change and PSNR change
+    against the control; runs whose q differ at a shared step are refused."""
     from ssvcodec.bench import paired_log
 
     head = "step,images,seconds,lr,loss,grad_norm,skipped,kind,q,bpp_1,bpp_2,psnr_1,psnr_2\n"
@@ -71,11 +71,10 @@ def test_paired_log_compares_shared_batches(tmp_path: Path) -> None:
     (tmp_path / "b.csv").write_text(probe)
     a, _ = paired_log.read_log(tmp_path / "a.csv")
     b, _ = paired_log.read_log(tmp_path / "b.csv")
-    rows = paired_log.summarise(a, b, paired_log.paired_rows(a, b, 0), [-4.0, 0.0, 9.0])
-    assert [r["steps"] for r in rows] == [1, 2]
-    assert rows[0]["bpp_2"] == pytest.approx(0.0) and rows[0]["psnr_2"] == pytest.approx(0.5)
-    assert rows[1]["bpp_1"] == pytest.approx(0.0) and rows[1]["bpp_2"] == pytest.approx(50.0)  # 0.3 vs 0.2 bpp up to level 2
-    assert rows[1]["psnr_2"] == pytest.approx(-0.5)
+    rows = paired_log.summarise(a, b, paired_log.paired_rows(a, b, 0), 2)
+    assert [(r["steps"], r["n"]) for r in rows] == [("1..2", 2), ("3..3", 1)]
+    assert rows[0]["bpp_1"] == pytest.approx(0.0) and rows[0]["bpp_2"] == pytest.approx(25.0)  # 0.2 -> 0.2, 0.2 -> 0.3
+    assert rows[0]["psnr_2"] == pytest.approx(0.25) and rows[1]["psnr_2"] == pytest.approx(-1.0)
     (tmp_path / "c.csv").write_text(probe.replace("train,5.0", "train,6.0"))
     c, _ = paired_log.read_log(tmp_path / "c.csv")
     with pytest.raises(SystemExit, match="do not share"):
