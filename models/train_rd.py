@@ -21,8 +21,9 @@ SIGTERM/SIGINT. Logs every step to ``OUT/log.csv`` (bits per pixel and PSNR per 
 wall time) and validation rows (EMA weights, held-out crops, fixed q) every ``--val-every`` steps.
 
 Runs unchanged under ``torchrun --nproc_per_node N`` (DDP: gloo on CPU, nccl on GPU); each rank
-draws its own crops and rank 0 logs and checkpoints. ``--compile`` runs the model through
-``torch.compile`` (inside DDP: compiling the DDP wrapper was slower here, docs/training.md session 17).
+draws its own crops and rank 0 logs and checkpoints. There is no ``torch.compile`` option: with
+torch 2.13 a compiled model outside DDP computes the right loss but gives its level-1 and level-2
+render heads no gradient (docs/training.md, session 17).
 """
 from __future__ import annotations
 
@@ -230,10 +231,8 @@ def train(args: argparse.Namespace) -> Path:
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     net: torch.nn.Module = model
-    if args.compile:  # TorchInductor fuses the elementwise layers (GELU, gains, GDN, the rate terms) around the convs
-        net = torch.compile(net)
     if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if rank == 0:
         print(f"start at step {step} from {source}; schedule {seg['start']}..{seg['end']}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params; world {world}", flush=True)
@@ -249,7 +248,7 @@ def train(args: argparse.Namespace) -> Path:
 
     run_info = {"threads": args.threads or torch.get_num_threads(), "world": world, "crop": args.crop,
                 "batch_per_process": args.batch, "lr": args.lr, "lr_min": args.lr_min, "warmup": args.warmup,
-                "ema": args.ema, "clip": args.clip, "compile": args.compile,
+                "ema": args.ema, "clip": args.clip,
                 "q_weight": [args.q_weight, args.q_weight_ref], "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
                 "device": str(device), "hardware": _hardware(device), "schedule": seg}
     stop = {"now": False}
@@ -396,8 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--compile", action="store_true",
-                    help="torch.compile the training step (needs a C++ compiler; the first step compiles for a minute or two)")
     ap.add_argument("--prefetch", type=int, default=4)
     ap.add_argument("--val-every", type=int, default=1000, help="EMA validation every N steps (0: never)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
