@@ -10,7 +10,7 @@ and decodes it in-process. A case ends in one of:
 - ``slow``: a decode over ``--slow-s`` seconds (a would-be hang).
 
 Prints the counts and writes them as JSON (``--out``). The codec is the default lossy one (format
-version 2) on a small image; ``--weights`` picks the weights (default: the shipped ones, else a
+version 5) on a small image; ``--weights`` picks the weights (default: the shipped ones, else a
 random tiny model of the same layout, which exercises the same code paths).
 """
 from __future__ import annotations

@@ -1,19 +1,21 @@
 """Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
-For every format version the codec decodes (4 and 2), one stream of the shipped weights, the SHA-256 of the PNG
-of each level it decodes to, and (format version 2) those PNGs themselves:
+For every format version the codec decodes (5, 4 and 2), streams of the shipped weights, the SHA-256 of the PNG
+of each level they decode to, and (lossy streams) those PNGs themselves:
 
-- ``tests/golden/rd-v2.ssv``: the default lossy codec (rate-distortion model), quality 4;
-- ``tests/golden/rd-v4.ssv``: the same model with ``--lossless`` and the shipped lossless head, an
-  RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes from the
-  exact integer render and the exact integer head, so its PNGs match on every CPU kind, and the
-  last is the crop itself.
+- ``tests/golden/rd-v5.ssv``: the default lossy codec (rate-distortion model), quality 4;
+- ``tests/golden/rd-v5-lossless.ssv``: the same model with ``--lossless`` and the shipped lossless
+  head, an RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes
+  from the exact integer render and the exact integer head, so its PNGs match on every CPU kind,
+  and the last is the crop itself;
+- ``tests/golden/rd-v2.ssv`` and ``rd-v4.ssv``: the same two streams in the layouts of sessions
+  9-17 (``RDCodec.encode(version=...)``), which the codec still decodes.
 
-``tests/test_golden.py`` fails if decoding any of them changes. Version 2's renders run in
+``tests/test_golden.py`` fails if decoding any of them changes. A lossy stream's renders run in
 multi-threaded float32 (no later prior reads them, so they do not affect decodability), and another
 CPU kind may round a rare sample the other way; on a hash mismatch the test therefore compares the
 pixels with the recorded PNG (see :func:`renders_agree`), while the symbols stay exact (each level's
-CRC). Format versions 1 (the ELBO model's streams of sessions 1-7) and 3 (session 8's lossless
+checksum). Format versions 1 (the ELBO model's streams of sessions 1-7) and 3 (session 8's lossless
 streams, coded against a float64 render) are no longer decoded, so they have no golden stream.
 Re-record only when the shipped weights change on purpose (the streams name their weights'
 fingerprint), and say so in the commit.
@@ -88,18 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     img = np.asarray(Image.open(a.image).convert("RGB"))[96:224, 192:384]  # a 128x192 crop
     rd = RDCodec()
-    p = record("rd-v2", rd.encode(img, quality=4.0), rd, DEFAULT_RD_WEIGHTS,
-               f"RDCodec().encode(crop [96:224, 192:384] of {a.image.name}, quality=4.0)", keep_png=True)
-    print(f"wrote {p}")
     from ..models.io import LOSSLESS_WEIGHTS
 
     alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
     rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
-    p = record("rd-v4", rd.encode(rgba, quality=4.0, lossless=True), rd, DEFAULT_RD_WEIGHTS,
-               f"RDCodec().encode(crop [96:160, 192:288] of {a.image.name} + a horizontal alpha ramp 0..255, "
-               "quality=4.0, lossless=True)", extra={"lossless_weights": LOSSLESS_WEIGHTS.name,
-                                                     "input_png_sha256": png_sha256(rgba)})
-    print(f"wrote {p}")
+    crops = {False: (img, "crop [96:224, 192:384]"), True: (rgba, "crop [96:160, 192:288]")}
+    for name, lossless, version in (("rd-v5", False, 5), ("rd-v5-lossless", True, 5), ("rd-v2", False, 2),
+                                    ("rd-v4", True, 4)):
+        pixels, what = crops[lossless]
+        call = (f"RDCodec().encode({what} of {a.image.name}" + (" + a horizontal alpha ramp 0..255" if lossless else "")
+                + ", quality=4.0" + (", lossless=True" if lossless else "") + f", version={version})")
+        extra = {"lossless_weights": LOSSLESS_WEIGHTS.name, "input_png_sha256": png_sha256(rgba)} if lossless else None
+        p = record(name, rd.encode(pixels, quality=4.0, lossless=lossless, version=version), rd, DEFAULT_RD_WEIGHTS,
+                   call, keep_png=name == "rd-v5", extra=extra)
+        if name == "rd-v2":  # the same symbols and renders as rd-v5: its PNGs serve both
+            meta, v5 = json.loads(p.read_text()), json.loads((GOLDEN / "rd-v5.json").read_text())
+            assert meta["png_sha256"] == v5["png_sha256"], "the v2 and v5 streams decode to different renders"
+            p.write_text(json.dumps({**meta, "png": v5["png"]}, indent=1) + "\n")
+        print(f"wrote {p}")
     return 0
 
 

@@ -1,7 +1,13 @@
 """The ssvcodec container: a versioned header, then length-prefixed chunks, each with its own CRC.
 
 This module only lays out bytes. It knows nothing about models or entropy coding, and payloads
-are opaque. ``docs/bitstream.md`` documents the format byte by byte:
+are opaque. ``docs/bitstream.md`` documents the format byte by byte. Version 5, written since
+session 18, is the compact layout (sizes as LEB128 varints, an 8-byte weights fingerprint):
+
+    stream = header (25 bytes untiled, 4 + 1 + 1 + 1 + 8 + 2 + varints + CRC-32) + chunk*
+    chunk  = head (type|level byte, tile and length varints, CRC-16 of the head) + payload + CRC-32
+
+versions 1-4 the fixed one:
 
     stream = header (42 bytes) + chunk*
     chunk  = head (type, level, tile, length, head CRC: 14 bytes) + payload + CRC (4 bytes)
@@ -17,6 +23,7 @@ chunks before the cut and sets ``truncated=True``.
 """
 from __future__ import annotations
 
+import binascii
 import enum
 import hashlib
 import math
@@ -28,12 +35,14 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 4                             # the newest version (rate-distortion model streams, Y and X chunks allowed)
-RD_VERSIONS = frozenset({2, 4})                # the rate-distortion model's versions the codec decodes
-LOSSY_VERSION = 2                              # RD streams without Y or X chunks: still written as 2, so v2 readers read them
+FORMAT_VERSION = 5                             # the newest version: the compact layout, every rate-distortion stream
+COMPACT_VERSION = 5                            # the first version with the compact (varint) layout
+RD_VERSIONS = frozenset({2, 4, 5})             # the rate-distortion model's versions the codec decodes
+LOSSY_VERSION = 2                              # sessions 8-17's RD streams without Y or X chunks
+EXACT_VERSION = 4                              # sessions 9-17's RD streams with Y or X chunks
 FLOAT64_RENDER_VERSION = 3                     # session 8's Y/X streams (coded against a float64 render): parsed, no longer decoded
 ELBO_VERSION = 1                               # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
-SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4})   # the versions this module reads and writes
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5})  # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -44,16 +53,24 @@ MAX_TILE_SIDE = 0xFFFF                      # largest value a u16 can hold
 MAX_PAYLOAD = 1 << 31                       # bytes in one chunk payload
 MIN_QUALITY, MAX_QUALITY = -327.68, 327.67     # stored as an i16 in hundredths
 CHANNELS = (1, 3, 4)                        # grey, RGB, RGBA (describes the original only)
-FINGERPRINT_SIZE = 16
+FINGERPRINT_SIZE = 16                       # versions 1-4
+COMPACT_FINGERPRINT_SIZE = 8                # version 5: the first 8 bytes of ``fingerprint``
 
-# --- byte layout (all little-endian) --------------------------------------------------------
+# --- byte layout of versions 1-4 (all little-endian) ----------------------------------------
 # magic, version, flags, channels, levels, fingerprint, height, width, tile_h, tile_w, quality
 _HEADER_FIELDS = struct.Struct("<4sBBBB16sIIHHh")
 _CHUNK_FIELDS = struct.Struct("<BBII")      # type, level, tile, payload length
 _CRC = struct.Struct("<I")
-HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size          # 42
-CHUNK_HEAD_SIZE = _CHUNK_FIELDS.size + _CRC.size       # 14
-CHUNK_OVERHEAD = CHUNK_HEAD_SIZE + _CRC.size           # 18 bytes around each payload
+HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size          # 42 (versions 1-4)
+CHUNK_HEAD_SIZE = _CHUNK_FIELDS.size + _CRC.size       # 14 (versions 1-4)
+CHUNK_OVERHEAD = CHUNK_HEAD_SIZE + _CRC.size           # 18 bytes around each payload (versions 1-4)
+
+# --- byte layout of version 5 ----------------------------------------------------------------
+# magic, version, flags, tiled|levels|channels, fingerprint, quality; then varints and the CRC
+_COMPACT_FIELDS = struct.Struct("<4sBBB8sh")
+_HEAD_CHECK = struct.Struct("<H")           # CRC-16 (binascii.crc_hqx) of a chunk head
+_TILED_BIT = 0x80
+_MAX_VARINT_BYTES = 5                       # a u32
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -123,14 +140,16 @@ class Header:
         channels: channels of the original image (1, 3 or 4). Informative only.
         levels: K, the model's level count (0 = plain VAE).
         quality: the quality knob. Must be a multiple of 0.01 in [-327.68, 327.67].
-        fingerprint: 16 bytes identifying the model weights (see ``fingerprint``).
+        fingerprint: the bytes identifying the model weights (see ``fingerprint``): 16 in
+            versions 1-4, their first 8 in version 5 (``stream_fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 4 (``FORMAT_VERSION``) for the rate-distortion model, whose
-            chunks are one latent per level (U for level 1, Z for the others) and, with the
-            LOSSLESS flag, an X chunk per tile (the lossless head's), with Y_CHUNKS a Y chunk per
-            tile; 2 for the same without Y or X chunks; 3 as 4, coded against a float64 render
-            (session 8); 1 for the ELBO model, which may add Y and X chunks.
+        version: format version: 5 (``FORMAT_VERSION``, the compact layout) for the
+            rate-distortion model, whose chunks are one latent per level (U for level 1, Z for
+            the others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's),
+            with Y_CHUNKS a Y chunk per tile; 4 the same in the fixed layout; 2 as 4 without Y
+            or X chunks; 3 as 4, coded against a float64 render (session 8); 1 for the ELBO
+            model, which may add Y and X chunks.
     """
 
     height: int
@@ -197,14 +216,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class ChunkSpan:
-    """Where a chunk lies in the stream: ``offset`` of its first byte, ``size`` in bytes."""
+    """Where a chunk lies in the stream: ``offset`` of its first byte, ``size`` in bytes (head
+    and CRC included), ``payload_size`` of them the payload's."""
 
     offset: int
-    size: int           # total bytes, head and CRC included
-
-    @property
-    def payload_size(self) -> int:
-        return self.size - CHUNK_OVERHEAD
+    size: int
+    payload_size: int
 
 
 @dataclass(frozen=True)
@@ -213,7 +230,7 @@ class ParsedStream:
 
     ``chunks`` are the whole, CRC-valid chunks in stream order and ``spans[i]`` says where
     ``chunks[i]`` lies. ``truncated`` is True when the data ends inside a chunk; ``valid_length``
-    is the length of the valid prefix (header plus whole chunks).
+    is the length of the valid prefix (header plus whole chunks), ``header_size`` the header's.
     """
 
     header: Header
@@ -221,6 +238,7 @@ class ParsedStream:
     spans: list[ChunkSpan]
     truncated: bool
     valid_length: int
+    header_size: int
 
     @property
     def max_level(self) -> int:
@@ -242,12 +260,24 @@ def fingerprint(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:FINGERPRINT_SIZE]
 
 
+def fingerprint_size(version: int) -> int:
+    """Bytes of the weights fingerprint a header of ``version`` holds."""
+    return COMPACT_FINGERPRINT_SIZE if version >= COMPACT_VERSION else FINGERPRINT_SIZE
+
+
+def stream_fingerprint(weights: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """What a header of ``version`` stores of the weights fingerprint ``weights`` (16 bytes)."""
+    return bytes(weights)[:fingerprint_size(version)]
+
+
 def check_weights(header: Header, expected: bytes) -> None:
-    """Raise ``WeightsMismatch`` unless the stream was encoded with the weights ``expected``."""
+    """Raise ``WeightsMismatch`` unless the stream was encoded with the weights ``expected``
+    (their 16-byte fingerprint, compared over the bytes the header holds)."""
+    expected = bytes(expected)[:len(header.fingerprint)]
     if header.fingerprint != expected:
         raise WeightsMismatch(
             f"this file was encoded with weights {header.fingerprint.hex()}, but the loaded "
-            f"weights are {bytes(expected).hex()}: load the matching weights"
+            f"weights are {expected.hex()}: load the matching weights"
         )
 
 
@@ -281,8 +311,9 @@ def _validate_header(h: Header) -> None:
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) \
             or not MIN_QUALITY <= q <= MAX_QUALITY or round(q * 100) / 100 != q:
         raise HeaderError(f"quality {q!r} must be a multiple of 0.01 in [{MIN_QUALITY}, {MAX_QUALITY}]")
-    if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_SIZE:
-        raise HeaderError(f"weights fingerprint must be {FINGERPRINT_SIZE} bytes, "
+    size = fingerprint_size(h.version)
+    if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != size:
+        raise HeaderError(f"weights fingerprint must be {size} bytes in format version {h.version}, "
                           f"got {h.fingerprint!r}")
     _check_int("flags", h.flags, 0, 0xFF)
     _check_flags(int(h.flags))
@@ -351,12 +382,60 @@ class _OrderCheck:
         self.seen.add(key)
 
 
+# --- varints (LEB128, unsigned, at most 5 bytes, shortest form only) --------------------------
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class _Short(Exception):
+    """The data ends inside a field."""
+
+
+class _Malformed(Exception):
+    """A varint longer than 5 bytes, above 2^32 - 1, or not in its shortest form."""
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it)."""
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos + i >= len(view):
+            raise _Short
+        b = view[pos + i]
+        value |= (b & 0x7F) << (7 * i)
+        if not b & 0x80:
+            if (i and b == 0) or value > 0xFFFFFFFF:
+                raise _Malformed
+            return value, pos + i + 1
+    raise _Malformed
+
+
 # --- writer ---------------------------------------------------------------------------------
 def _encode_header(h: Header) -> bytes:
-    fields = _HEADER_FIELDS.pack(MAGIC, h.version, int(h.flags), h.channels, h.levels,
-                                 h.fingerprint, h.height, h.width, h.tile_height, h.tile_width,
-                                 round(h.quality * 100))
+    if h.version >= COMPACT_VERSION:
+        packed = (_TILED_BIT if h.tiled else 0) | h.levels << 3 | h.channels
+        fields = _COMPACT_FIELDS.pack(MAGIC, h.version, int(h.flags), packed, h.fingerprint,
+                                      round(h.quality * 100)) + _varint(h.height) + _varint(h.width)
+        if h.tiled:
+            fields += _varint(h.tile_height) + _varint(h.tile_width)
+    else:
+        fields = _HEADER_FIELDS.pack(MAGIC, h.version, int(h.flags), h.channels, h.levels,
+                                     h.fingerprint, h.height, h.width, h.tile_height, h.tile_width,
+                                     round(h.quality * 100))
     return fields + _CRC.pack(zlib.crc32(fields))
+
+
+def _encode_chunk_head(version: int, chunk: Chunk) -> bytes:
+    if version >= COMPACT_VERSION:
+        head = bytes([int(chunk.type) << 4 | chunk.level]) + _varint(chunk.tile) + _varint(len(chunk.payload))
+        return head + _HEAD_CHECK.pack(binascii.crc_hqx(head, 0))
+    head = _CHUNK_FIELDS.pack(int(chunk.type), chunk.level, chunk.tile, len(chunk.payload))
+    return head + _CRC.pack(zlib.crc32(head))
 
 
 def write_stream(header: Header, chunks: Iterable[Chunk]) -> bytes:
@@ -376,8 +455,7 @@ def write_stream(header: Header, chunks: Iterable[Chunk]) -> bytes:
         _validate_chunk_head(header, where, int(chunk.type), chunk.level, chunk.tile,
                              len(chunk.payload))
         order(where, chunk.type, chunk.level, chunk.tile)
-        head = _CHUNK_FIELDS.pack(int(chunk.type), chunk.level, chunk.tile, len(chunk.payload))
-        head += _CRC.pack(zlib.crc32(head))
+        head = _encode_chunk_head(header.version, chunk)
         crc = zlib.crc32(chunk.payload, zlib.crc32(head))
         parts += [head, chunk.payload, _CRC.pack(crc)]
     return b"".join(parts)
@@ -386,7 +464,11 @@ def write_stream(header: Header, chunks: Iterable[Chunk]) -> bytes:
 # --- reader ---------------------------------------------------------------------------------
 def read_header(data: bytes | bytearray | memoryview) -> Header:
     """Parse and validate the header at the start of ``data`` (the chunks are not looked at)."""
-    view = memoryview(data).cast("B")
+    return _read_header(memoryview(data).cast("B"))[0]
+
+
+def _read_header(view: memoryview) -> tuple[Header, int]:
+    """The header and its size in bytes."""
     n = len(view)
     if n < len(MAGIC):
         if n == 0:
@@ -402,6 +484,8 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
             f"unsupported ssvcodec format version {version} (this reader supports "
             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}): {hint}"
         )
+    if n > 4 and view[4] >= COMPACT_VERSION:
+        return _read_compact_header(view)
     if n < HEADER_SIZE:
         raise HeaderError(f"truncated header: {n} of {HEADER_SIZE} bytes")
     (crc,) = _CRC.unpack_from(view, _HEADER_FIELDS.size)
@@ -414,7 +498,63 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
                     quality=quality / 100, fingerprint=fp, flags=HeaderFlags(flags),
                     tile_height=tile_h, tile_width=tile_w, version=version)
     _validate_header(header)
-    return header
+    return header, HEADER_SIZE
+
+
+def _read_compact_header(view: memoryview) -> tuple[Header, int]:
+    n = len(view)
+    try:
+        if n < _COMPACT_FIELDS.size:
+            raise _Short
+        _, version, flags, packed, fp, quality = _COMPACT_FIELDS.unpack_from(view, 0)
+        height, pos = _read_varint(view, _COMPACT_FIELDS.size)
+        width, pos = _read_varint(view, pos)
+        tile_h = tile_w = 0
+        if packed & _TILED_BIT:
+            tile_h, pos = _read_varint(view, pos)
+            tile_w, pos = _read_varint(view, pos)
+        if n < pos + _CRC.size:
+            raise _Short
+    except _Short:
+        raise HeaderError(f"truncated header: {n} bytes, short of its end") from None
+    except _Malformed:
+        raise HeaderError("the header's size fields are malformed: the file is corrupted") from None
+    (crc,) = _CRC.unpack_from(view, pos)
+    if zlib.crc32(view[:pos]) != crc:
+        raise HeaderError("the header failed its CRC check: the file is corrupted")
+    _check_flags(flags)
+    if packed & _TILED_BIT and not (tile_h and tile_w):
+        raise HeaderError(f"tile size {tile_h}x{tile_w}: a tiled stream needs both sides")
+    header = Header(height=height, width=width, channels=packed & 7, levels=packed >> 3 & 15,
+                    quality=quality / 100, fingerprint=fp, flags=HeaderFlags(flags),
+                    tile_height=tile_h, tile_width=tile_w, version=version)
+    _validate_header(header)
+    return header, pos + _CRC.size
+
+
+def _read_chunk_head(version: int, view: memoryview, pos: int, where: str) -> tuple[int, int, int, int, int]:
+    """(type id, level, tile, payload length, position of the payload) of the chunk at ``pos``,
+    its head checked; ``_Short`` if the data ends inside the head."""
+    if version >= COMPACT_VERSION:
+        if pos >= len(view):
+            raise _Short
+        try:
+            tile, p = _read_varint(view, pos + 1)
+            length, p = _read_varint(view, p)
+        except _Malformed:
+            raise ChunkCRCError(f"{where}: the chunk head is malformed: the file is corrupted") from None
+        if len(view) < p + _HEAD_CHECK.size:
+            raise _Short
+        if binascii.crc_hqx(view[pos:p], 0) != _HEAD_CHECK.unpack_from(view, p)[0]:
+            raise ChunkCRCError(f"{where}: the chunk head failed its CRC check: the file is corrupted")
+        return view[pos] >> 4, view[pos] & 15, tile, length, p + _HEAD_CHECK.size
+    if len(view) - pos < CHUNK_HEAD_SIZE:
+        raise _Short
+    type_id, level, tile, length = _CHUNK_FIELDS.unpack_from(view, pos)
+    (head_crc,) = _CRC.unpack_from(view, pos + _CHUNK_FIELDS.size)
+    if zlib.crc32(view[pos:pos + _CHUNK_FIELDS.size]) != head_crc:
+        raise ChunkCRCError(f"{where}: the chunk head failed its CRC check: the file is corrupted")
+    return type_id, level, tile, length, pos + CHUNK_HEAD_SIZE
 
 
 def read_stream(data: bytes | bytearray | memoryview) -> ParsedStream:
@@ -425,26 +565,22 @@ def read_stream(data: bytes | bytearray | memoryview) -> ParsedStream:
     ``BitstreamError``: a chunk that fails its CRC is never returned.
     """
     view = memoryview(data).cast("B")
-    header = read_header(view)
+    header, header_size = _read_header(view)
     n = len(view)
-    pos = HEADER_SIZE
+    pos = header_size
     chunks: list[Chunk] = []
     spans: list[ChunkSpan] = []
     order = _OrderCheck()
     truncated = False
     while pos < n:
         where = f"chunk {len(chunks)} at byte {pos}"
-        if n - pos < CHUNK_HEAD_SIZE:
+        try:
+            type_id, level, tile, length, body = _read_chunk_head(header.version, view, pos, where)
+        except _Short:
             truncated = True
             break
-        type_id, level, tile, length = _CHUNK_FIELDS.unpack_from(view, pos)
-        (head_crc,) = _CRC.unpack_from(view, pos + _CHUNK_FIELDS.size)
-        if zlib.crc32(view[pos:pos + _CHUNK_FIELDS.size]) != head_crc:
-            raise ChunkCRCError(f"{where}: the chunk head failed its CRC check: "
-                                "the file is corrupted")
         ctype = _validate_chunk_head(header, where, type_id, level, tile, length)
         order(where, ctype, level, tile)
-        body = pos + CHUNK_HEAD_SIZE
         end = body + length + _CRC.size
         if end > n:
             truncated = True
@@ -454,9 +590,9 @@ def read_stream(data: bytes | bytearray | memoryview) -> ParsedStream:
             raise ChunkCRCError(f"{where} ({_label(ctype, level, tile)}) failed its CRC check: "
                                 "the file is corrupted")
         chunks.append(Chunk(ctype, level, bytes(view[body:body + length]), tile))
-        spans.append(ChunkSpan(pos, end - pos))
+        spans.append(ChunkSpan(pos, end - pos, length))
         pos = end
-    return ParsedStream(header, chunks, spans, truncated, valid_length=pos)
+    return ParsedStream(header, chunks, spans, truncated, valid_length=pos, header_size=header_size)
 
 
 def truncate_levels(data: bytes | bytearray | memoryview, levels: int) -> bytes:
@@ -468,7 +604,7 @@ def truncate_levels(data: bytes | bytearray | memoryview, levels: int) -> bytes:
     if not isinstance(levels, int) or levels < 0:
         raise ValueError(f"levels must be an integer >= 0, got {levels!r}")
     parsed = read_stream(data)
-    end = HEADER_SIZE
+    end = parsed.header_size
     for chunk, span in zip(parsed.chunks, parsed.spans):
         if chunk.progressive_level > levels:
             break
@@ -489,7 +625,7 @@ def describe(parsed: ParsedStream) -> list[dict[str, Any]]:
     """One dict per chunk, for an ``info`` command.
 
     Keys: ``index``, ``type`` (name), ``level``, ``progressive_level``, ``tile``, ``offset``,
-    ``payload_bytes`` and ``bytes`` (total, with the 18 bytes of head and CRC).
+    ``payload_bytes`` and ``bytes`` (total, with the head and the CRC).
     """
     return [
         {"index": i, "type": c.type.name, "level": c.level,

@@ -27,7 +27,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from .bitstream import ELBO_VERSION, HEADER_SIZE, BitstreamError, HeaderFlags, read_stream, truncate_levels
+from .bitstream import ELBO_VERSION, BitstreamError, HeaderFlags, read_stream, truncate_levels
 from .dispatch import codec_for_stream, open_codec
 from .images import ALPHA_NOTICE, InputError, RGBImage, open_image
 
@@ -474,7 +474,7 @@ def info(stream: str, estimates: bool, weights: str | None) -> None:
         n = len(chunk.payload)
         es = f"{e / 8:>12.1f}{100 * (n - e / 8) / max(e / 8, 1):>7.2f}%" if e is not None else f"{'-':>12}{'-':>8}"
         click.echo(f"{chunk.label:<24}{chunk.progressive_level:>6}{span.size:>10}{8 * span.size / px:>10.4f}{n:>10}{es}")
-    cum = HEADER_SIZE
+    cum = parsed.header_size
     for lv in sorted(by_level):
         cum += by_level[lv]
         click.echo(f"level {lv}: {by_level[lv]} bytes; decoding up to it reads {cum} bytes = {8 * cum / px:.4f} bpp")

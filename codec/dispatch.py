@@ -1,5 +1,5 @@
-"""Which codec reads a stream: format versions 2 and 4 are the rate-distortion model's
-(:class:`codec.rd_api.RDCodec`; 4 may hold Y and X chunks). Older versions are refused with a
+"""Which codec reads a stream: format versions 5, 4 and 2 are the rate-distortion model's
+(:class:`codec.rd_api.RDCodec`; 5 and 4 may hold Y and X chunks). Older versions are refused with a
 one-line reason naming the last commit that decodes them: version 1, the ELBO model's streams of
 sessions 1-7 (the ELBO model stays in ``models/`` for the thesis' likelihood results, not in the
 codec), and version 3, session 8's Y and X chunks, coded against a float64 render that version 4

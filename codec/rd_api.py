@@ -1,5 +1,5 @@
 """The codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 2; version 4 with the lossless head's Y and X chunks). Any
+:mod:`codec.bitstream` (format version 5; with the lossless head's Y and X chunks too). Any
 image size (padded, cropped back), grey / RGBA / 16-bit input converted with a notice (kept
 exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles,
 each decoded level by level so a progressive decode shows every level of the whole image.
@@ -26,8 +26,8 @@ from ..models.io import LOSSLESS_WEIGHTS, WEIGHTS_DIR, load_any, load_lossless_h
 from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
-from .bitstream import (FORMAT_VERSION, HEADER_SIZE, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights,
-                        level_ends, read_stream, write_stream)
+from .bitstream import (EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
+                        read_stream, stream_fingerprint, write_stream)
 from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
 from .lossless_coder import LosslessTileCoder
@@ -93,20 +93,22 @@ class RDCodec:
     # ----- encoding ---------------------------------------------------------------------------
     def encode(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                quality: float = DEFAULT_RD_QUALITY, tile: int | None = None, progress: bool = False,
-               lossless: bool = False, max_error: int = 0, with_y: bool = False) -> bytes:
+               lossless: bool = False, max_error: int = 0, with_y: bool = False, version: int = FORMAT_VERSION) -> bytes:
         """Encode ``levels`` levels (default: all) at quality ``q`` (lambda = 0.0009 * 2^q).
         ``lossless``: every level, then per tile an X chunk that codes the original pixels
         (grey, RGB or RGBA) given the last level's render (Mentzer et al. 2020); with
         ``max_error`` N > 0 every colour sample decodes within N of the original instead.
         ``with_y``: per tile a Y chunk in the last level that codes y = x[::2, ::2] exactly
         (the lossless head's coarse stages, which the X chunk then leaves out), so that level
-        shows the conditional reconstruction given y (CR)."""
-        return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y)[0]
+        shows the conditional reconstruction given y (CR). ``version``: the format version to
+        write, the newest by default; 2 (a lossy stream) or 4 (a lossless or CR one) for readers
+        of sessions 9-17."""
+        return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y, version)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
                            quality: float = DEFAULT_RD_QUALITY, tile: int | None = None,
                            progress: bool = False, lossless: bool = False, max_error: int = 0,
-                           with_y: bool = False) -> tuple[bytes, list[dict[str, Any]]]:
+                           with_y: bool = False, version: int = FORMAT_VERSION) -> tuple[bytes, list[dict[str, Any]]]:
         """As :meth:`encode`, plus per chunk the model's estimated bits beside its actual size
         (None for Y and X chunks)."""
         rgb = image if isinstance(image, RGBImage) else to_rgb8(image)
@@ -120,6 +122,9 @@ class RDCodec:
         if max_error and not lossless:
             raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
         exact = lossless or with_y
+        if version != FORMAT_VERSION and version != (EXACT_VERSION if exact else LOSSY_VERSION):
+            raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION}, or "
+                             f"{LOSSY_VERSION} for a lossy stream, {EXACT_VERSION} for a lossless or CR one")
         if exact and levels != self.n_levels:
             raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)
@@ -132,7 +137,7 @@ class RDCodec:
         xs: list[tuple[int, bytes, float | None]] = []
         for t, (r0, r1, c0, c1) in enumerate(tqdm(boxes, desc="encode", unit="tile", disable=not progress or len(boxes) == 1)):
             x = torch.from_numpy(np.ascontiguousarray(px[r0:r1, c0:c1].transpose(2, 0, 1))).unsqueeze(0)
-            coded, render = self.coder.encode(self._pad(x), q, levels, final_render=exact)
+            coded, render = self.coder.encode(self._pad(x), q, levels, final_render=exact, version=version)
             for k, (payload, bits) in enumerate(coded):
                 per_level[k].append((t, payload, bits))
             if coder is not None and original is not None and render is not None:
@@ -141,8 +146,8 @@ class RDCodec:
                 xs += [(t, xp, None)] if xp is not None else []
         flags = (HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE) | (HeaderFlags.Y_CHUNKS if with_y else HeaderFlags.NONE)
         header = Header(height=h, width=w, channels=rgb.channels, levels=self.n_levels - 1, quality=q,
-                        fingerprint=self.fingerprint, tile_height=tile, tile_width=tile,
-                        version=FORMAT_VERSION if exact else LOSSY_VERSION, flags=flags)
+                        fingerprint=stream_fingerprint(self.fingerprint, version), tile_height=tile, tile_width=tile,
+                        version=version, flags=flags)
         kinds = [ChunkType.U] + [ChunkType.Z] * (levels - 1)
         chunks = [Chunk(kinds[k], k, payload, t) for k, row in enumerate(per_level) for t, payload, _ in row]
         chunks += [Chunk(ChunkType.Y, levels - 1, payload, t) for t, payload, _ in ys]
@@ -209,7 +214,7 @@ class RDCodec:
             size = (r1 - r0, c1 - c0)
             padded = self._padded(*size)
             walks.append(self.coder.decode([p[k] for k in range(min(top, L))], hd.quality, padded,
-                                           padded if exact else size, renders, precise_render=precise))
+                                           padded if exact else size, renders, precise_render=precise, version=hd.version))
         ends = level_ends(parsed)
         last: list[LevelRender] = []
         known: list[torch.Tensor | None] = [None for _ in boxes]  # per tile: the CR walk's Y stages
@@ -224,7 +229,7 @@ class RDCodec:
                     canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality, kn)
                     bound = max(bound, coder.max_error(p[L]))
                 yield LevelImage(level, f"max error {bound}" if bound else "lossless",
-                                 canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, HEADER_SIZE))
+                                 canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, parsed.header_size))
                 continue
             canvas = np.zeros((hd.height, hd.width, 3), dtype=np.uint8)
             for t, (((r0, r1, c0, c1), walk, _), y) in enumerate(zip(bar, ys)):
@@ -242,7 +247,7 @@ class RDCodec:
                     canvas[r0:r1, c0:c1] = rendered.pixels[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
             if level in want:
                 out = canvas.mean(axis=2).round().astype(np.uint8) if hd.channels == 1 else canvas
-                yield LevelImage(level, f"CR{level}" if cr and level == L else f"L{level}", out, ends.get(level, HEADER_SIZE))
+                yield LevelImage(level, f"CR{level}" if cr and level == L else f"L{level}", out, ends.get(level, parsed.header_size))
 
     def latent_estimates(self, data: bytes) -> list[float | None]:
         """Per chunk: the model's information content (bits) of its symbols, to set beside the
@@ -255,7 +260,7 @@ class RDCodec:
         for t, (r0, r1, c0, c1) in enumerate(boxes):
             p = {c.level: c.payload for c in parsed.chunks if c.tile == t and c.type is not ChunkType.Y}
             n = min(_prefix_levels(p), self.n_levels)  # an X chunk has no latent estimate
-            for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0))):
+            for k, bits in enumerate(self.coder.estimate([p[k] for k in range(n)], hd.quality, self._padded(r1 - r0, c1 - c0), hd.version)):
                 est[(t, k)] = bits
         return [est.get((c.tile, c.level)) if c.type in (ChunkType.U, ChunkType.Z) else None for c in parsed.chunks]
 

@@ -12,15 +12,17 @@ every thread (or a GPU: ``device``), except the final render a lossless chunk is
 which both sides draw from the float64 state in exact integer arithmetic
 (:mod:`models.exact_render`).
 
-Payload of a level: ``[crc32 of the int32 symbols][range-coded symbols]``; a wrong checksum is a
-:class:`DesyncError`, never a silent wrong image. A level with a checkerboard context
+Payload of a level: ``[checksum of the int32 symbols][range-coded symbols]``, the checksum a
+CRC-16 (``binascii.crc_hqx``, 2 bytes) from format version 5 and a CRC-32 (4 bytes) before
+(:func:`symbol_check_size`); a wrong checksum is a :class:`DesyncError`, never a silent wrong
+image. A level with a checkerboard context
 (``RDConfig.context``) codes its anchors first and then the other elements, in one payload; the
 checksum covers both parts in that order.
 """
 from __future__ import annotations
 
+import binascii
 import copy
-import struct
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +34,7 @@ from torch import Tensor
 
 from ..models.rd import RDSSVAE, Quantizer, upsample
 
-from .bitstream import BitstreamError
+from .bitstream import COMPACT_VERSION, FORMAT_VERSION, BitstreamError
 from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .quantize import SCALE_TABLE, snap_prior
 
@@ -53,12 +55,19 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _crc(*parts: np.ndarray) -> int:
-    """CRC-32 of int32 symbols, the parts one after the other."""
+def symbol_check_size(version: int) -> int:
+    """Bytes of the symbol checksum that opens a level's payload in a stream of ``version``."""
+    return 2 if version >= COMPACT_VERSION else 4
+
+
+def _checksum(size: int, *parts: np.ndarray) -> bytes:
+    """The ``size``-byte checksum (CRC-16 or CRC-32, little-endian) of int32 symbols, the parts one
+    after the other."""
     crc = 0
     for p in parts:
-        crc = zlib.crc32(np.ascontiguousarray(p, dtype="<i4").tobytes(), crc)
-    return crc
+        data = np.ascontiguousarray(p, dtype="<i4").tobytes()
+        crc = binascii.crc_hqx(data, crc) if size == 2 else zlib.crc32(data, crc)
+    return crc.to_bytes(size, "little")
 
 
 def to_model_input(pixels: Tensor) -> Tensor:
@@ -93,11 +102,12 @@ class RDTileCoder:
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def encode(self, pixels: Tensor, q: float, levels: int,
-               final_render: bool = False) -> tuple[list[tuple[bytes, float]], LevelRender | None]:
+    def encode(self, pixels: Tensor, q: float, levels: int, final_render: bool = False,
+               version: int = FORMAT_VERSION) -> tuple[list[tuple[bytes, float]], LevelRender | None]:
         """Padded uint8 (1, 3, H, W) -> one (payload, estimated bits) per level 1..``levels`` and,
         with ``final_render``, the last level's render as the decoder's exact path draws it
-        (uint8 (3, H, W), padded, with its features: what the lossless head codes x against)."""
+        (uint8 (3, H, W), padded, with its features: what the lossless head codes x against).
+        ``version``: the format version whose payload layout to write."""
         encoders: dict[int, ChunkEncoder] = {}
         symbols_of: dict[int, list[np.ndarray]] = {}
         bits_of: dict[int, float] = {}
@@ -125,22 +135,25 @@ class RDTileCoder:
                 render = LevelRender(to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:])),
                                      o.features)
         out = []
+        size = symbol_check_size(version)
         for k in sorted(encoders):
-            payload = struct.pack("<I", _crc(*symbols_of[k])) + encoders[k].finish()
-            out.append((payload, bits_of[k] + 32))
+            payload = _checksum(size, *symbols_of[k]) + encoders[k].finish()
+            out.append((payload, bits_of[k] + 8 * size))
         return out, render
 
     @torch.no_grad()
     def decode(self, payloads: list[bytes], q: float, padded: tuple[int, int], size: tuple[int, int],
-               render_levels: set[int] | None = None, precise_render: bool = False) -> Iterator[tuple[int, LevelRender]]:
+               render_levels: set[int] | None = None, precise_render: bool = False,
+               version: int = FORMAT_VERSION) -> Iterator[tuple[int, LevelRender]]:
         """Yield (level, its render) for every level in ``render_levels`` (1-based; default: the
         last) among the ``len(payloads)`` levels present. ``precise_render``: draw the renders
-        with the exact path (as ``encode``'s ``final_render``), features included."""
+        with the exact path (as ``encode``'s ``final_render``), features included. ``version``:
+        the stream's format version (its payload layout)."""
         n = len(payloads)
         want = render_levels or {n}
         cfg = self.model.config
 
-        quantize = self._reading_quantizer(payloads)
+        quantize = self._reading_quantizer(payloads, version)
 
         q_t = torch.tensor([float(q)])
         for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
@@ -152,21 +165,22 @@ class RDTileCoder:
 
 
     @torch.no_grad()
-    def estimate(self, payloads: list[bytes], q: float, padded: tuple[int, int]) -> list[float]:
+    def estimate(self, payloads: list[bytes], q: float, padded: tuple[int, int],
+                 version: int = FORMAT_VERSION) -> list[float]:
         """Per level: the model's information content (bits) of the decoded symbols, plus the
-        32-bit checksum, without rendering."""
-        out = [32.0] * len(payloads)
+        checksum's bits, without rendering."""
+        out = [8.0 * symbol_check_size(version)] * len(payloads)
 
         def count(k: int, sym: np.ndarray, std: np.ndarray) -> None:
             out[k] += model_bits(sym, std)
 
-        quantize = self._reading_quantizer(payloads, count)
+        quantize = self._reading_quantizer(payloads, version, count)
         for _ in self.model.top_down(torch.tensor([float(q)]), quantize, None, size=padded, levels=len(payloads),
                                      render=False, deterministic=single_thread, precise=self.precise):
             pass
         return out
 
-    def _reading_quantizer(self, payloads: list[bytes],
+    def _reading_quantizer(self, payloads: list[bytes], version: int,
                            seen: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Quantizer:
         """The decoder's quantizer: each level's symbols read from its payload (both parts of a
         checkerboard level from one :class:`LevelReader`), ``z_hat = mu_hat + symbol``; ``seen(k,
@@ -177,7 +191,8 @@ class RDTileCoder:
                      where: Tensor | None = None) -> tuple[Tensor, None]:
             mu_hat, idx = snap_prior(mu, sigma)
             if k not in readers:
-                readers[k] = LevelReader(payloads[k], f"level {k + 1}", 2 if self.model.levels[k].has_context else 1)
+                readers[k] = LevelReader(payloads[k], f"level {k + 1}", 2 if self.model.levels[k].has_context else 1,
+                                         symbol_check_size(version))
             reader = readers[k]
             if where is None:
                 sym = reader.read(idx)
@@ -196,16 +211,17 @@ class RDTileCoder:
 
 
 class LevelReader:
-    """Reads one level's payload: ``[crc32][range-coded symbols]`` in ``parts`` parts (a
-    checkerboard level: anchors, then the rest), checked against the CRC after the last one."""
+    """Reads one level's payload: ``[checksum][range-coded symbols]`` in ``parts`` parts (a
+    checkerboard level: anchors, then the rest), checked against the checksum (of
+    ``check_size`` bytes) after the last one."""
 
-    def __init__(self, payload: bytes, what: str, parts: int = 1) -> None:
-        if len(payload) < 4:
+    def __init__(self, payload: bytes, what: str, parts: int = 1, check_size: int = 2) -> None:
+        if len(payload) < check_size:
             raise DesyncError(f"{what}: payload too short")
-        (self._crc,) = struct.unpack("<I", payload[:4])
+        self._check = bytes(payload[:check_size])
         self._what = what
         try:
-            self._dec = ChunkDecoder(payload[4:])
+            self._dec = ChunkDecoder(payload[check_size:])
         except EntropyDecodeError as e:
             raise DesyncError(f"{what}: {e}") from None
         self._expected = parts
@@ -219,7 +235,7 @@ class LevelReader:
         except EntropyDecodeError as e:
             raise DesyncError(f"{self._what}: {e}") from None
         self._parts.append(sym)
-        if len(self._parts) == self._expected and _crc(*self._parts) != self._crc:
+        if len(self._parts) == self._expected and _checksum(len(self._check), *self._parts) != self._check:
             raise DesyncError(f"{self._what}: decoded symbols fail their checksum (corrupt or desynchronised stream)")
         return sym
 

@@ -1,6 +1,7 @@
 """Tests of codec/bitstream.py: layout, round trips, every error class, truncation and fuzzing."""
 from __future__ import annotations
 
+import binascii
 import hashlib
 import struct
 import time
@@ -66,7 +67,8 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 4 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 5 and bs.COMPACT_VERSION == 5
+    assert bs.EXACT_VERSION == 4 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
 
 
@@ -333,7 +335,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (5, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (6, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):
@@ -533,4 +535,173 @@ def test_fuzz_only_bitstream_errors() -> None:
     assert sum(outcomes.values()) == 3000
     for name in ("ok", "BadMagic", "UnsupportedVersion", "HeaderError", "ChunkError",
                  "ChunkCRCError", "StreamOrderError"):
+        assert outcomes.get(name, 0) > 0, outcomes
+
+
+# --- version 5: the compact layout ----------------------------------------------------------
+FP8 = FP[:8]
+
+
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128, written independently of the module."""
+    out = []
+    while True:
+        out.append(n & 0x7F)
+        n >>= 7
+        if not n:
+            break
+    return bytes([b | 0x80 for b in out[:-1]] + out[-1:])
+
+
+def raw_header_v5(flags: int = 3, channels: int = 3, levels: int = 2, fp: bytes = FP8, height: int = 70,
+                  width: int = 50, tile: tuple[int, int] | None = None, quality: int = 125,
+                  packed: int | None = None, crc: int | None = None) -> bytes:
+    if packed is None:
+        packed = (0x80 if tile else 0) | levels << 3 | channels
+    body = (b"SSVC" + bytes([5, flags, packed]) + fp + quality.to_bytes(2, "little", signed=True)
+            + leb128(height) + leb128(width) + (leb128(tile[0]) + leb128(tile[1]) if tile else b""))
+    return body + (zlib.crc32(body) if crc is None else crc).to_bytes(4, "little")
+
+
+def raw_chunk_v5(type_id: int, level: int, payload: bytes = b"", tile: int = 0, length: int | None = None) -> bytes:
+    head = bytes([type_id << 4 | level]) + leb128(tile) + leb128(len(payload) if length is None else length)
+    head += binascii.crc_hqx(head, 0).to_bytes(2, "little")
+    return head + payload + zlib.crc32(head + payload).to_bytes(4, "little")
+
+
+def make_header_v5(**changes: object) -> Header:
+    return make_header(**{"fingerprint": FP8, "version": 5, **changes})
+
+
+def test_v5_golden_stream() -> None:
+    """Pins the exact bytes of a tiny version-5 stream: changing them needs a new format version."""
+    header = Header(height=2, width=3, channels=1, levels=1, quality=0.5, fingerprint=bytes(range(8)), version=5)
+    data = write_stream(header, [Chunk(ChunkType.U, 0, b"\x01\x02"), Chunk(ChunkType.Z, 1, b"")])
+    assert data.hex() == (
+        # header: magic, version 5, flags 0, packed (untiled, K 1, channels 1), fingerprint 00..07,
+        # quality 50 (0.50), height 2, width 3, header CRC
+        "53535643" "05" "00" "09" "0001020304050607" "3200" "02" "03" "6efadbb8"
+        # chunk 0: type U | level 0, tile 0, length 2, head CRC-16, payload 01 02, CRC
+        "10" "00" "02" "2163" "0102" "9ffd7825"
+        # chunk 1: type Z | level 1, tile 0, length 0, head CRC-16, CRC
+        "21" "00" "00" "f6b1" "883403c4"
+    )
+    assert data[19:23] == zlib.crc32(data[:19]).to_bytes(4, "little")
+    assert data[26:28] == binascii.crc_hqx(data[23:26], 0).to_bytes(2, "little")
+    assert data[30:34] == zlib.crc32(data[23:30]).to_bytes(4, "little")
+    parsed = read_stream(data)
+    assert parsed.header == header and parsed.header_size == 23
+    assert [(s.offset, s.size, s.payload_size) for s in parsed.spans] == [(23, 11, 2), (34, 9, 0)]
+
+
+def test_v5_layout_matches_the_documented_bytes() -> None:
+    header = make_header_v5(tile_height=32, tile_width=16, height=300, width=200)
+    chunks = [Chunk(ChunkType.U, 0, b"abc", tile=5), Chunk(ChunkType.Z, 1, bytes(200), tile=129)]
+    data = write_stream(header, chunks)
+    assert data == (raw_header_v5(tile=(32, 16), height=300, width=200)
+                    + raw_chunk_v5(1, 0, b"abc", tile=5) + raw_chunk_v5(2, 1, bytes(200), tile=129))
+    assert read_stream(data).header_size == 17 + 2 + 2 + 1 + 1 + 4
+
+
+def test_v5_round_trip_every_chunk_kind_and_large_values() -> None:
+    header, chunks = make_header_v5(), make_chunks()
+    data = write_stream(header, chunks)
+    parsed = read_stream(data)
+    assert parsed.header == header and parsed.chunks == chunks and not parsed.truncated
+    assert len(data) == 23 + sum(9 + len(c.payload) for c in chunks)
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    header = make_header_v5(height=bs.MAX_SIDE, width=bs.MAX_PIXELS // bs.MAX_SIDE, channels=4, levels=bs.MAX_LEVELS,
+                            tile_height=bs.MAX_TILE_SIDE, tile_width=bs.MIN_TILE_SIDE, quality=-327.68)
+    chunks = [Chunk(ChunkType.U, 0, b"u", tile=header.n_tiles - 1), Chunk(ChunkType.X, 9, big, tile=3)]
+    parsed = read_stream(write_stream(header, chunks))
+    assert parsed.header == header and parsed.chunks == chunks and parsed.spans[1].payload_size == 3_000_000
+
+
+def test_v5_truncation_at_every_offset_and_truncate_levels() -> None:
+    chunks = make_chunks()
+    data = write_stream(make_header_v5(), chunks)
+    ends = list(23 + np.cumsum([9 + len(c.payload) for c in chunks]))
+    for cut in range(len(data) + 1):
+        if cut < 23:
+            with pytest.raises(HeaderError, match="empty|truncated header"):
+                read_stream(data[:cut])
+            continue
+        parsed = read_stream(data[:cut])
+        whole = sum(1 for e in ends if e <= cut)
+        assert parsed.chunks == chunks[:whole] and parsed.truncated == (cut not in [23] + ends), cut
+    assert truncate_levels(data, 0) == data[:23]
+    assert truncate_levels(data, 2) == data[:ends[2]]
+    assert truncate_levels(data[:-1], 9) == data[:ends[4]]
+
+
+def test_v5_every_byte_flip_is_an_error() -> None:
+    data = write_stream(make_header_v5(), make_chunks())
+    for pos in range(len(data)):
+        for mask in (0x01, 0x80, 0xFF):
+            corrupt = bytearray(data)
+            corrupt[pos] ^= mask
+            expected = (BadMagic if pos < 4 else (UnsupportedVersion, HeaderError) if pos == 4  # 5 ^ 1 = 4
+                        else HeaderError if pos < 23 else ChunkCRCError)
+            with pytest.raises(expected):
+                read_stream(bytes(corrupt))
+
+
+def test_v5_malformed_fields() -> None:
+    with pytest.raises(HeaderError, match="size fields are malformed"):
+        read_stream(b"SSVC" + bytes([5, 0, 0x13]) + FP8 + b"\x00\x00" + b"\x80" * 6 + bytes(8))
+    # a size not in its shortest form is refused, so every stream has one encoding
+    body = b"SSVC" + bytes([5, 3, 0x13]) + FP8 + b"\x7d\x00" + b"\xc6\x00" + b"\x32"
+    with pytest.raises(HeaderError, match="size fields are malformed"):
+        read_stream(body + zlib.crc32(body).to_bytes(4, "little"))
+    with pytest.raises(HeaderError, match="tiled stream needs both sides"):
+        read_stream(raw_header_v5(packed=0x80 | 0x13, tile=(0, 0)))
+    with pytest.raises(HeaderError, match="half tiled|both sides"):
+        read_stream(raw_header_v5(tile=(16, 0)))
+    with pytest.raises(HeaderError, match="channels"):
+        read_stream(raw_header_v5(channels=2))
+    with pytest.raises(HeaderError, match="8 bytes in format version 5"):
+        write_stream(make_header_v5(fingerprint=FP), [])
+    head = b"\x10" + b"\x80" * 5 + b"\x00"
+    with pytest.raises(ChunkCRCError, match="chunk 0 at byte 23: the chunk head is malformed"):
+        read_stream(raw_header_v5() + head + bytes(10))
+    with pytest.raises(ChunkError, match="unknown type 5"):
+        read_stream(raw_header_v5() + raw_chunk_v5(5, 0))
+    with pytest.raises(ChunkError, match="tile index 1, but the image has 1 tile"):
+        read_stream(raw_header_v5() + raw_chunk_v5(1, 0, tile=1))
+    with pytest.raises(ChunkError, match="over the"):
+        read_stream(raw_header_v5() + raw_chunk_v5(1, 0, length=bs.MAX_PAYLOAD + 1)[:9])
+
+
+def test_v5_weights_check_uses_the_stored_bytes() -> None:
+    header = read_header(write_stream(make_header_v5(), []))
+    assert header.fingerprint == FP8 == bs.stream_fingerprint(FP) and bs.fingerprint_size(4) == 16
+    check_weights(header, FP)
+    with pytest.raises(WeightsMismatch, match=FP8.hex()):
+        check_weights(header, fingerprint(b"other"))
+
+
+@pytest.mark.timeout(60)
+def test_v5_fuzz_only_bitstream_errors() -> None:
+    rng = np.random.default_rng(20261203)
+    bases = [write_stream(make_header_v5(), make_chunks()),
+             write_stream(make_header_v5(tile_height=64, tile_width=32, levels=1),
+                          [Chunk(ChunkType.U, 0, b"a", tile=t) for t in range(4)] + [Chunk(ChunkType.X, 2, b"xyz")])]
+    outcomes: dict[str, int] = {}
+    for i in range(3000):
+        data = bytearray(_mutate(rng, bases[i % 2]))
+        if rng.random() < 0.3 and len(data) > 4:
+            data[4] = 5                             # keep it a version-5 stream more often
+        if rng.random() < 0.2:                      # a random compact chunk with valid checks
+            data += raw_chunk_v5(int(rng.integers(0, 6)), int(rng.integers(0, 5)), bytes(int(rng.integers(0, 4))),
+                                 tile=int(rng.integers(0, 3)))
+        try:
+            parsed = read_stream(bytes(data))
+        except BitstreamError as error:
+            assert "\n" not in str(error) and str(error)
+            outcomes[type(error).__name__] = outcomes.get(type(error).__name__, 0) + 1
+            continue
+        assert write_stream(parsed.header, parsed.chunks) == bytes(data[:parsed.valid_length])
+        outcomes["ok"] = outcomes.get("ok", 0) + 1
+    for name in ("ok", "BadMagic", "HeaderError", "ChunkError", "ChunkCRCError"):
         assert outcomes.get(name, 0) > 0, outcomes

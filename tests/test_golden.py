@@ -1,10 +1,10 @@
 """Golden streams of every format version the codec decodes (recorded by ``python -m ssvcodec.bench.golden``):
 each decodes, level by level, to PNGs with the recorded SHA-256, so any change to the model, the
-coder or the container that alters decoding fails here. Format version 4 (lossless) renders every
-level in exact integer arithmetic and must match exactly. Format version 2 renders in float32 on
-every thread: on another CPU kind a level may instead match its recorded PNG up to float32
-rounding (:func:`ssvcodec.bench.golden.renders_agree`); its symbols are exact either way, or the
-level's CRC refuses the decode. Format versions 1 (the ELBO model) and 3 (session 8's
+coder or the container that alters decoding fails here. A lossless stream (format version 5 or 4)
+renders every level in exact integer arithmetic and must match exactly. A lossy one (version 5 or
+2) renders in float32 on every thread: on another CPU kind a level may instead match its recorded
+PNG up to float32 rounding (:func:`ssvcodec.bench.golden.renders_agree`); its symbols are exact
+either way, or the level's checksum refuses the decode. Format versions 1 (the ELBO model) and 3 (session 8's
 lossless streams) are no longer decoded."""
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from ssvcodec.bench.golden import GOLDEN, png_sha256, renders_agree
 from ssvcodec.codec.bitstream import read_stream
 
 
-@pytest.mark.parametrize("name,version", [("rd-v4", 4), ("rd-v2", 2)])
-def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -> None:
+@pytest.mark.parametrize("name,version,lossless", [("rd-v5", 5, False), ("rd-v5-lossless", 5, True),
+                                                   ("rd-v4", 4, True), ("rd-v2", 2, False)])
+def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int, lossless: bool) -> None:
     from ssvcodec.codec.rd_api import RDCodec
     from ssvcodec.models.io import WEIGHTS_DIR, weights_fingerprint
 
@@ -29,24 +30,25 @@ def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int) -
     if not weights.exists():
         pytest.skip(f"shipped weights {weights} are absent")
     head = WEIGHTS_DIR / meta.get("lossless_weights", "-")
-    if version == 4 and not head.exists():
+    if lossless and not head.exists():
         pytest.skip(f"shipped lossless head {head} is absent")
     data = (GOLDEN / meta["stream"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == meta["stream_sha256"]
     header = read_stream(data).header
     assert header.version == version
-    assert header.fingerprint == weights_fingerprint(weights), "the golden stream was recorded with other weights: re-record it"
-    codec = RDCodec(weights, lossless_weights=head) if version == 4 else RDCodec(weights)
+    assert header.fingerprint == weights_fingerprint(weights)[:len(header.fingerprint)], \
+        "the golden stream was recorded with other weights: re-record it"
+    codec = RDCodec(weights, lossless_weights=head) if lossless else RDCodec(weights)
     steps = list(codec.decode_progressive(data))
     assert [str(s.level) for s in steps] == list(meta["png_sha256"])
-    if version == 4:  # exact renders and the exact head: the same pixels on every CPU kind, the last the input
+    if lossless:  # exact renders and the exact head: the same pixels on every CPU kind, the last the input
         assert all(png_sha256(s.image) == meta["png_sha256"][str(s.level)] for s in steps)
         assert meta["png_sha256"][str(steps[-1].level)] == meta["input_png_sha256"]
     for s in steps:
         lv = str(s.level)
         if png_sha256(s.image) == meta["png_sha256"][lv]:
             continue
-        assert version == 2 and lv in meta.get("png", {}), f"level {lv} decodes to other pixels than recorded"
+        assert not lossless and lv in meta.get("png", {}), f"level {lv} decodes to other pixels than recorded"
         want = np.asarray(Image.open(GOLDEN / meta["png"][lv]))
         ok, how = renders_agree(s.image, want)
         assert ok, f"level {lv} differs from its recorded render beyond float32 rounding: {how}"

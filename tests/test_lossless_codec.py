@@ -1,4 +1,4 @@
-"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format version 4):
+"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format version 5):
 the decoded image equals the input bit for bit for every image kind (RGB, grey, RGBA, odd sizes,
 1x1, tiles), the lossy prefix is the lossy stream, and a damaged or foreign X chunk is refused."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_every_image_kind_decodes_bit_for_bit(codec: RDCodec, kind: str, size: t
            "rgba": lambda: _rgba(*size)}[kind]()
     data = codec.encode(img, quality=3.0, lossless=True)
     hd = read_stream(data).header
-    assert hd.version == 4 and hd.flags & HeaderFlags.LOSSLESS and hd.channels == {"rgb": 3, "grey": 1, "rgba": 4}[kind]
+    assert hd.version == 5 and hd.flags & HeaderFlags.LOSSLESS and hd.channels == {"rgb": 3, "grey": 1, "rgba": 4}[kind]
     steps = list(codec.decode_progressive(data))
     assert [s.level for s in steps] == [1, 2, 3, 4] and steps[-1].label == "lossless"
     out = steps[-1].image

@@ -44,7 +44,22 @@ def test_every_level_decodes_at_any_size(tiny_rd: RDCodec, size: tuple[int, int]
     assert all(s.image.shape == img.shape and s.image.dtype == np.uint8 for s in steps)
     assert steps[-1].bytes_used == len(data)
     assert [s.bytes_used for s in steps] == sorted(s.bytes_used for s in steps)
-    assert read_stream(data).header.version == 2
+    assert read_stream(data).header.version == 5
+
+
+def test_the_layouts_of_sessions_9_to_17_are_written_on_request_and_decode_alike(tiny_rd: RDCodec) -> None:
+    """``encode(version=2)`` writes the fixed layout (42-byte header, 18 bytes around a chunk, a
+    CRC-32 of each level's symbols): the same symbols and images as the compact version 5."""
+    img = synthetic(37, 53)
+    new, old = tiny_rd.encode(img, quality=3.0), tiny_rd.encode(img, quality=3.0, version=2)
+    assert read_stream(old).header.version == 2 and read_stream(new).header.version == 5
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(tiny_rd.decode_progressive(new),
+                                                                  tiny_rd.decode_progressive(old)))
+    pn, po = read_stream(new), read_stream(old)
+    assert [len(c.payload) for c in po.chunks] == [len(c.payload) + 2 for c in pn.chunks]   # CRC-32 vs CRC-16
+    assert len(old) - len(new) == (42 - pn.header_size) + sum(18 + 2 - (s.size - s.payload_size) for s in pn.spans)
+    with pytest.raises(ValueError, match="format version 2 cannot hold this stream"):
+        tiny_rd.encode(img, lossless=True, version=2)
 
 
 def test_levels_option_and_truncation_equal_the_decode_of_that_level(tiny_rd: RDCodec) -> None:
@@ -209,7 +224,7 @@ def test_old_format_versions_are_refused_naming_the_last_decoder(tiny_rd: RDCode
     parsed = read_stream(tiny_rd.encode(synthetic(16, 16)))
     h = parsed.header
     old = write_stream(Header(height=h.height, width=h.width, channels=h.channels, levels=h.levels, quality=h.quality,
-                              fingerprint=h.fingerprint, flags=HeaderFlags.LOSSLESS, version=version), parsed.chunks)
+                              fingerprint=tiny_rd.fingerprint, flags=HeaderFlags.LOSSLESS, version=version), parsed.chunks)
     for decode in (lambda: codec_for_stream(old), lambda: tiny_rd.decode(old)):
         with pytest.raises(ValueError, match=f"format version {version} .*no longer decoded: use ssvcodec at commit {commit}"):
             decode()
