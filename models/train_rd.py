@@ -8,7 +8,9 @@ Adam, a linear warm-up then cosine decay from ``--lr`` to ``--lr-min`` over the 
 lambda-conditioned model for every rate), the distortion of truncation level k weighted by the
 config's w_k (``--level-weights`` replaces them, also on a resumed run), each crop's loss weighted
 by about 1 / its rate with ``--q-weight`` (:func:`models.rd.rate_normalised_weight`), crops drawn with
-probability proportional to each photo's area (the clean wallpaper photos hold most pixels).
+probability proportional to each photo's area (the clean wallpaper photos hold most pixels). A level's
+checkerboard context whose latent grid on a training crop is under 8x8 (level 1 at 128 pixels) is
+frozen: :mod:`models.fit_context` fits it on large crops, everything else frozen.
 
 Resuming: re-running with the same ``--out`` continues from ``OUT/checkpoint.pt`` (model, EMA,
 optimiser, schedule, counters; batch s is drawn from its own seed [seed, s, rank], so the data
@@ -47,6 +49,7 @@ from tqdm import tqdm
 from .config import RDConfig
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
 from .grow import grow, remap_optimizer_state
+from .fit_context import MIN_CONTEXT_GRID, context_parameters, small_grid_contexts
 from .rd import RDSSVAE, psnr_from_mse, rate_normalised_weight
 from .train import BatchStream
 
@@ -227,6 +230,9 @@ def train(args: argparse.Namespace) -> Path:
     ema.to(device).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
+    frozen = small_grid_contexts(model, args.crop)
+    for p in context_parameters(model, frozen):  # border statistics: fitted on large crops by models.fit_context
+        p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -236,6 +242,9 @@ def train(args: argparse.Namespace) -> Path:
     if rank == 0:
         print(f"start at step {step} from {source}; schedule {seg['start']}..{seg['end']}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params; world {world}", flush=True)
+        if frozen:
+            print(f"the context of level(s) {[k + 1 for k in frozen]} stays frozen: its latent grid on {args.crop}-pixel "
+                  f"crops is under {MIN_CONTEXT_GRID} a side (python -m ssvcodec.models.fit_context fits it)", flush=True)
 
     def save(reason: str) -> None:
         if rank != 0:

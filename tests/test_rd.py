@@ -316,6 +316,13 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--grow", '{"merge_blocks": [0, 0, 1]}'),
                        check=True, env=env, capture_output=True, text=True)
     assert "start at step 3 from checkpoint" in r.stdout and "grown" not in r.stdout
+    # a context whose latent grid on the training crops is under 8x8 stays as it is (fit_context fits it)
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "6", "--grow", '{"context": [1, 1, 1]}'),
+                       check=True, env=env, capture_output=True, text=True)
+    assert "context of level(s) [1, 2] stays frozen" in r.stdout
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert not ck["model"]["levels.0.ctx_head.weight"].any() and not ck["model"]["levels.1.ctx_head.weight"].any()
+    assert ck["model"]["levels.2.ctx_head.weight"].any()
 
 
 def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None:
