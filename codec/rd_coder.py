@@ -15,9 +15,9 @@ which both sides draw from the float64 state in exact integer arithmetic
 Payload of a level: ``[checksum of the int32 symbols][range-coded symbols]``, the checksum a
 CRC-16 (``binascii.crc_hqx``, 2 bytes) from format version 5 and a CRC-32 (4 bytes) before
 (:func:`symbol_check_size`); a wrong checksum is a :class:`DesyncError`, never a silent wrong
-image. A level with a checkerboard context
-(``RDConfig.context``) codes its anchors first and then the other elements, in one payload; the
-checksum covers both parts in that order.
+image. A level with a spatial context (``RDConfig.context``) codes its passes in one payload, in
+order (:func:`models.rd.coding_passes`: the checkerboard's anchors, then the rest; or the four
+2x2 phases); the checksum covers every part in that order.
 """
 from __future__ import annotations
 
@@ -182,8 +182,8 @@ class RDTileCoder:
 
     def _reading_quantizer(self, payloads: list[bytes], version: int,
                            seen: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Quantizer:
-        """The decoder's quantizer: each level's symbols read from its payload (both parts of a
-        checkerboard level from one :class:`LevelReader`), ``z_hat = mu_hat + symbol``; ``seen(k,
+        """The decoder's quantizer: each level's symbols read from its payload (all the coding
+        passes of a context level from one :class:`LevelReader`), ``z_hat = mu_hat + symbol``; ``seen(k,
         symbols, stds)`` is told of every part read."""
         readers: dict[int, LevelReader] = {}
 
@@ -191,7 +191,7 @@ class RDTileCoder:
                      where: Tensor | None = None) -> tuple[Tensor, None]:
             mu_hat, idx = snap_prior(mu, sigma)
             if k not in readers:
-                readers[k] = LevelReader(payloads[k], f"level {k + 1}", 2 if self.model.levels[k].has_context else 1,
+                readers[k] = LevelReader(payloads[k], f"level {k + 1}", self.model.levels[k].context_passes,
                                          symbol_check_size(version))
             reader = readers[k]
             if where is None:
@@ -212,7 +212,7 @@ class RDTileCoder:
 
 class LevelReader:
     """Reads one level's payload: ``[checksum][range-coded symbols]`` in ``parts`` parts (a
-    checkerboard level: anchors, then the rest), checked against the checksum (of
+    context level: one per coding pass), checked against the checksum (of
     ``check_size`` bytes) after the last one."""
 
     def __init__(self, payload: bytes, what: str, parts: int = 1, check_size: int = 2) -> None:

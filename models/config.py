@@ -124,7 +124,11 @@ class RDConfig:
     merge_blocks: tuple[int, ...] = ()
     # Per level, 1: a checkerboard spatial context for the level's latent (He et al. 2021): half its
     # elements (the anchors) are coded first, the others under a prior that also sees the decoded
-    # anchors. Its output layer starts at zero, so a trained model can grow it (``train_rd --grow``).
+    # anchors. 2: four passes over the 2x2 phases, (0, 0), (1, 1), (0, 1), (1, 0), each under a
+    # prior that sees the phases decoded before it (the four-part split of Li, Li & Lu 2023,
+    # "Neural video compression with diverse contexts"); its third pass is the checkerboard's second. Every context's output layer
+    # starts at zero, so a trained model can grow one, or grow 1 into 2 (``train_rd --grow``,
+    # ``models.fit_context``).
     context: tuple[int, ...] = ()
     # Residual blocks after each stage of the encoder trunk (strides 2, 4, ... max latent stride;
     # empty: none). They start as the identity, so a trained model can grow them (``train_rd
@@ -152,8 +156,8 @@ class RDConfig:
             raise ValueError(f"quality_range must be (low, high) with low < high, got {self.quality_range}")
         if self.merge_blocks and (len(self.merge_blocks) != n or min(self.merge_blocks) < 0):
             raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
-        if self.context and (len(self.context) != n or not set(self.context) <= {0, 1}):
-            raise ValueError("context needs one 0 or 1 per level (or none)")
+        if self.context and (len(self.context) != n or not set(self.context) <= {0, 1, 2}):
+            raise ValueError("context needs one 0, 1 or 2 per level (or none)")
         stages = self.encoder_stages
         if self.enc_blocks and (len(self.enc_blocks) != stages or min(self.enc_blocks) < 0):
             raise ValueError(f"enc_blocks needs one count >= 0 per encoder stage ({stages}) (or none)")

@@ -1,15 +1,17 @@
-"""Fit the checkerboard contexts of chosen levels on frozen rate-distortion weights, with large crops.
+"""Fit the spatial contexts of chosen levels on frozen rate-distortion weights, with large crops.
 
     python -m ssvcodec.models.fit_context runs/rd/checkpoint.pt weights/ssvae-rd.safetensors --levels 1
 
-A level's context (He et al. 2021, ``RDConfig.context``) predicts the prior of its non-anchor
-latents from the decoded anchors. Trained on 128x128 crops, level 1's latent grid (stride 32) is
+A level's context (``RDConfig.context``) predicts the prior of its later coding passes from the
+latents decoded in the earlier ones: the checkerboard's anchors, then the rest (He et al. 2021), or
+with ``--passes 4`` the four 2x2 phases in turn (Li, Li & Lu 2023). Trained on 128x128 crops, level 1's latent grid (stride 32) is
 4x4: its statistics are those of borders, and a context learnt there does not carry over to whole
 photos (docs/training.md, session 18). So :mod:`models.train_rd` freezes such contexts, and this
 command fits them afterwards, everything else frozen: only the rate of the fitted levels moves (the
 latents and renders do not depend on the context; the decoder's rounding offsets do, which leaves
-the quantization error's spread unchanged). A level without a context gets one grown in first
-(:func:`models.grow.grow`: it starts as the identity).
+the quantization error's spread unchanged). A level without a context, or with fewer passes than
+``--passes``, gets one grown in first (:func:`models.grow.grow`: it starts as the identity), and
+every context network of the fitted levels is fitted.
 
 The crops come from the training photos large enough for ``--crop`` (the lossless wallpapers at 512);
 their encoder features are computed once and cached, with one quality q ~ U(quality range) per
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("source", type=Path, help="RD weights (.safetensors) or a train_rd checkpoint (.pt: its EMA weights)")
     ap.add_argument("out", type=Path, help="destination .safetensors (a .json beside it)")
     ap.add_argument("--levels", default="1", help="1-based levels whose context to fit, e.g. 1 or 1,2")
+    ap.add_argument("--passes", type=int, choices=(2, 4), default=2,
+                    help="coding passes of the fitted levels at least (2: checkerboard, 4: the 2x2 phases)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--crops", type=int, default=240, help="training crops (their features are cached)")
@@ -166,8 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     if not all(0 <= k < model.config.levels for k in levels):
         raise SystemExit(f"--levels: this model has levels 1..{model.config.levels}")
     context = list(model.config.context or [0] * model.config.levels)
-    if any(not context[k] for k in levels):
-        model = grow(model, {"context": [1 if k in levels else c for k, c in enumerate(context)]})
+    want = {2: 1, 4: 2}[a.passes]
+    if any(context[k] < want for k in levels):
+        model = grow(model, {"context": [max(c, want) if k in levels else c for k, c in enumerate(context)]})
     start = time.time()
     q_range = model.config.quality_range
     train = CachedFeatures(model, *sample_crops(a.data_dir, a.crop, a.crops, 1, q_range))

@@ -6,7 +6,10 @@ Allowed changes:
 - ``merge_blocks``: residual blocks after a level's merge (:class:`~models.rd_layers.ResBlock`
   starts at zero);
 - ``enc_blocks``: residual blocks after a stage of the encoder trunk (the same identity start);
-- ``context``: a checkerboard context for a level's latent (its output layer starts at zero);
+- ``context``: a checkerboard context for a level's latent, or a checkerboard grown into four
+  passes (0 -> 1 or 2, 1 -> 2; every new context network's output layer starts at zero, and the
+  four-pass level's third pass is the checkerboard's second, so the first two passes code what the
+  anchors did and the last two what the rest did, under the same priors);
 - ``latent_channels``: more channels in a level's latent. The new channels start at zero (the
   posterior's output rows are zero), their prior predicts zero with the smallest scale, and the
   merge reads them through small random weights: zero times anything leaves the state and the
@@ -151,6 +154,8 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps", "enc_width"}
     if changes.get("floor_in_steps") is False and model.config.floor_in_steps:
         raise ValueError("--grow may switch floor_in_steps on, not off")
+    if any(c < o for c, o in zip(changes.get("context", ()), model.config.context or ())):
+        raise ValueError("--grow may add or extend a level's context, not remove or shrink it")
     if set(changes) - allowed:
         raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = RDConfig.from_dict({**model.config.to_dict(), **changes})

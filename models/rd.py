@@ -63,16 +63,36 @@ def anchor_mask(h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
     return ((i + j) % 2 == 0).view(1, 1, h, w)
 
 
+#: the 2x2 phases (row parity, column parity) of a four-pass context level, in coding order
+FOUR_PASS_ORDER = ((0, 0), (1, 1), (0, 1), (1, 0))
+
+
+def coding_passes(passes: int, h: int, w: int, device: torch.device | str = "cpu") -> list[Tensor]:
+    """The masks (1, 1, h, w) of a level's coding passes, in order: the checkerboard's anchors and
+    the rest (``passes`` = 2, He et al. 2021), or the four 2x2 phases of ``FOUR_PASS_ORDER``
+    (``passes`` = 4, the four-part split of Li, Li & Lu 2023). Their first two together are the
+    checkerboard's anchors, so the third pass sees what the checkerboard's second does."""
+    if passes == 2:
+        a = anchor_mask(h, w, device)
+        return [a, ~a]
+    if passes != 4:
+        raise ValueError(f"a level is coded in 1, 2 or 4 passes, not {passes}")
+    i = torch.arange(h, device=device).view(-1, 1) % 2
+    j = torch.arange(w, device=device).view(1, -1) % 2
+    return [((i == r) & (j == c)).view(1, 1, h, w) for r, c in FOUR_PASS_ORDER]
+
+
 class Quantizer(Protocol):
     """How :meth:`RDSSVAE.top_down` turns level ``k``'s latent into the decoder's z_hat, given
     the prior's (mu, sigma). ``latent`` is None on the decoding side (the quantizer reads the
     symbols from a stream). Returns z_hat and the bits it costs (elementwise, or None).
 
-    A level with a spatial context (``RDConfig.context``) calls it twice, with ``where`` (a bool
-    mask broadcastable to ``mu``): first for the checkerboard's anchors, then for the other
-    elements under a prior that has seen the anchors. Only the masked elements of z_hat and of the
-    bits are used, so a quantizer may compute every element (training does); a coder codes only
-    the masked ones, in this order."""
+    A level with a spatial context (``RDConfig.context``) calls it once per coding pass
+    (:func:`coding_passes`), with ``where`` (a bool mask broadcastable to ``mu``): first for the
+    checkerboard's anchors, then for the other elements under a prior that has seen the anchors
+    (four passes: the 2x2 phases in turn, each under a prior that has seen the phases before it).
+    Only the masked elements of z_hat and of the bits are used, so a quantizer may compute every
+    element (training does); a coder codes only the masked ones, in this order."""
 
     def __call__(self, k: int, latent: Tensor | None, mu: Tensor, sigma: Tensor,
                  where: Tensor | None = None) -> tuple[Tensor, Tensor | None]: ...
@@ -123,6 +143,18 @@ def _run_ups(h: Tensor, emb: Tensor, ups: nn.ModuleList, gdns: nn.ModuleList, ga
     return h
 
 
+def _context_layers(M: int, N: int, E: int) -> tuple[nn.Sequential, Gain, nn.Conv2d]:
+    """A context network: decoded latents (M channels, zero where not yet decoded) -> a change of
+    the prior's (mu, raw scale) at the elements still to code. Its output layer starts at zero,
+    so a grown context starts as the identity."""
+    net = nn.Sequential(conv(M, N, 5), nn.GELU(), conv(N, N, 1), nn.GELU())
+    gain = Gain(E, N)
+    head = conv(N, 2 * M, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return net, gain, head
+
+
 class RDLevel(nn.Module):
     """One level of the top-down path: posterior head (encoder features at the level's latent
     stride + the top-down state -> latent), conditional prior (top-down state -> mu, sigma; a
@@ -147,14 +179,16 @@ class RDLevel(nn.Module):
             self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
             self.prior_gain = Gain(E, N)
             self.prior_head = conv(N, 2 * M, 1)
-        self.has_context = bool(cfg.context and cfg.context[k])
-        if self.has_context:
-            # the decoded anchors -> a change of the prior's (mu, raw scale) at the other elements
-            self.ctx_net = nn.Sequential(conv(M, N, 5), nn.GELU(), conv(N, N, 1), nn.GELU())
-            self.ctx_gain = Gain(E, N)
-            self.ctx_head = conv(N, 2 * M, 1)
-            nn.init.zeros_(self.ctx_head.weight)
-            nn.init.zeros_(self.ctx_head.bias)
+        #: coding passes of this level's latent (``RDConfig.context`` 0 / 1 / 2: 1 / 2 / 4 passes)
+        self.context_passes = (1, 2, 4)[cfg.context[k] if cfg.context else 0]
+        self.has_context = self.context_passes > 1
+        # "ctx": the checkerboard's anchors -> the rest (the third pass of four); "ctx_diag": phase
+        # (0, 0) -> phase (1, 1); "ctx_last": the first three phases -> phase (1, 0)
+        for name in ("ctx",) if self.context_passes == 2 else ("ctx", "ctx_diag", "ctx_last") if self.has_context else ():
+            net, gain, head = _context_layers(M, N, E)
+            setattr(self, f"{name}_net", net)
+            setattr(self, f"{name}_gain", gain)
+            setattr(self, f"{name}_head", head)
         self.latent_ungain = Gain(E, M)
         self.merge = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
         self.merge_res = nn.Sequential(*[ResBlock(N) for _ in range(cfg.merge_blocks[k] if cfg.merge_blocks else 0)])
@@ -180,10 +214,25 @@ class RDLevel(nn.Module):
         assert ctx is not None
         return self.prior_head(self.prior_gain(self.prior_net(ctx), emb))
 
-    def context_params(self, anchors: Tensor, emb: Tensor) -> Tensor:
+    def context_params(self, anchors: Tensor, emb: Tensor, name: str = "ctx") -> Tensor:
         """The change of :meth:`prior_params` that the decoded anchors (z_hat at the anchors, zero
-        elsewhere) bring to the other elements (the checkerboard context, He et al. 2021)."""
-        return self.ctx_head(self.ctx_gain(self.ctx_net(anchors), emb))
+        elsewhere) bring to the other elements (the checkerboard context, He et al. 2021), or with
+        ``name`` another pass's context network (:meth:`pass_params`)."""
+        net, gain, head = (getattr(self, f"{name}_{part}") for part in ("net", "gain", "head"))
+        return head(gain(net(anchors), emb))
+
+    def pass_params(self, i: int, p: Tensor, p_before: Tensor, decoded: Tensor, emb: Tensor) -> Tensor:
+        """The raw prior parameters of coding pass ``i`` >= 1 (:func:`coding_passes`) from the
+        context-free ones ``p``, those of pass i - 1 (``p_before``) and the latents decoded so far
+        (``decoded``: z_hat in latent units, zero where not yet decoded). Four passes: pass 1 sees
+        phase (0, 0) through ``ctx_diag``, pass 2 the checkerboard's anchors through ``ctx`` (as a
+        checkerboard level's second pass), pass 3 adds what ``ctx_last`` draws from the first three
+        phases to pass 2's."""
+        if self.context_passes == 2 or i == 2:
+            return p + self.context_params(decoded, emb)
+        if i == 1:
+            return p + self.context_params(decoded, emb, "ctx_diag")
+        return p_before + self.context_params(decoded, emb, "ctx_last")
 
     def mu_sigma(self, p: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, sigma) in units of the quality's quantization step ``step`` (z / step is what is
@@ -312,14 +361,22 @@ class RDSSVAE(nn.Module):
             if not det_lvl.has_context:
                 z_hat, bits = quantize(k, latent, mu, sigma)
             else:
-                a = anchor_mask(H // s, W // s, mu.device)
-                z_a, bits_a = quantize(k, latent, mu, sigma, a)
-                with det_guard():
-                    anchors = torch.where(a, z_a.to(step.dtype) * step, 0.0)
-                    mu, sigma = det_lvl.mu_sigma(p + det_lvl.context_params(anchors, det_emb), step)
-                z_b, bits_b = quantize(k, latent, mu, sigma, ~a)
-                z_hat = torch.where(a, z_a, z_b)
-                bits = None if bits_a is None or bits_b is None else torch.where(a, bits_a, bits_b)
+                masks = coding_passes(det_lvl.context_passes, H // s, W // s, mu.device)
+                p_i, decoded = p, None
+                for i, m in enumerate(masks):
+                    if i > 0:
+                        with det_guard():
+                            p_i = det_lvl.pass_params(i, p, p_i, decoded, det_emb)
+                            mu, sigma = det_lvl.mu_sigma(p_i, step)
+                    z_i, bits_i = quantize(k, latent, mu, sigma, m)
+                    if i == 0:
+                        z_hat, bits = z_i, bits_i
+                    else:
+                        z_hat = torch.where(m, z_i, z_hat)
+                        bits = None if bits is None or bits_i is None else torch.where(m, bits_i, bits)
+                    if i + 1 < len(masks):
+                        with det_guard():
+                            decoded = torch.where(m, z_i.to(step.dtype) * step, 0.0 if decoded is None else decoded)
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
             features: list[Tensor] | None = None

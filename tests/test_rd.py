@@ -297,6 +297,15 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
         ctx.levels[2].ctx_head.weight.normal_(0.0, 0.3)
         moved_bits = ctx(x, q)["bpp_3"]
     assert not torch.equal(moved_bits, a["bpp_3"]) and torch.equal(ctx(x, q)["bpp_2"], a["bpp_2"])
+    four = grow(ctx, {"context": [2, 1, 2]}).eval()  # four passes start as the checkerboard (or none)
+    with torch.no_grad():
+        d = four(x, q)
+        assert all(torch.equal(d[k], ctx(x, q)[k]) for k in d)
+        four.levels[0].ctx_diag_head.weight.normal_(0.0, 0.3)
+        four.levels[0].ctx_last_head.weight.normal_(0.0, 0.3)
+        assert not torch.equal(four(x, q)["bpp_1"], d["bpp_1"])
+    with pytest.raises(ValueError, match="not remove or shrink"):
+        grow(four, {"context": [1, 1, 2]})
     with pytest.raises(ValueError, match="may change only"):
         grow(small, {"width": 16})
     opt, moved = _adam_step_then_remap(small, big, x, q)
@@ -449,7 +458,24 @@ def test_macs_count_the_context_pass(tmp_path: Path, capsys: pytest.CaptureFixtu
     ctx = RDSSVAE(tiny_rd_config(context=(0, 0, 1))).eval()
     a, b = count_rd_macs(plain, 64, 64), count_rd_macs(ctx, 64, 64)
     assert a["decode to level 2"] == b["decode to level 2"] and b["decode to level 3"] > a["decode to level 3"]
+    four = count_rd_macs(RDSSVAE(tiny_rd_config(context=(0, 0, 2))).eval(), 64, 64)
+    assert four["decode to level 3"] > b["decode to level 3"]  # two more context networks
     save_weights(ctx, w := tmp_path / "ctx.safetensors", {"note": "test model"})
     macs_main(["--preset", "rd", "--weights", str(w), "--size", "64x64"])
     out = capsys.readouterr().out
     assert f"architecture of {w}" in out and f"{b['decode to level 3']:.2f} GMAC/MP" in out
+
+
+def test_coding_passes_partition_the_grid_and_start_with_the_anchors() -> None:
+    """The four passes cover every element once, in FOUR_PASS_ORDER, and their first two are the
+    checkerboard's anchors (so the third pass sees what a checkerboard's second does)."""
+    from ssvcodec.models.rd import anchor_mask, coding_passes
+
+    for h, w in ((4, 6), (5, 3), (1, 1)):
+        four = coding_passes(4, h, w)
+        assert torch.equal(sum(m.int() for m in four), torch.ones(1, 1, h, w, dtype=torch.int))
+        assert torch.equal(four[0] | four[1], anchor_mask(h, w)) and bool(four[0][0, 0, 0, 0])
+        two = coding_passes(2, h, w)
+        assert torch.equal(two[0], anchor_mask(h, w)) and torch.equal(two[1], ~anchor_mask(h, w))
+    with pytest.raises(ValueError, match="1, 2 or 4 passes"):
+        coding_passes(3, 4, 4)

@@ -148,9 +148,11 @@ def test_a_model_with_its_scale_floor_in_steps_round_trips_at_high_quality(tmp_p
     _round_trip_every_level(codec, img, 8.75)
 
 
-def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Path) -> None:
-    """A level with a spatial context (RDConfig.context): anchors then the rest in one payload,
-    decoded progressively and from a truncated stream, with estimates that match the payloads."""
+@pytest.mark.parametrize("context", [(0, 1, 1), (2, 1, 2)])
+def test_a_context_model_codes_its_levels_in_passes(tmp_path: Path, context: tuple[int, ...]) -> None:
+    """A level with a spatial context (RDConfig.context): its coding passes (the checkerboard's two,
+    or the four 2x2 phases) in one payload, decoded progressively and from a truncated stream, with
+    estimates that match the payloads."""
     from ssvcodec.codec.rd_coder import DesyncError
     from ssvcodec.models.io import save_weights
     from ssvcodec.models.rd import RDSSVAE
@@ -158,10 +160,12 @@ def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Pa
     from .conftest import tiny_rd_config
 
     torch.manual_seed(1)
-    model = RDSSVAE(tiny_rd_config(context=(0, 1, 1)))
+    model = RDSSVAE(tiny_rd_config(context=context))
+    heads = [m for n, m in model.named_modules() if n.split(".")[-1] in ("ctx_head", "ctx_diag_head", "ctx_last_head")]
+    assert len(heads) == sum((0, 1, 3)[c] for c in context)
     with torch.no_grad():
-        for lvl in model.levels[1:]:
-            lvl.ctx_head.weight.normal_(0.0, 0.3)  # so the anchors move the other elements' priors
+        for head in heads:
+            head.weight.normal_(0.0, 0.3)  # so the decoded passes move the later passes' priors
     w = tmp_path / "ctx.safetensors"
     save_weights(model, w, {"note": "test model"})
     codec = RDCodec(w)
@@ -169,8 +173,8 @@ def test_a_checkerboard_context_model_codes_its_levels_in_two_parts(tmp_path: Pa
     data, report, steps = _round_trip_every_level(codec, img, 5.0)
     assert np.array_equal(codec.decode(truncate_levels(data, 2)), steps[2])
     with torch.no_grad():
-        for lvl in model.levels[1:]:
-            lvl.ctx_head.weight.zero_()
+        for head in heads:
+            head.weight.zero_()
     save_weights(model, w2 := tmp_path / "flat.safetensors", {"note": "test model"})
     flat = RDCodec(w2).encode_with_report(img, quality=5.0)[1]
     assert flat[2]["estimated_bits"] != pytest.approx(report[2]["estimated_bits"])
