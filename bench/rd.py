@@ -83,7 +83,7 @@ PUBLISHED_KODAK = {
     "AV1": (30.52, 33.66, 35.87, 37.59),
     "VTM": (31.27, 34.37, 36.58, 38.24),
 }
-IMAGE_EXTS = (".png", ".ppm", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".ppm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # a JPEG's decoded pixels are the reference
 
 
 # --------------------------------------------------------------------------

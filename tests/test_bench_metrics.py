@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +282,20 @@ def test_residual_probe_side_information_and_causality() -> None:
     assert code_length(x, x) / pixels < 0.25 * alone
     noise = np.random.default_rng(1).integers(0, 256, x.shape).astype(np.uint8)
     assert code_length(x, noise) / pixels < alone + 1.0
+
+
+def test_the_rd_bench_reads_jpeg_photos_as_their_decoded_pixels(tmp_path: Path) -> None:
+    """bench.rd's images may be JPEGs (BSDS500 val): sorted by name, decoded to RGB, others skipped."""
+    from PIL import Image
+
+    from ssvcodec.bench.rd import load_images
+
+    rng = np.random.default_rng(0)
+    for name in ("b.jpg", "a.png"):
+        Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = load_images(tmp_path)
+    assert [n for n, _ in images] == ["a.png", "b.jpg"]
+    with Image.open(tmp_path / "b.jpg") as im:
+        assert np.array_equal(images[1][1], np.asarray(im.convert("RGB")))
+    assert [n for n, _ in load_images(tmp_path, limit=1)] == ["a.png"]
