@@ -95,6 +95,11 @@ class ModelConfig:
         return cls(**d)
 
 
+#: the coding passes of a level's latent by its ``RDConfig.context`` value: none, a checkerboard,
+#: the four 2x2 phases (``models.rd.coding_passes``)
+CONTEXT_PASSES = (1, 2, 4)
+
+
 @dataclass(frozen=True)
 class RDConfig:
     """Architecture of the rate-distortion ssVAE (:class:`models.rd.RDSSVAE`).
@@ -126,9 +131,10 @@ class RDConfig:
     # elements (the anchors) are coded first, the others under a prior that also sees the decoded
     # anchors. 2: four passes over the 2x2 phases, (0, 0), (1, 1), (0, 1), (1, 0), each under a
     # prior that sees the phases decoded before it (the four-part split of Li, Li & Lu 2023,
-    # "Neural video compression with diverse contexts"); its third pass is the checkerboard's second. Every context's output layer
-    # starts at zero, so a trained model can grow one, or grow 1 into 2 (``train_rd --grow``,
-    # ``models.fit_context``).
+    # "Neural video compression with diverse contexts"); its third pass is the checkerboard's
+    # second. Every context's output layer starts at zero, so a trained model can grow one, or
+    # grow 1 into 2 (``train_rd --grow``, ``models.fit_context``). ``CONTEXT_PASSES[c]``: the
+    # coding passes of a level with context c.
     context: tuple[int, ...] = ()
     # Residual blocks after each stage of the encoder trunk (strides 2, 4, ... max latent stride;
     # empty: none). They start as the identity, so a trained model can grow them (``train_rd
@@ -156,7 +162,7 @@ class RDConfig:
             raise ValueError(f"quality_range must be (low, high) with low < high, got {self.quality_range}")
         if self.merge_blocks and (len(self.merge_blocks) != n or min(self.merge_blocks) < 0):
             raise ValueError("merge_blocks needs one count >= 0 per level (or none)")
-        if self.context and (len(self.context) != n or not set(self.context) <= {0, 1, 2}):
+        if self.context and (len(self.context) != n or not set(self.context) <= set(range(len(CONTEXT_PASSES)))):
             raise ValueError("context needs one 0, 1 or 2 per level (or none)")
         stages = self.encoder_stages
         if self.enc_blocks and (len(self.enc_blocks) != stages or min(self.enc_blocks) < 0):

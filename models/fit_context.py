@@ -3,10 +3,10 @@
     python -m ssvcodec.models.fit_context runs/rd/checkpoint.pt weights/ssvae-rd.safetensors --levels 1
 
 A level's context (``RDConfig.context``) predicts the prior of its later coding passes from the
-latents decoded in the earlier ones: the checkerboard's anchors, then the rest (He et al. 2021), or
-with ``--passes 4`` the four 2x2 phases in turn (Li, Li & Lu 2023). Trained on 128x128 crops, level 1's latent grid (stride 32) is
-4x4: its statistics are those of borders, and a context learnt there does not carry over to whole
-photos (docs/training.md, session 18). So :mod:`models.train_rd` freezes such contexts, and this
+latents decoded in the earlier ones: the checkerboard's anchors, then the rest (He et al. 2021),
+or with ``--passes 4`` the four 2x2 phases in turn (Li, Li & Lu 2023). Trained on 128x128 crops,
+level 1's latent grid (stride 32) is 4x4: its statistics are those of borders, and a context
+learnt there does not carry over to whole photos (docs/training.md, session 18). So :mod:`models.train_rd` freezes such contexts, and this
 command fits them afterwards, everything else frozen: only the rate of the fitted levels moves (the
 latents and renders do not depend on the context; the decoder's rounding offsets do, which leaves
 the quantization error's spread unchanged). A level without a context, or with fewer passes than
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import CONTEXT_PASSES
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
 from .grow import grow
 from .rd import RDSSVAE, rounding_quantizer, training_quantizer
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     if not all(0 <= k < model.config.levels for k in levels):
         raise SystemExit(f"--levels: this model has levels 1..{model.config.levels}")
     context = list(model.config.context or [0] * model.config.levels)
-    want = {2: 1, 4: 2}[a.passes]
+    want = CONTEXT_PASSES.index(a.passes)
     if any(context[k] < want for k in levels):
         model = grow(model, {"context": [max(c, want) if k in levels else c for k, c in enumerate(context)]})
     start = time.time()

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import RDConfig
+from .config import CONTEXT_PASSES, RDConfig
 from .exact_render import exact_render
 from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, ResBlock, conv, deconv, deconv_subpixel,
                         gaussian_bits, scale_from_raw)
@@ -179,12 +179,12 @@ class RDLevel(nn.Module):
             self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
             self.prior_gain = Gain(E, N)
             self.prior_head = conv(N, 2 * M, 1)
-        #: coding passes of this level's latent (``RDConfig.context`` 0 / 1 / 2: 1 / 2 / 4 passes)
-        self.context_passes = (1, 2, 4)[cfg.context[k] if cfg.context else 0]
+        #: coding passes of this level's latent (:func:`coding_passes`)
+        self.context_passes = CONTEXT_PASSES[cfg.context[k] if cfg.context else 0]
         self.has_context = self.context_passes > 1
         # "ctx": the checkerboard's anchors -> the rest (the third pass of four); "ctx_diag": phase
         # (0, 0) -> phase (1, 1); "ctx_last": the first three phases -> phase (1, 0)
-        for name in ("ctx",) if self.context_passes == 2 else ("ctx", "ctx_diag", "ctx_last") if self.has_context else ():
+        for name in {1: (), 2: ("ctx",), 4: ("ctx", "ctx_diag", "ctx_last")}[self.context_passes]:
             net, gain, head = _context_layers(M, N, E)
             setattr(self, f"{name}_net", net)
             setattr(self, f"{name}_gain", gain)
