@@ -36,7 +36,7 @@ from .metrics import bpp, psnr
 REFERENCE = {"encode_s": 0.41, "decode_s": 0.52}
 
 
-def _run(args: list[str], threads: int) -> tuple[int, str, float]:
+def run_cli(args: list[str], threads: int) -> tuple[int, str, float]:
     """Run one ``ssvcodec`` command in a fresh process with ``threads`` torch threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     extra = ["--threads", str(threads)] if args[0] in ("encode", "decode") else []
@@ -49,13 +49,19 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def anchor_psnr(ref: np.ndarray, name: str, rate: float) -> float:
-    """PSNR of a classical codec (``jpeg`` or ``webp``, Pillow, its bench sweep) at ``rate`` bpp on
-    this image, interpolated in log-rate (nan outside its range)."""
+def anchor_sweep(ref: np.ndarray, name: str) -> list[tuple[float, float]]:
+    """(bpp, PSNR) of a bench codec (``jpeg``, ``webp``, ``jpegxl``, ...) at each setting of its
+    bench sweep on this image, in the order of its settings."""
     from .codecs import get_codec
 
     c = get_codec(name)
-    pts = sorted((bpp(len(d), *ref.shape[:2]), psnr(ref, c.decode(d))) for d in (c.encode(ref, q) for q in c.qualities))
+    return [(bpp(len(d), *ref.shape[:2]), psnr(ref, c.decode(d))) for d in (c.encode(ref, q) for q in c.qualities)]
+
+
+def anchor_psnr(ref: np.ndarray, name: str, rate: float) -> float:
+    """PSNR of a bench codec (:func:`anchor_sweep`) at ``rate`` bpp on this image, interpolated in
+    log-rate (nan outside its range)."""
+    pts = anchor_sweep(ref, name)
     return float(quality_at_rate([p[0] for p in pts], [p[1] for p in pts], rate))
 
 
@@ -87,12 +93,12 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], wi
         modes += [("CR", ["--with-y", *weights])]
     for mode, flags in modes:
         ssv = work / f"{src.stem}_{mode}.ssv"
-        rc, log, t_enc = _run(["encode", str(src), "-o", str(ssv), *flags], 2)
+        rc, log, t_enc = run_cli(["encode", str(src), "-o", str(ssv), *flags], 2)
         if rc:
             raise RuntimeError(f"encode failed: {log}")
         png = work / f"{src.stem}_{mode}.png"
         dweights = weights
-        rc, log, t_dec = _run(["decode", str(ssv), "-o", str(png), "--progressive", *dweights], 2)
+        rc, log, t_dec = run_cli(["decode", str(ssv), "-o", str(png), "--progressive", *dweights], 2)
         if rc:
             raise RuntimeError(f"decode failed: {log}")
         levels = sorted(work.glob(f"{src.stem}_{mode}_L*.png"), key=lambda p: int(p.stem.rsplit("_L", 1)[1]))
@@ -100,7 +106,7 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], wi
         for p in levels:
             lv = int(p.stem.rsplit("_L", 1)[1])
             part = work / f"{src.stem}_{mode}_t{lv}.ssv"
-            _run(["truncate", str(ssv), "--levels", str(lv), "-o", str(part)], 2)
+            run_cli(["truncate", str(ssv), "--levels", str(lv), "-o", str(part)], 2)
             img = np.asarray(Image.open(p).convert("RGB"))
             rate = bpp(part.stat().st_size, h, w)
             rows.append({"level": lv, "bytes": part.stat().st_size, "bpp": round(rate, 4),
@@ -110,12 +116,12 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], wi
                          "webp_psnr_same_bpp": round(anchor_psnr(ref, "webp", rate), 3), "png_sha": _sha(p)})
             # truncate == decode of that level
             tpng = work / f"{src.stem}_{mode}_t{lv}.png"
-            _run(["decode", str(part), "-o", str(tpng), *dweights], 2)
+            run_cli(["decode", str(part), "-o", str(tpng), *dweights], 2)
             rows[-1]["truncate_equals_level"] = _sha(tpng) == _sha(p)
         psnrs = [r["psnr"] if isinstance(r["psnr"], float) else float("inf") for r in rows]
         # fresh process, one thread, decodes the whole stream to the same PNG bytes
         one = work / f"{src.stem}_{mode}_1thread.png"
-        rc1, _, t_dec1 = _run(["decode", str(ssv), "-o", str(one), *dweights], 1)
+        rc1, _, t_dec1 = run_cli(["decode", str(ssv), "-o", str(one), *dweights], 1)
         out["modes"][mode] = {
             "encode_s": round(t_enc, 2), "progressive_decode_s": round(t_dec, 2), "decode_1thread_s": round(t_dec1, 2),
             "file_bytes": ssv.stat().st_size, "file_bpp": round(bpp(ssv.stat().st_size, h, w), 4), "levels": rows,
@@ -130,7 +136,7 @@ def check_image(src: Path, work: Path, target_bpp: float, weights: list[str], wi
     data[len(data) // 2] ^= 0x40
     bad.write_bytes(bytes(data))
     bad_png = work / f"{src.stem}_bad.png"
-    rc, log, _ = _run(["decode", str(bad), "-o", str(bad_png), *weights], 2)
+    rc, log, _ = run_cli(["decode", str(bad), "-o", str(bad_png), *weights], 2)
     out["corrupted_byte"] = {"exit_code": rc, "message": log.splitlines()[-1] if log else "",
                              "one_line": len(log.splitlines()) == 1, "no_output_file": not bad_png.exists()}
     return out

@@ -212,3 +212,24 @@ def test_render_limits_runs_on_a_model_with_a_checkerboard_context(capsys: pytes
     assert "2. head alone" in out and "3. latents" in out
     m = re.search(r"3\. latents, q = 8: ([\d.]+) dB at ([\d.]+) bpp from the encoder", out)
     assert m and float(m.group(2)) > 0
+
+
+def test_cli_rd_sweeps_the_command_line(tmp_path: Path, tiny_rd_weights: Path) -> None:
+    from ssvcodec.bench import cli_rd
+
+    src = tmp_path / "photo.png"
+    Image.fromarray(synthetic(32, 48, 3)).save(src)
+    cli_rd.main([str(src), "--bpp", "1,4", "--weights", str(tiny_rd_weights), "--threads", "1",
+                 "--out", str(tmp_path / "sweep")])
+    res = json.loads((tmp_path / "sweep.json").read_text())
+    (photo,) = res["photos"]
+    assert [p["target_bpp"] for p in photo["points"]] == [1.0, 4.0]
+    for p in photo["points"]:
+        sizes = [lv["bytes"] for lv in p["levels"]]
+        assert [lv["level"] for lv in p["levels"]] == [1, 2, 3]
+        assert sizes == sorted(set(sizes))                      # each truncation holds less
+        assert sizes[-1] == round(p["file_bpp"] * 32 * 48 / 8)  # the last level is the whole file
+        assert all(math.isfinite(lv["psnr"]) for lv in p["levels"])
+    assert set(photo["anchors"]) == set(cli_rd.ANCHORS)
+    assert set(res["bd_rate_mean"]) == {"L1", "L2", "L3"}
+    assert "| photo.png |" in (tmp_path / "sweep.md").read_text()

@@ -299,3 +299,35 @@ def test_the_rd_bench_reads_jpeg_photos_as_their_decoded_pixels(tmp_path: Path) 
     with Image.open(tmp_path / "b.jpg") as im:
         assert np.array_equal(images[1][1], np.asarray(im.convert("RGB")))
     assert [n for n, _ in load_images(tmp_path, limit=1)] == ["a.png"]
+
+
+def _cli_photo(name: str, scale: float, shift: float) -> dict:
+    """A photo's result as bench.cli_rd records it: three levels, WebP / JPEG / JPEG XL sweeps."""
+    webp = [(r, 20.0 + shift + 5.0 * math.log2(r / 0.1)) for r in (0.1, 0.2, 0.4, 0.8, 1.6)]
+    anchors = {"webp": webp, "jpeg": [(r * 2.0, p) for r, p in webp], "jpegxl": [(r * 1.25, p) for r, p in webp]}
+    points = []
+    for t in (0.2, 0.4, 0.8):
+        p3 = 20.0 + shift + 5.0 * math.log2(t / scale / 0.1)
+        points.append({"target_bpp": t, "file_bpp": t, "encode_s": 1.0, "progressive_decode_s": 0.5,
+                       "levels": [{"level": 1, "bytes": 10, "bpp": t / 8, "psnr": p3 - 9.0},
+                                  {"level": 2, "bytes": 20, "bpp": t / 3, "psnr": p3 - 4.0},
+                                  {"level": 3, "bytes": 30, "bpp": t, "psnr": p3}]})
+    return {"image": name, "size": "8x8", "points": points, "anchors": anchors}
+
+
+def test_cli_rd_bd_rates_on_known_curves() -> None:
+    from ssvcodec.bench.cli_rd import comparisons, to_markdown
+
+    # the full stream needs 0.8x WebP's bits at every PSNR on both photos: -20 % against WebP, -60 %
+    # against JPEG (which needs 2x WebP's bits), -36 % against JPEG XL (1.25x)
+    results = [_cli_photo("a.png", 0.8, 0.0), _cli_photo("b.png", 0.8, 3.0)]
+    comp = comparisons(results)
+    assert comp["bd_rate_mean"]["L3"]["webp"] == pytest.approx(-20.0, abs=1e-6)
+    assert comp["bd_rate_mean"]["L3"]["jpeg"] == pytest.approx(-60.0, abs=1e-6)
+    assert comp["bd_rate_mean"]["L3"]["jpegxl"] == pytest.approx(-36.0, abs=1e-6)
+    assert comp["bd_rate_per_image"]["L3"]["webp"]["b.png"] == pytest.approx(-20.0, abs=1e-6)
+    assert comp["mean_curves"]["L3"]["psnr"][0] == pytest.approx(np.mean([results[0]["points"][0]["levels"][2]["psnr"],
+                                                                           results[1]["points"][0]["levels"][2]["psnr"]]))
+    md = to_markdown(results, comp, [0.2, 0.4, 0.8])
+    assert "| L3 | -60.0 % | -20.0 % | -36.0 % |" in md
+    assert "| b.png | -60.0 % | -20.0 % | -36.0 % |" in md
