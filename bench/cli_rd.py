@@ -2,7 +2,7 @@
 never trained on, with BD-rates against the bench's JPEG, WebP and JPEG XL on the same photos.
 
     python -m ssvcodec.bench.cli_rd ../shared/data/photos/bsds500/val --limit 8 \\
-        --bpp 0.125,0.25,0.5,0.75,1,1.5 --out bench/results/never-seen-cli
+        --bpp 0.125,0.25,0.5,0.75,1,1.5,2 --out bench/results/never-seen-cli
 
 For each photo and target B, as a user runs it: ``ssvcodec encode --bpp B``, ``decode
 --progressive`` (OUT_L1.png ... OUT.png) and ``truncate --levels L`` for every level but the last;
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="+", help="photos, or folders of them (sorted by name)")
     ap.add_argument("--limit", type=int, default=None, help="the first N photos")
-    ap.add_argument("--bpp", default="0.125,0.25,0.5,0.75,1,1.5", help="target rates of encode --bpp")
+    ap.add_argument("--bpp", default="0.125,0.25,0.5,0.75,1,1.5,2", help="target rates of encode --bpp")
     ap.add_argument("--weights", default=None, help="weights of the lossy codec (default: the shipped ones)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each ssvcodec command")
     ap.add_argument("--out", default="bench/results/never-seen-cli", help="path stem of the .json and .md")
