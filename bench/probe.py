@@ -9,7 +9,8 @@ bytes per level: ``ssvcodec info --estimates``), the quality is the PSNR of each
 display image (render rounded, upsampled to full size as a decoder shows it). Printed: per model,
 level and quality the mean bpp (of every level up to that one) and PSNR, then per level the
 BD-rate of every model against the first (``bench.bdrate``, PCHIP in log-rate over the shared
-PSNR range): the quick check behind the paired probes of docs/training.md. Real streams and all
+PSNR range), and where two models have different numbers of levels, their full streams against
+each other: the quick check behind the paired probes of docs/training.md. Real streams and all
 24 images are ``bench.rd``'s job.
 """
 from __future__ import annotations
@@ -104,9 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     levels = len(next(iter(results[anchor].values()))["bpp"])
     for path in args.models[1:]:
         cells = []
-        for k in range(levels):
-            curve = [[results[m][str(q)][key][k] for q in qualities] for m in (anchor, str(path)) for key in ("bpp", "psnr")]
-            cells.append(f"L{k + 1} {bd_rate(*curve):+.2f} %")
+        own = len(next(iter(results[str(path)].values()))["bpp"])
+        pairs = [(k, k) for k in range(min(levels, own))] + ([(levels - 1, own - 1)] if own != levels else [])
+        for ka, kb in pairs:  # level by level, and the full streams when the models have different levels
+            curve = [[results[m][str(q)][key][k] for q in qualities] for m, k in ((anchor, ka), (str(path), kb))
+                     for key in ("bpp", "psnr")]
+            label = f"L{kb + 1}" if ka == kb else f"L{kb + 1} (full) vs L{ka + 1}"
+            cells.append(f"{label} {bd_rate(*curve):+.2f} %")
         print(f"BD-rate of {path} vs {anchor}: " + ", ".join(cells))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -331,9 +331,9 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--levels", type=click.IntRange(1, 9), default=None,
               help="levels to write, 1..L (L = 3 for the shipped model; default: all)")
 @click.option("--quality", type=click.FloatRange(-64.0, 64.0), default=None,
-              help="lossy codec: q in the weights' trained range ([-3, 9] for the shipped ones), "
+              help="lossy codec: q in the weights' trained range ([-4, 9] for the shipped ones), "
                    "lambda = 0.0009 * 2^q (default 4, about 0.5 bpp on photos); "
-                   "with --lossless: the lossy levels' q (default 2: the smallest lossless files)")
+                   "with --lossless: the lossy levels' q (default 0: the smallest lossless files)")
 @click.option("--bpp", type=click.FloatRange(0.0, min_open=True), default=None,
               help="target bits per pixel of the whole file: bisection on --quality")
 @click.option("--size", type=click.IntRange(1), default=None, help="target file size in bytes: bisection on --quality")

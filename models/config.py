@@ -100,6 +100,10 @@ class ModelConfig:
 CONTEXT_PASSES = (1, 2, 4)
 
 
+#: the block side of a residual last level (``RDConfig.residual_last``): its latent stride
+RESIDUAL_BLOCK = 4
+
+
 @dataclass(frozen=True)
 class RDConfig:
     """Architecture of the rate-distortion ssVAE (:class:`models.rd.RDSSVAE`).
@@ -107,7 +111,9 @@ class RDConfig:
     Level k (1-based) renders the image at 1/``render_strides[k-1]`` of x's size (the ssVAE's
     y_{K+1-k}; the last level renders x) with a latent at 1/``latent_strides[k-1]`` of x. The
     top-down state goes from each level's latent stride to the next one's, so latent strides may
-    not grow from one level to the next.
+    not grow from one level to the next. Levels after the first to render x refine it: their
+    latents sit at a finer stride and add what x's coarser latents could not carry (``models.grow``
+    adds one to a trained model).
     """
 
     kind: str = "rd"
@@ -149,10 +155,20 @@ class RDConfig:
     # leaves at its prior mean still costs 0.4 bits at q = 8 and 0.8 at q = 9 (docs/training.md,
     # session 13). Switching it on changes nothing at q <= q_max / 2 (``train_rd --grow``).
     floor_in_steps: bool = False
+    # Per level, the kernel of its prior network's and merge's convolutions (empty: 3 everywhere).
+    # A refinement level at a fine latent stride uses 1: its priors and merges run in float64 in
+    # the codec (``codec/quantize.py``), where a 3x3 convolution at stride 4 would cost more than
+    # the whole decode does today; its render head's transposed convolutions still see 5x5.
+    kernels: tuple[int, ...] = ()
+    # The last level codes x's residual: its latent is a linear transform (a 3x3 convolution on the
+    # 4x4 blocks of x - x_hat_{L-1}, starting as an orthonormal DCT x colour basis) and its render
+    # is x_hat_{L-1} plus the synthesis of the decoded latent; its prior still reads the top-down
+    # state. A transform coder of what the hierarchy's last render missed, for the high rates.
+    residual_last: bool = False
 
     def __post_init__(self) -> None:
         for name in ("render_strides", "latent_strides", "latent_channels", "level_weights", "merge_blocks",
-                     "quality_range", "context", "enc_blocks"):
+                     "quality_range", "context", "enc_blocks", "kernels"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         n = len(self.render_strides)
@@ -169,6 +185,10 @@ class RDConfig:
             raise ValueError(f"enc_blocks needs one count >= 0 per encoder stage ({stages}) (or none)")
         if self.enc_width < 0:
             raise ValueError(f"enc_width must be >= 0 (0: width), got {self.enc_width}")
+        if self.kernels and (len(self.kernels) != n or any(k not in (1, 3) for k in self.kernels)):
+            raise ValueError("kernels needs one 1 or 3 per level (or none)")
+        if self.residual_last and (n < 2 or self.render_strides[-2:] != (1, 1) or self.latent_strides[-1] != RESIDUAL_BLOCK):
+            raise ValueError(f"a residual last level refines x (render strides ..., 1, 1) at latent stride {RESIDUAL_BLOCK}")
         if self.render_strides[-1] != 1:
             raise ValueError("the last level must render x at full size (render stride 1)")
         for k in range(n):
@@ -177,8 +197,9 @@ class RDConfig:
                 raise ValueError(f"level {k + 1}: strides must be powers of two with latent > render, got {r}, {s}")
             if k + 1 < n and not (r < self.latent_strides[k + 1] <= s):
                 raise ValueError(f"level {k + 2}'s latent stride must lie between level {k + 1}'s latent and render strides")
-            if k + 1 < n and self.render_strides[k + 1] * 2 != r:
-                raise ValueError("each level must render at twice the resolution of the one before")
+            if k + 1 < n and self.render_strides[k + 1] * 2 != r and not (self.render_strides[k + 1] == r == 1):
+                raise ValueError("each level must render at twice the resolution of the one before "
+                                 "(or refine x: several levels may render at stride 1)")
 
     @property
     def levels(self) -> int:
@@ -197,6 +218,10 @@ class RDConfig:
     @property
     def pad_multiple(self) -> int:
         return max(self.latent_strides)
+
+    def kernel(self, k: int) -> int:
+        """The kernel of level ``k``'s (0-based) prior network and merge (``kernels``)."""
+        return self.kernels[k] if self.kernels else 3
 
     def lam(self, q: float) -> float:
         """lambda for quality ``q``: the weight of 255^2 * MSE against bits per pixel."""

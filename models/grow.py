@@ -23,6 +23,14 @@ Allowed changes:
   the next layer (the next stage, a posterior head) reads it through small random weights: the
   model computes exactly what it did, and the gradient reaches the new rows through those
   weights. Only the encoder changes, so decoding costs nothing more;
+- a refinement level (``render_strides`` ... ``kernels`` with one more level, which renders x
+  again, at a finer latent stride: ``add_level_changes``). The last level's render head is
+  split: its first upsampling stage becomes the level's transition to the new latent stride, its
+  other stages the new level's render head, and the new level's merge ends in a convolution that
+  starts at zero. So the new level renders exactly what the last one did, and the last one keeps
+  its render. Its posterior and prior start as a fresh level's (latents about one quantization
+  step wide, not at zero: the channels grown at zero with a prior at its floor in session 13 never
+  came alive), so it starts with a rate, which training turns off where it does not pay;
 - ``floor_in_steps`` (False -> True): the prior scale's floor becomes 0.11 quantization steps
   where a step is under one latent unit (q > q_max / 2). No weight changes and nothing at
   q <= q_max / 2 does; above it every prior scale is smaller by 0.11 (1 / step - 1) steps, which
@@ -38,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RDConfig
+from .config import RESIDUAL_BLOCK, RDConfig
 from .rd import LATENT_INIT_GAIN, RDSSVAE
 
 #: a new latent channel's raw prior scale: softplus(-12) ~ 6e-6, so its scale is the floor
@@ -102,6 +110,83 @@ def encoder_index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
     return maps
 
 
+def add_level_changes(model_config: RDConfig, channels: int, weight_before: float, kernel: int = 1,
+                      residual: bool = False) -> dict[str, Any]:
+    """The ``grow`` changes that add a refinement level after the last one: its latent at half the
+    last one's latent stride with ``channels`` channels, rendering x (stride 1) with distortion
+    weight 1, the last level's weight set to ``weight_before``, convolutions of ``kernel``;
+    ``residual``: a residual level (``RDConfig.residual_last``) at the residual block's stride."""
+    c = model_config
+    if c.render_strides[-1] != 1 or c.latent_strides[-1] < 4:
+        raise ValueError("a refinement level needs a last level rendering x from a latent stride >= 4")
+    stride = RESIDUAL_BLOCK if residual else c.latent_strides[-1] // 2
+    return {"render_strides": [*c.render_strides, 1], "latent_strides": [*c.latent_strides, stride], "residual_last": residual,
+            "latent_channels": [*c.latent_channels, channels],
+            "level_weights": [*c.level_weights[:-1], weight_before, 1.0],
+            "context": [*c.context, 0] if c.context else [],
+            "merge_blocks": [*c.merge_blocks, 0] if c.merge_blocks else [],
+            "kernels": [*(c.kernels or [3] * c.levels), kernel]}
+
+
+def _added_level(old: RDConfig, new: RDConfig) -> bool:
+    """Whether ``new`` is ``old`` with one refinement level added (module docstring)."""
+    if new.levels == old.levels:
+        return False
+    L = old.levels
+    same = (new.render_strides[:L] == old.render_strides and new.latent_strides[:L] == old.latent_strides
+            and new.latent_channels[:L] == old.latent_channels
+            and (new.context or (0,) * new.levels)[:L] == (old.context or (0,) * L)
+            and (new.merge_blocks or (0,) * new.levels)[:L] == (old.merge_blocks or (0,) * L)
+            and tuple(new.kernel(k) for k in range(L)) == tuple(old.kernel(k) for k in range(L)))
+    if old.residual_last:
+        raise ValueError("--grow adds no level after a residual level")
+    finer = new.latent_strides[L] * 2 == old.latent_strides[L - 1] or new.residual_last
+    if new.levels != L + 1 or not same or new.render_strides[L] != 1 or not finer:
+        raise ValueError("--grow may add one level, which refines x (render stride 1) at half the last latent stride "
+                         "or as a residual level, and must keep every other level as it is")
+    if (new.merge_blocks and new.merge_blocks[L]) or (new.context and new.context[L]):
+        raise ValueError("an added level starts without residual blocks or a context (grow them afterwards)")
+    return True
+
+
+def _split_last_head(state: dict[str, Tensor], fresh: dict[str, Tensor], L: int) -> None:
+    """In ``state`` (the old model's, with ``fresh`` the grown model's initial values): level L - 1's
+    first render stage is copied into its transition and its other stages into level L's render
+    head (level L - 1 keeps its whole head); level L's other weights are ``fresh``'s, its merge's
+    last convolution at zero."""
+    for name, t in fresh.items():
+        if name.startswith(f"levels.{L}."):
+            state[name] = t
+    residual = f"levels.{L}.synth.weight" in fresh
+    for part, trans in (("head", "trans"), ("head_gdn", "trans_gdn"), ("head_gain", "trans_gain")):
+        for name in [n for n in state if n.startswith(f"levels.{L - 1}.{part}.")]:
+            i, rest = name[len(f"levels.{L - 1}.{part}."):].split(".", 1)
+            if int(i) == 0:
+                state[f"levels.{L - 1}.{trans}.0.{rest}"] = state[name]
+            elif not residual:
+                state[f"levels.{L}.{part}.{int(i) - 1}.{rest}"] = state[name]
+    if residual:  # it renders the last level's image plus its synthesis, which starts as a transform coder
+        return
+    for name in (f"levels.{L}.merge.2.weight", f"levels.{L}.merge.2.bias"):
+        state[name] = torch.zeros_like(fresh[name])
+
+
+def _split_head_sources(old: RDConfig, new: RDConfig) -> dict[str, str]:
+    """For a grown refinement level: each copied parameter's name -> its source's name in ``old``
+    (:func:`_split_last_head`); empty otherwise."""
+    if new.levels != old.levels + 1:
+        return {}
+    L = old.levels
+    stages = int(math.log2(old.latent_strides[L - 1] // old.render_strides[L - 1]))
+    out: dict[str, str] = {}
+    for part, trans in (("head", "trans"), ("head_gdn", "trans_gdn"), ("head_gain", "trans_gain")):
+        for leaf in ("weight", "bias", "beta", "gamma", "lin.weight", "lin.bias"):
+            out[f"levels.{L - 1}.{trans}.0.{leaf}"] = f"levels.{L - 1}.{part}.0.{leaf}"
+            for i in range(1, 0 if new.residual_last else stages):
+                out[f"levels.{L}.{part}.{i - 1}.{leaf}"] = f"levels.{L - 1}.{part}.{i}.{leaf}"
+    return out
+
+
 def _embed(old: Tensor, fill: Tensor, dim: int, src: list[int]) -> Tensor:
     """``fill`` with ``old``'s entries placed along ``dim`` at the positions ``src`` names."""
     out = fill.clone()
@@ -151,7 +236,8 @@ def index_maps(old: RDConfig, new: RDConfig) -> IndexMaps:
 def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     """``model`` with its config changed by ``changes`` (module docstring), keeping every trained
     weight; the grown model computes what ``model`` did (new latent channels: up to their rate)."""
-    allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps", "enc_width"}
+    allowed = {"merge_blocks", "enc_blocks", "context", "latent_channels", "floor_in_steps", "enc_width",
+               "render_strides", "latent_strides", "level_weights", "kernels", "residual_last"}
     if changes.get("floor_in_steps") is False and model.config.floor_in_steps:
         raise ValueError("--grow may switch floor_in_steps on, not off")
     if any(c < o for c, o in zip(changes.get("context", ()), model.config.context or ())):
@@ -159,7 +245,16 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     if set(changes) - allowed:
         raise ValueError(f"--grow may change only {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = RDConfig.from_dict({**model.config.to_dict(), **changes})
-    bigger = RDSSVAE(cfg)
+    added = _added_level(model.config, cfg)
+    if not added and (cfg.render_strides, cfg.latent_strides, cfg.level_weights) != (
+            model.config.render_strides, model.config.latent_strides, model.config.level_weights):
+        raise ValueError("--grow changes the strides or level weights only to add a refinement level")
+    if not added and cfg.kernels and tuple(cfg.kernel(k) for k in range(cfg.levels)) != tuple(
+            model.config.kernel(k) for k in range(cfg.levels)):
+        raise ValueError("--grow may not change a level's kernel")
+    with torch.random.fork_rng():  # a new level's fresh weights: the same for a model and its EMA copy
+        torch.manual_seed(seed)
+        bigger = RDSSVAE(cfg)
     maps = index_maps(model.config, cfg)
     gen = torch.Generator().manual_seed(seed)
     state = dict(model.state_dict())
@@ -167,6 +262,8 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
     for name, steps in maps.items():
         if name in state:
             state[name] = _reshape(state[name], steps, functools.partial(_fill, gen=gen))
+    if added:
+        _split_last_head(state, bigger.state_dict(), model.config.levels)
     for name, t in state.items():
         if name in shapes and shapes[name] != t.shape:
             raise ValueError(f"--grow {changes}: {name} would change shape without a rule for it")
@@ -180,14 +277,33 @@ def remap_optimizer_state(state: dict[str, Any], old: RDSSVAE, new: RDSSVAE) -> 
     """Adam's state of ``old``'s parameters moved to the same-named parameters of ``new``. New
     parameters start without moments; a reshaped one keeps its old entries' moments, and its new
     entries start with a zero first moment and the mean second moment of the old ones (so their
-    first steps are small, not Adam's full-size first step)."""
+    first steps are small, not Adam's full-size first step); the stages copied from a split render
+    head (a refinement level) take their source's moments, and the new level's other weights a
+    zero first moment and the mean second moment of the same weight of the level before it."""
     maps = index_maps(old.config, new.config)
     old_index = {n: i for i, (n, _) in enumerate(old.named_parameters())}
+    copied = _split_head_sources(old.config, new.config)
     moved: dict[int, Any] = {}
+    added = f"levels.{old.config.levels}." if new.config.levels > old.config.levels else None
+    v_all = [float(st["exp_avg_sq"].mean()) for st in state["state"].values() if "exp_avg_sq" in st]
     for i, (n, p) in enumerate(new.named_parameters()):
-        if n not in old_index or old_index[n] not in state["state"]:
+        n_old = copied.get(n, n)
+        sibling = f"levels.{old.config.levels - 1}." + n[len(added):] if added and n.startswith(added) else ""
+        if n_old not in old_index and sibling in old_index and old_index[sibling] in state["state"]:
+            # a new level's own weights: no first moment, and its sibling's (the level before) mean
+            # second moment, so that Adam's first steps follow the gradient's size instead of
+            # moving every weight by the full learning rate (which fills the state with noise)
+            src = state["state"][old_index[sibling]]
+            moved[i] = {"step": src["step"], "exp_avg": torch.zeros_like(p),
+                        "exp_avg_sq": torch.full_like(p, float(src["exp_avg_sq"].mean()))}
             continue
-        s = dict(state["state"][old_index[n]])
+        if added and n.startswith(added) and n_old not in old_index and v_all:  # no sibling: the mean of all
+            step = next(iter(state["state"].values()))["step"]
+            moved[i] = {"step": step, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.full_like(p, sum(v_all) / len(v_all))}
+            continue
+        if n_old not in old_index or old_index[n_old] not in state["state"]:
+            continue
+        s = dict(state["state"][old_index[n_old]])
         if n in maps:
             s["exp_avg"] = _reshape(s["exp_avg"], maps[n], _constant(0.0))
             s["exp_avg_sq"] = _reshape(s["exp_avg_sq"], maps[n], _constant(float(s["exp_avg_sq"].mean())))

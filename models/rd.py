@@ -22,6 +22,12 @@ for the decoder), the coarse-to-fine latent hierarchy QRes-VAE / QARV (Duan et a
 lambda enters every transform as continuous gain units (Cui et al. 2021) driven by an embedding
 of the quality q, lambda = lambda_min * 2^q.
 
+Past the last level that renders x, a *residual level* (``RDConfig.residual_last``) may code
+x - x_hat_L in 4x4 blocks through a learned linear transform that starts as a DCT (the transform
+coding of classical codecs, Goyal 2001, as a last ssVAE level: its prior still reads the top-down
+state): the hierarchy's latents carry about 35 dimensions per 8x8 block, too few for the high
+rates (docs/training.md, sessions 17 and 21).
+
 :meth:`RDSSVAE.top_down` is the single top-down pass: training, :meth:`RDSSVAE.forward`, and the
 codec's encoder and decoder (``codec/``) all run it, differing only in how a level's latent is
 quantized (a :class:`Quantizer`).
@@ -38,13 +44,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import CONTEXT_PASSES, RDConfig
+from .config import CONTEXT_PASSES, RESIDUAL_BLOCK, RDConfig
 from .exact_render import exact_render
 from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, ResBlock, conv, deconv, deconv_subpixel,
                         gaussian_bits, scale_from_raw)
 
 
 LATENT_INIT_GAIN = 40.0
+#: a residual level's starting latent gain: its quantization step is then about 45 / 2^((q - 4) / 2)
+#: 8-bit levels per coefficient (32 at q = 5, 8 at q = 9), near the high-rate optimum
+#: sqrt(26 / lambda(q)) of a uniform quantizer under R + lambda * 255^2 * MSE
+RESIDUAL_INIT_GAIN = 5.7
+
+
+def residual_basis(block: int = RESIDUAL_BLOCK) -> Tensor:
+    """(3 block^2, 3 block^2) orthonormal rows over ``pixel_unshuffle(x, block)``'s channels
+    (c * block^2 + dy * block + dx): the 2-D DCT-II of a block times an orthonormal colour
+    transform (luma (1, 1, 1) / sqrt 3, chroma (1, 0, -1) / sqrt 2 and (1, -2, 1) / sqrt 6),
+    ordered by frequency u + v, then u, then colour: the starting transform of a residual level
+    (``RDConfig.residual_last``), as the block transforms of classical codecs."""
+    n = torch.arange(block, dtype=torch.float64)
+    dct = torch.stack([torch.cos(math.pi * (n + 0.5) * u / block) * math.sqrt((1 if u == 0 else 2) / block) for u in range(block)])
+    colour = torch.tensor([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=torch.float64)
+    colour = colour / colour.norm(dim=1, keepdim=True)
+    rows = []
+    for u, v, j in sorted(((u, v, j) for u in range(block) for v in range(block) for j in range(3)),
+                          key=lambda t: (t[0] + t[1], t[0], t[2])):
+        rows.append(torch.einsum("c,y,x->cyx", colour[j], dct[u], dct[v]).reshape(-1))
+    return torch.stack(rows).float()
 
 
 def upsample(img: Tensor, factor: int) -> Tensor:
@@ -164,19 +191,24 @@ class RDLevel(nn.Module):
 
     def __init__(self, cfg: RDConfig, k: int) -> None:
         super().__init__()
-        N, M, E = cfg.width, cfg.latent_channels[k], cfg.emb_dim
+        N, M, E, K = cfg.width, cfg.latent_channels[k], cfg.emb_dim, cfg.kernel(k)
         r, s = cfg.render_strides[k], cfg.latent_strides[k]
         self.k, self.first = k, k == 0
+        self.residual = cfg.residual_last and k == cfg.levels - 1
         self.floor_in_steps = cfg.floor_in_steps
         ctx = 0 if self.first else N
-        self.to_latent = nn.Sequential(conv(cfg.encoder_width + ctx, N), nn.GELU(), conv(N, M))
+        if self.residual:
+            self.to_latent = conv(3 * s * s, M)
+            self.synth = conv(M, 3 * s * s)
+        else:
+            self.to_latent = nn.Sequential(conv(cfg.encoder_width + ctx, N), nn.GELU(), conv(N, M))
         self.latent_gain = Gain(E, M)
         if self.first:
             self.prior_table = nn.Linear(E, 2 * M)
             nn.init.zeros_(self.prior_table.weight)
             nn.init.constant_(self.prior_table.bias, 0.0)
         else:
-            self.prior_net = nn.Sequential(conv(N, N), nn.GELU(), conv(N, N), nn.GELU())
+            self.prior_net = nn.Sequential(conv(N, N, K), nn.GELU(), conv(N, N, K), nn.GELU())
             self.prior_gain = Gain(E, N)
             self.prior_head = conv(N, 2 * M, 1)
         #: coding passes of this level's latent (:func:`coding_passes`)
@@ -190,14 +222,37 @@ class RDLevel(nn.Module):
             setattr(self, f"{name}_gain", gain)
             setattr(self, f"{name}_head", head)
         self.latent_ungain = Gain(E, M)
-        self.merge = nn.Sequential(conv(M + ctx, N), nn.GELU(), conv(N, N))
-        self.merge_res = nn.Sequential(*[ResBlock(N) for _ in range(cfg.merge_blocks[k] if cfg.merge_blocks else 0)])
-        self.head, self.head_gdn, self.head_gain = _ups(int(math.log2(s // r)), N, 3, E)
+        # (the order in which parameters are made is the order of a checkpoint's optimizer state)
+        if not self.residual:
+            self.merge = nn.Sequential(conv(M + ctx, N, K), nn.GELU(), conv(N, N, K))
+            self.merge_res = nn.Sequential(*[ResBlock(N) for _ in range(cfg.merge_blocks[k] if cfg.merge_blocks else 0)])
+            self.head, self.head_gdn, self.head_gain = _ups(int(math.log2(s // r)), N, 3, E)
         nxt = cfg.latent_strides[k + 1] if k + 1 < cfg.levels else s
         self.trans, self.trans_gdn, self.trans_gain = _ups(int(math.log2(s // nxt)), N, N, E)
+        if self.residual:
+            self._init_residual(M)
+            return
         # Latents start about one quantization step wide (a fresh posterior head outputs ~0.03):
         # smaller ones round to the prior mean, carry nothing, and the rate term then collapses them.
         nn.init.constant_(self.latent_gain.lin.bias, math.log(LATENT_INIT_GAIN))
+
+    def _init_residual(self, M: int) -> None:
+        """A residual level starts as a working transform coder: analysis = the first M rows of
+        :func:`residual_basis` times RESIDUAL_INIT_GAIN, synthesis its transpose over that gain (the
+        centre taps of 3x3 convolutions, the rest zero), and a prior of mean 0 whose scale is the
+        same for every element until training makes it read the state."""
+        basis = residual_basis(int(math.isqrt(self.to_latent.in_channels // 3)))[:M]
+        with torch.no_grad():
+            self.to_latent.weight.zero_()
+            self.to_latent.weight[:, :, 1, 1] = basis
+            self.to_latent.bias.zero_()
+            self.synth.weight.zero_()
+            self.synth.weight[:, :, 1, 1] = basis.t() / RESIDUAL_INIT_GAIN
+            self.synth.bias.zero_()
+            self.prior_head.weight.zero_()
+            self.prior_head.bias.zero_()
+            self.prior_head.bias[M:] = -1.5  # scale softplus(-1.5) ~ 0.2 latent units: a residual coefficient's size
+        nn.init.constant_(self.latent_gain.lin.bias, math.log(RESIDUAL_INIT_GAIN))
 
     def analysis(self, feat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
         """The latent (before quantization) from the encoder's features at this stride and the
@@ -245,7 +300,11 @@ class RDLevel(nn.Module):
 
     def update(self, z_hat: Tensor, ctx: Tensor | None, emb: Tensor) -> Tensor:
         """The top-down state after this level's latent: ``ctx + merge(z_hat, ctx)`` (the first
-        level starts the state from its latent alone), then the level's residual blocks."""
+        level starts the state from its latent alone), then the level's residual blocks. A
+        residual level leaves the state as it is (nothing reads it after the last level)."""
+        if self.residual:
+            assert ctx is not None
+            return ctx
         h = self.latent_ungain(z_hat, emb)
         if ctx is None:
             return self.merge_res(self.merge(h))
@@ -256,6 +315,15 @@ class RDLevel(nn.Module):
         training its transposed convs run as sub-pixel convs (no prior reads a render, so their
         different float rounding cannot desynchronise a stream)."""
         return _run_ups(state, emb, self.head, self.head_gdn, self.head_gain, subpixel=not self.training)
+
+    def render_residual(self, base: Tensor, z_hat: Tensor, emb: Tensor) -> Tensor:
+        """A residual level's image: the level before's render ``base`` (at x's size) plus the
+        synthesis of its decoded latent ``z_hat`` (latent units)."""
+        return base + F.pixel_shuffle(self.synth(self.latent_ungain(z_hat, emb)), RESIDUAL_BLOCK)
+
+    def residual_features(self, x: Tensor, base: Tensor) -> Tensor:
+        """A residual level's analysis input: the blocks of x - ``base`` as channels."""
+        return F.pixel_unshuffle(x - base, RESIDUAL_BLOCK)
 
     def transition(self, state: Tensor, emb: Tensor) -> Tensor:
         """The state carried to the next level's latent stride."""
@@ -347,6 +415,8 @@ class RDSSVAE(nn.Module):
             feats = self.encoder_features(x, emb) if x is not None else {}
         want = render if callable(render) else (lambda k: bool(render))
         ctx: Tensor | None = None  # the top-down state at level k's latent stride (det's dtype)
+        prev_state = torch.empty(0)  # level k - 1's state, before its transition
+        base = torch.empty(0)  # level k - 1's render, when level k is a residual level
         for k in range(n):
             lvl, det_lvl = self.levels[k], det.levels[k]
             s = cfg.latent_strides[k]
@@ -357,7 +427,8 @@ class RDSSVAE(nn.Module):
             if x is not None:
                 with guard():
                     here = None if ctx is None else ctx.to(dev, torch.float32)
-                    latent = (lvl.analysis(feats[s], here, emb) / step_here).to(mu.device)
+                    feat = feats[s] if not lvl.residual else lvl.residual_features(x, base)
+                    latent = (lvl.analysis(feat, None if lvl.residual else here, emb) / step_here).to(mu.device)
             if not det_lvl.has_context:
                 z_hat, bits = quantize(k, latent, mu, sigma)
             else:
@@ -380,24 +451,41 @@ class RDSSVAE(nn.Module):
             with det_guard():
                 state = det_lvl.update(z_hat.to(step.dtype) * step, ctx, det_emb)
             features: list[Tensor] | None = None
-            if not want(k):
+            base_next = k + 1 < n and self.levels[k + 1].residual  # the next level codes x minus this render
+            if lvl.residual:
+                if precise_render and want(k):
+                    raise ValueError("an exact render of a residual level (for lossless coding after it) is not built")
+                out = lvl.render_residual(base, z_hat.to(dev, torch.float32) * step_here, emb) if want(k) else None
+            elif not (want(k) or base_next):
                 out = None
             elif precise_render and precise is not None:
-                features = []
+                # a refinement level's head starts at a finer stride: the coarser feature is the state
+                # its transition read (what the head of the level before it read first)
+                features = [prev_state.float()] if k and cfg.render_strides[k] == cfg.render_strides[k - 1] else []
                 out = exact_render(det_lvl, state, det_emb, features)
             else:
-                out = lvl.render(state.to(dev, torch.float32), emb)
+                # an encoder's base render decides the next latents, so it runs like the analysis
+                with guard() if base_next and x is not None else contextlib.nullcontext():
+                    out = lvl.render(state.to(dev, torch.float32), emb)
+            if base_next:
+                base = out.to(dev, torch.float32)
+                out = out if want(k) else None
             if k + 1 < n:
+                prev_state = state
                 with det_guard():
                     ctx = det_lvl.transition(state, det_emb)
             yield LevelOutput(k, z_hat, bits, out, features)
 
-    def forward(self, x: Tensor, q: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, q: Tensor, weight: Tensor | None = None,
+                rate_weights: tuple[float, ...] | None = None) -> dict[str, Tensor]:
         """Training terms for a batch ``x`` (uint8 or float in [0, 255], sides multiples of
         ``pad_multiple``) at qualities ``q`` (one per image): per level the bits per pixel of x
         (``bpp_k``) and the MSE of the upsampled render against x on [0, 1] (``mse_k``), and the
-        loss ``sum_k bpp_k + lambda(q) * 255^2 * sum_k w_k mse_k``, averaged over the batch
-        (with ``weight``, one per image, the weighted mean: :func:`rate_normalised_weight`)."""
+        loss ``sum_k beta_k bpp_k + lambda(q) * 255^2 * sum_k w_k mse_k``, averaged over the batch
+        (with ``weight``, one per image, the weighted mean: :func:`rate_normalised_weight`).
+        ``rate_weights``: beta_k (default 1), below 1 only while a newly grown level's rate is
+        warmed up (the KL warm-up of VAE training, thesis §7, here for one level's rate:
+        :func:`rate_warmup_weights`)."""
         cfg = self.config
         xf = x.float() / 255.0 - 0.5
         pixels = xf.shape[-2] * xf.shape[-1]
@@ -409,7 +497,7 @@ class RDSSVAE(nn.Module):
             bpp = o.bits.sum(dim=(1, 2, 3)) / pixels
             mse = (upsample(o.render, cfg.render_strides[o.k]) - xf).pow(2).mean(dim=(1, 2, 3))
             terms[f"bpp_{o.k + 1}"], terms[f"mse_{o.k + 1}"] = bpp, mse
-            rate = rate + bpp
+            rate = rate + (bpp if rate_weights is None else rate_weights[o.k] * bpp)
             dist = dist + cfg.level_weights[o.k] * mse
         per_image = rate + self.lam(q) * 255.0 ** 2 * dist
         terms["loss"] = per_image.mean() if weight is None else (weight.to(per_image) * per_image).mean()
@@ -430,6 +518,20 @@ def rate_normalised_weight(q: Tensor, slope: float, q_ref: float) -> Tensor:
     1 at q = 4). Each rate's own optimum (its R + lambda D) is unchanged by a constant factor: only
     how the rates share the model moves."""
     return torch.pow(2.0, -slope * (q.float() - q_ref))
+
+
+def rate_warmup_weights(levels: int, step: int, warmup: tuple[int, int, int] | None) -> tuple[float, ...] | None:
+    """beta_k of :meth:`RDSSVAE.forward` at training step ``step``: 1 for every level except
+    ``warmup`` = (level, start, end) (1-based level), whose rate weight rises linearly from 0 at step
+    ``start`` to 1 at ``end``: the KL warm-up of Bowman et al. 2016 and Sønderby et al. 2016 (used by
+    the thesis' ELBO models) for one level grown into a trained model, whose fresh latents cost far
+    more than they buy before the rest of the model has learned to read them (docs/training.md,
+    session 21, measures what it did and did not do)."""
+    if warmup is None:
+        return None
+    level, start, end = warmup
+    beta = min(1.0, max(0.0, (step - start) / max(end - start, 1)))
+    return tuple(beta if k + 1 == level else 1.0 for k in range(levels))
 
 
 def build_rd_model(config: RDConfig) -> RDSSVAE:

@@ -50,7 +50,7 @@ from .config import RDConfig
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
 from .grow import grow, remap_optimizer_state
 from .fit_context import MIN_CONTEXT_GRID, context_parameters, small_grid_contexts
-from .rd import RDSSVAE, psnr_from_mse, rate_normalised_weight
+from .rd import RDSSVAE, psnr_from_mse, rate_normalised_weight, rate_warmup_weights
 from .train import BatchStream
 
 RD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safetensors"
@@ -211,6 +211,11 @@ def train(args: argparse.Namespace) -> Path:
         if opt_state is not None:
             opt_state = remap_optimizer_state(opt_state, old, model)
         source += f", grown by {changes}"
+    rate_warmup = tuple(int(v) for v in args.rate_warmup.split(":")) if args.rate_warmup else None
+    if rate_warmup is not None and (len(rate_warmup) != 3 or not 1 <= rate_warmup[0] <= cfg.levels
+                                    or rate_warmup[2] <= rate_warmup[1]):
+        raise SystemExit(f"--rate-warmup LEVEL:START:END with 1 <= LEVEL <= {cfg.levels} and START < END, "
+                         f"got {args.rate_warmup!r}")
     q_target = tuple(float(v) for v in args.q_range.split(",")) if args.q_range else cfg.quality_range
     if args.q_range and not args.q_widen:  # the model then declares the range it is trained on (the codec accepts it)
         cfg = dataclasses.replace(cfg, quality_range=q_target)
@@ -233,6 +238,14 @@ def train(args: argparse.Namespace) -> Path:
     frozen = small_grid_contexts(model, args.crop)
     for p in context_parameters(model, frozen):  # border statistics: fitted on large crops by models.fit_context
         p.requires_grad_(False)
+    only = [t for t in args.train_only.split(",") if t]
+    if only:
+        trained = [n for n, p in model.named_parameters() if any(n.startswith(t) for t in only)]
+        if not trained:
+            raise SystemExit(f"--train-only {args.train_only}: no parameter name starts with it")
+        for n, p in model.named_parameters():
+            if not any(n.startswith(t) for t in only):
+                p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -258,7 +271,7 @@ def train(args: argparse.Namespace) -> Path:
     run_info = {"threads": args.threads or torch.get_num_threads(), "world": world, "crop": args.crop,
                 "batch_per_process": args.batch, "lr": args.lr, "lr_min": args.lr_min, "warmup": args.warmup,
                 "ema": args.ema, "clip": args.clip,
-                "q_weight": [args.q_weight, args.q_weight_ref], "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
+                "q_weight": [args.q_weight, args.q_weight_ref], "rate_warmup": rate_warmup, "train_only": only, "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
                 "device": str(device), "hardware": _hardware(device), "schedule": seg}
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -303,7 +316,8 @@ def train(args: argparse.Namespace) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
         weight = rate_normalised_weight(q, args.q_weight, args.q_weight_ref) if args.q_weight else None
-        terms = net(x, q.to(device), None if weight is None else weight.to(device))
+        terms = net(x, q.to(device), None if weight is None else weight.to(device),
+                    rate_warmup_weights(cfg.levels, step, rate_warmup))
         loss = terms["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -392,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--q-weight-ref", type=float, default=4.0, help="the quality whose loss keeps weight 1 under --q-weight")
     ap.add_argument("--grow", default="",
                     help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\'')
+    ap.add_argument("--rate-warmup", default="",
+                    help="LEVEL:START:END: level LEVEL's rate enters the loss with a weight rising from 0 at step START to 1 "
+                         "at END (a newly grown level; pass it again when resuming)")
+    ap.add_argument("--train-only", default="",
+                    help="comma-separated parameter name prefixes: train only these (e.g. a newly grown level, "
+                         "'levels.3.,levels.2.trans.'), the rest frozen")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--init-from", default="", help="weights to start from without a checkpoint (default: the shipped RD weights)")
     ap.add_argument("--from-scratch", action="store_true", help="without a checkpoint: new weights, not the shipped ones")

@@ -152,6 +152,19 @@ def test_help_and_version_start_without_torch() -> None:
     assert "ssvcodec, version" in r.stdout
 
 
+def test_encode_help_states_the_shipped_defaults() -> None:
+    """The help text names the shipped model's quality range and the lossless streams' default q
+    (written out, since the CLI's help must not import torch)."""
+    import json
+
+    from ssvcodec.codec.rd_api import DEFAULT_LOSSLESS_QUALITY
+    r = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", "encode", "--help"], capture_output=True, text=True, cwd=ROOT)
+    text = " ".join(r.stdout.split())
+    lo, hi = json.loads((ROOT / "weights" / "ssvae-rd.json").read_text())["config"]["quality_range"]
+    assert f"[{lo:g}, {hi:g}] for the shipped ones" in text
+    assert f"(default {DEFAULT_LOSSLESS_QUALITY:g}: the smallest lossless files)" in text
+
+
 def test_quality_rate_and_levels_are_checked(work, capsys: pytest.CaptureFixture[str]) -> None:
     d, w = work
     assert run("encode", str(d / "in.png"), "-o", str(d / "a.ssv"), "--quality", "9", *w) == 1

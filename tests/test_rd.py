@@ -14,9 +14,10 @@ import torch
 
 from ssvcodec.models.config import RDConfig
 from ssvcodec.models.io import load_any, save_weights
-from ssvcodec.models.rd import RDSSVAE, psnr_from_mse, rate_normalised_weight, rounding_quantizer, upsample
+from ssvcodec.models.rd import (RDSSVAE, psnr_from_mse, rate_normalised_weight, rate_warmup_weights, residual_basis,
+                                rounding_quantizer, upsample)
 from ssvcodec.models.rd_layers import gaussian_bits
-from ssvcodec.models.grow import grow, remap_optimizer_state
+from ssvcodec.models.grow import add_level_changes, grow, remap_optimizer_state
 from ssvcodec.models.train_rd import lr_at, widened
 
 from .conftest import photo_dir, synthetic, tiny_rd_config
@@ -41,6 +42,21 @@ def test_training_terms_cover_every_truncation_level() -> None:
             g = part.weight.grad
             assert g is not None and float(g.abs().sum()) > 0, f"level {k + 1} gets no gradient"
     assert float(model.enc[0].weight.grad.abs().sum()) > 0  # the shared encoder trunk
+
+
+def test_rate_warmup_weighs_one_levels_rate_from_zero_to_one() -> None:
+    """--rate-warmup LEVEL:START:END: beta of that level rises linearly from 0 to 1, the others stay
+    1, and the loss counts the level's bits times beta (the logged bpp stay the true bits)."""
+    assert rate_warmup_weights(4, 100, None) is None
+    assert rate_warmup_weights(4, 90, (4, 100, 200)) == (1.0, 1.0, 1.0, 0.0)
+    assert rate_warmup_weights(4, 150, (4, 100, 200)) == (1.0, 1.0, 1.0, 0.5)
+    assert rate_warmup_weights(4, 250, (2, 100, 200)) == (1.0, 1.0, 1.0, 1.0)
+    torch.manual_seed(0)
+    model = RDSSVAE(tiny_rd_config()).eval()
+    x, q = batch(), torch.tensor([1.0, 6.0])
+    plain, warm = model(x, q), model(x, q, rate_weights=(1.0, 0.25, 1.0))
+    assert torch.equal(plain["bpp_2"], warm["bpp_2"])
+    assert (plain["loss"] - warm["loss"]).item() == pytest.approx(0.75 * plain["bpp_2"].mean().item(), abs=1e-4)
 
 
 def test_rate_normalised_weights_scale_each_images_loss() -> None:
@@ -334,6 +350,78 @@ def test_grow_adds_identity_blocks_and_keeps_training(tmp_path: Path) -> None:
     assert ck["model"]["levels.2.ctx_head.weight"].any()
 
 
+def test_a_residual_level_starts_as_a_transform_coder_of_the_last_render() -> None:
+    """add_level_changes(residual=True): the fourth level codes x - x_hat_3 in 4x4 blocks through
+    an orthonormal DCT x colour basis, so at the start its render is x_hat_3 plus the dequantized
+    coefficients: closer to x than x_hat_3 wherever the step is fine, and exactly x_hat_3 plus the
+    synthesis of what was coded; the first three levels are untouched, the codec's exact render
+    for lossless coding refuses it, and no level can follow it."""
+    basis = residual_basis()
+    assert torch.allclose(basis @ basis.t(), torch.eye(48), atol=1e-5)
+    assert torch.allclose(basis[0], torch.full((48,), 48 ** -0.5), atol=1e-6)  # the luma DC comes first
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config()).eval()
+    big = grow(small, add_level_changes(small.config, 48, 0.5, residual=True)).eval()
+    assert big.config.residual_last and big.config.latent_strides == (32, 16, 8, 4) and big.levels[3].residual
+    assert not hasattr(big.levels[3], "merge") and big.levels[2].trans[0].weight.shape == small.levels[2].head[0].weight.shape
+    x = torch.rand(1, 3, 64, 64) - 0.5
+    q = torch.tensor([9.0])
+    with torch.no_grad():
+        a = list(small.top_down(q, rounding_quantizer, x))
+        b = list(big.top_down(q, rounding_quantizer, x))
+        for oa, ob in zip(a, b):
+            assert torch.equal(oa.z_hat, ob.z_hat) and torch.equal(oa.render, ob.render)
+        lvl = big.levels[3]
+        step = big.quant_step(q).view(-1, 1, 1, 1)
+        assert torch.allclose(b[3].render, lvl.render_residual(b[2].render, b[3].z_hat * step, big.embed(q)))
+    err3, err4 = (b[2].render - x).pow(2).mean(), (b[3].render - x).pow(2).mean()
+    assert err4 < 0.5 * err3 and float(b[3].bits.sum()) > 0
+    big.train()
+    big(x, torch.tensor([6.0]))["loss"].backward()
+    assert float(big.levels[3].synth.weight.grad.abs().sum()) > 0 and float(big.levels[2].head[0].weight.grad.abs().sum()) > 0
+    import copy
+    with pytest.raises(ValueError, match="not built"):
+        list(big.top_down(q, rounding_quantizer, x, precise=copy.deepcopy(big).double(), precise_render=True))
+    with pytest.raises(ValueError, match="no level after a residual level"):
+        grow(big, add_level_changes(big.config, 8, 0.5))
+
+
+def test_trainer_grows_a_refinement_level_and_trains_only_it(tmp_path: Path) -> None:
+    """train_rd --grow (a refinement level) --train-only ... --rate-warmup ...: the level is added,
+    only the named parameters move, the others stay as they were, and a bad warm-up is refused."""
+    data = photo_dir(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--stop-at", "2"), check=True, env=env, capture_output=True)
+    before = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    grown = json.dumps(add_level_changes(tiny_rd_config(), 3, 0.5))
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--grow", grown, "--train-only", "levels.3.,levels.2.trans.",
+                                 "--rate-warmup", "4:2:4"), check=True, env=env, capture_output=True, text=True)
+    assert "grown by" in r.stdout
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["config"])["latent_strides"] == [32, 16, 8, 4] and json.loads(ck["run"])["rate_warmup"] == [4, 2, 4]
+    assert all(torch.equal(t, ck["model"][n]) for n, t in before.items())
+    assert ck["model"]["levels.3.merge.2.weight"].any()  # started at zero, trained
+    r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "6", "--rate-warmup", "5:2:4"), env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "--rate-warmup LEVEL:START:END" in r.stderr
+
+
+def test_parameter_order_within_a_level_is_what_checkpoints_hold() -> None:
+    """A checkpoint's Adam state is indexed by the order in which parameters are made, so a level's
+    modules must keep it (a reordering silently hands one weight's moments to another)."""
+    level = RDSSVAE(tiny_rd_config(context=(0, 1, 1))).levels[2]
+    seen: list[str] = []
+    for n, _ in level.named_parameters():
+        top = n.split(".")[0]
+        if top not in seen:
+            seen.append(top)
+    assert seen == ["to_latent", "latent_gain", "prior_net", "prior_gain", "prior_head", "ctx_net", "ctx_gain", "ctx_head",
+                    "latent_ungain", "merge", "head", "head_gdn", "head_gain"]
+    two = RDSSVAE(tiny_rd_config()).levels[1]  # a transition comes after the render head
+    assert [n for n, _ in two.named_parameters()][-8:] == [
+        "head_gain.2.lin.weight", "head_gain.2.lin.bias", "trans.0.weight", "trans.0.bias", "trans_gdn.0.beta",
+        "trans_gdn.0.gamma", "trans_gain.0.lin.weight", "trans_gain.0.lin.bias"]
+
+
 def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None:
     """--grow '{"latent_channels": ...}': the new channels start at zero and cost ~nothing, the
     renders are unchanged, the merge's new weights carry a gradient to the posterior's new rows,
@@ -368,6 +456,56 @@ def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None
     assert torch.equal(got["exp_avg"][:, :6], old["exp_avg"][:, :6]) and torch.equal(got["exp_avg"][:, 9:], old["exp_avg"][:, 6:])
     assert torch.all(got["exp_avg"][:, 6:9] == 0) and torch.all(got["exp_avg_sq"][:, 6:9] > 0)
     torch.optim.Adam(big.parameters()).load_state_dict(moved)
+
+
+def test_grow_adds_a_refinement_level_that_starts_as_the_last_one() -> None:
+    """--grow with add_level_changes: a fourth level at half the last latent stride renders what
+    the third did (its render head is the third's last stages, its merge ends at zero), the first
+    three levels are untouched, the new level's latent has a rate and gets a gradient, two growths
+    with one seed start alike (a model and its EMA copy), and other stride changes are refused."""
+    torch.manual_seed(0)
+    small = RDSSVAE(tiny_rd_config(context=(0, 1, 1))).eval()
+    with torch.no_grad():  # a trained-looking last head, so that a wrong stage order would show
+        for u in small.levels[2].head:
+            u.weight.normal_(0.0, 0.2)
+    changes = add_level_changes(small.config, 5, 0.5)
+    big = grow(small, changes).eval()
+    cfg = big.config
+    assert (cfg.render_strides, cfg.latent_strides, cfg.latent_channels) == ((4, 2, 1, 1), (32, 16, 8, 4), (4, 4, 6, 5))
+    assert cfg.level_weights == (0.1, 0.2, 0.5, 1.0) and cfg.kernels == (3, 3, 3, 1) and cfg.context == (0, 1, 1, 0)
+    assert big.levels[3].merge[0].kernel_size == (1, 1) and big.levels[3].prior_net[0].kernel_size == (1, 1)
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    q = torch.tensor([1.0, 7.0])
+    with torch.no_grad():
+        a = list(small.top_down(q, rounding_quantizer, x))
+        b = list(big.top_down(q, rounding_quantizer, x))
+    assert len(b) == 4
+    for oa, ob in zip(a, b):
+        assert torch.equal(oa.z_hat, ob.z_hat) and torch.equal(oa.render, ob.render)
+    assert torch.allclose(b[3].render, a[2].render, atol=1e-5)
+    assert b[3].z_hat.shape[-2:] == (16, 16) and float(b[3].bits.sum()) > 0
+    again = grow(small, changes)
+    assert all(torch.equal(t, again.state_dict()[n]) for n, t in big.state_dict().items())
+    big.train()
+    t = big(x, q)
+    assert set(t) >= {"bpp_4", "mse_4"}
+    t["loss"].backward()
+    assert float(big.levels[3].merge[2].weight.grad.abs().sum()) > 0
+    opt, moved = _adam_step_then_remap(small, big, x, q)  # the copied stages take their sources' moments
+    old_names = [n for n, _ in small.named_parameters()]
+    new_names = [n for n, _ in big.named_parameters()]
+    for dst, src in (("levels.3.head.0.weight", "levels.2.head.1.weight"), ("levels.2.trans.0.weight", "levels.2.head.0.weight"),
+                     ("levels.3.head_gdn.1.gamma", "levels.2.head_gdn.2.gamma")):
+        assert torch.equal(moved["state"][new_names.index(dst)]["exp_avg"], opt.state_dict()["state"][old_names.index(src)]["exp_avg"])
+    warm = moved["state"][new_names.index("levels.3.merge.0.weight")]  # the new level's own: warm second moments
+    sibling = opt.state_dict()["state"][old_names.index("levels.2.merge.0.weight")]
+    assert torch.all(warm["exp_avg"] == 0) and warm["exp_avg"].shape == big.levels[3].merge[0].weight.shape
+    assert torch.allclose(warm["exp_avg_sq"], sibling["exp_avg_sq"].mean().expand_as(warm["exp_avg_sq"]))
+    torch.optim.Adam(big.parameters()).load_state_dict(moved)
+    with pytest.raises(ValueError, match="add one level"):
+        grow(small, {**changes, "latent_strides": [32, 16, 8, 2]})
+    with pytest.raises(ValueError, match="only to add a refinement level"):
+        grow(small, {"level_weights": [0.1, 0.2, 0.5]})
 
 
 def test_grow_widens_the_encoder_without_changing_what_the_model_computes() -> None:

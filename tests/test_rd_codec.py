@@ -127,7 +127,8 @@ def _round_trip_every_level(codec: RDCodec, img: np.ndarray, quality: float) -> 
     for r, e in zip(report, codec.latent_estimates(data)):
         assert e == pytest.approx(r["estimated_bits"])
     steps = {s.level: s.image for s in codec.decode_progressive(data)}
-    assert sorted(steps) == [1, 2, 3] and np.array_equal(steps[3], codec.decode(data))
+    L = codec.n_levels
+    assert sorted(steps) == list(range(1, L + 1)) and np.array_equal(steps[L], codec.decode(data))
     return data, report, steps
 
 
@@ -146,6 +147,42 @@ def test_a_model_with_its_scale_floor_in_steps_round_trips_at_high_quality(tmp_p
     codec = RDCodec(w)
     img = synthetic(40, 56, 3)
     _round_trip_every_level(codec, img, 8.75)
+
+
+def test_a_residual_level_round_trips_and_truncates_to_the_three_level_stream(tmp_path: Path) -> None:
+    """A model grown with a residual fourth level (models.grow.add_level_changes(residual=True)):
+    its streams decode at every level, their bytes do not depend on the thread count (the
+    encoder's base render runs on one thread), the fourth level is closer to the input than the
+    third at a high quality, a stream truncated to three levels decodes as the three-level prefix,
+    and a lossless stream is refused in one line."""
+    from ssvcodec.models.grow import add_level_changes, grow
+    from ssvcodec.models.io import save_weights
+    from ssvcodec.models.rd import RDSSVAE
+
+    from .conftest import tiny_rd_config
+
+    torch.manual_seed(3)
+    small = RDSSVAE(tiny_rd_config(quality_range=(-4.0, 9.0), floor_in_steps=True))
+    w = tmp_path / "res.safetensors"
+    save_weights(grow(small, add_level_changes(small.config, 48, 0.5, residual=True)), w, {"note": "test model"})
+    codec = RDCodec(w)
+    img = synthetic(40, 56, 4)
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        data, _, steps = _round_trip_every_level(codec, img, 8.0)
+    finally:
+        torch.set_num_threads(n)
+    torch.set_num_threads(1)
+    try:
+        assert codec.encode(img, quality=8.0) == data
+    finally:
+        torch.set_num_threads(n)
+    err = [float(np.mean((steps[k].astype(float) - img) ** 2)) for k in (3, 4)]
+    assert err[1] < err[0]
+    assert np.array_equal(codec.decode(truncate_levels(data, 3)), steps[3])
+    with pytest.raises(ValueError, match="residual level"):
+        codec.encode(img, quality=0.0, lossless=True)
 
 
 @pytest.mark.parametrize("context", [(0, 1, 1), (2, 1, 2)])
