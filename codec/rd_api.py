@@ -125,9 +125,6 @@ class RDCodec:
         if version != FORMAT_VERSION and version != (EXACT_VERSION if exact else LOSSY_VERSION):
             raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION}, or "
                              f"{LOSSY_VERSION} for a lossy stream, {EXACT_VERSION} for a lossless or CR one")
-        if exact and self.model.config.residual_last:
-            raise ValueError("these weights end in a residual level, and lossless and --with-y streams after one "
-                             "are not built: use weights without one")
         if exact and levels != self.n_levels:
             raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)

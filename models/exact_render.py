@@ -82,3 +82,22 @@ def exact_render(level: RDLevel, state: Tensor, emb: Tensor, features: list[Tens
             out = out + bias.detach().float().view(1, -1, 1, 1)
         h = F.pixel_shuffle(out, 2)
     return h.double()
+
+
+@torch.no_grad()
+def exact_residual_render(level: RDLevel, base: Tensor, z: Tensor, emb: Tensor) -> Tensor:
+    """A residual level's image (:meth:`models.rd.RDLevel.render_residual`) as numbers every
+    machine computes alike: ``base`` is the level before's :func:`exact_render` (float64 (B, 3,
+    H, W)), ``z`` the decoded latent in latent units (float64: snapped prior means plus integer
+    symbols, times the quality's step), ``emb`` the float64 quality embedding. The gain is folded
+    into the latent (one float64 product per element), which is then rounded to integers under
+    one power-of-two scale per image, and the synthesis runs as an :class:`ExactConv` (its bias
+    exactly scaled with it); the sum with ``base`` is one IEEE addition."""
+    if z.shape[0] > 1:
+        return torch.cat([exact_residual_render(level, base[i:i + 1], z[i:i + 1], emb[i:i + 1]) for i in range(z.shape[0])])
+    g = torch.exp(level.latent_ungain.lin(emb.to(level.latent_ungain.lin.weight.dtype))).view(1, -1, 1, 1).double()
+    a, e = _to_ints(z.double() * g)
+    conv = ExactConv(level.synth.weight.detach().double(), level.synth.bias.detach().double() * 2.0 ** e,
+                     a.abs().amax((0, 2, 3)), 1)
+    res = conv(a) * torch.pow(2.0, -(conv.shift + e)).view(1, -1, 1, 1)
+    return (base.float() + F.pixel_shuffle(res, int(math.isqrt(res.shape[1] // 3)))).double()

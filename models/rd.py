@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CONTEXT_PASSES, RESIDUAL_BLOCK, RDConfig
-from .exact_render import exact_render
+from .exact_render import exact_render, exact_residual_render
 from .rd_layers import (SCALE_MAX, SCALE_MIN, GDN, Gain, QualityEmbedding, ResBlock, conv, deconv, deconv_subpixel,
                         gaussian_bits, scale_from_raw)
 
@@ -417,6 +417,7 @@ class RDSSVAE(nn.Module):
         ctx: Tensor | None = None  # the top-down state at level k's latent stride (det's dtype)
         prev_state = torch.empty(0)  # level k - 1's state, before its transition
         base = torch.empty(0)  # level k - 1's render, when level k is a residual level
+        base_exact, base_features = base, None  # with precise_render: as exact_render drew it, and its features
         for k in range(n):
             lvl, det_lvl = self.levels[k], det.levels[k]
             s = cfg.latent_strides[k]
@@ -453,9 +454,12 @@ class RDSSVAE(nn.Module):
             features: list[Tensor] | None = None
             base_next = k + 1 < n and self.levels[k + 1].residual  # the next level codes x minus this render
             if lvl.residual:
-                if precise_render and want(k):
-                    raise ValueError("an exact render of a residual level (for lossless coding after it) is not built")
-                out = lvl.render_residual(base, z_hat.to(dev, torch.float32) * step_here, emb) if want(k) else None
+                if not want(k):
+                    out = None
+                elif precise_render and precise is not None:  # the level before's exact render and its features
+                    out, features = exact_residual_render(det_lvl, base_exact, z_hat.to(step.dtype) * step, det_emb), base_features
+                else:
+                    out = lvl.render_residual(base, z_hat.to(dev, torch.float32) * step_here, emb)
             elif not (want(k) or base_next):
                 out = None
             elif precise_render and precise is not None:
@@ -468,8 +472,8 @@ class RDSSVAE(nn.Module):
                 with guard() if base_next and x is not None else contextlib.nullcontext():
                     out = lvl.render(state.to(dev, torch.float32), emb)
             if base_next:
-                base = out.to(dev, torch.float32)
-                out = out if want(k) else None
+                base, base_exact, base_features = out.to(dev, torch.float32), out, features
+                out, features = (out, features) if want(k) else (None, None)
             if k + 1 < n:
                 prev_state = state
                 with det_guard():

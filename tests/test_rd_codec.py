@@ -154,7 +154,9 @@ def test_a_residual_level_round_trips_and_truncates_to_the_three_level_stream(tm
     its streams decode at every level, their bytes do not depend on the thread count (the
     encoder's base render runs on one thread), the fourth level is closer to the input than the
     third at a high quality, a stream truncated to three levels decodes as the three-level prefix,
-    and a lossless stream is refused in one line."""
+    and lossless, near-lossless and CR streams (a head reading the decoder's features, which are
+    level 3's: the residual level has no render head) decode as they should, tiled too, in this
+    process and, bit for bit, in a fresh one-thread process."""
     from ssvcodec.models.grow import add_level_changes, grow
     from ssvcodec.models.io import save_weights
     from ssvcodec.models.rd import RDSSVAE
@@ -181,8 +183,21 @@ def test_a_residual_level_round_trips_and_truncates_to_the_three_level_stream(tm
     err = [float(np.mean((steps[k].astype(float) - img) ** 2)) for k in (3, 4)]
     assert err[1] < err[0]
     assert np.array_equal(codec.decode(truncate_levels(data, 3)), steps[3])
-    with pytest.raises(ValueError, match="residual level"):
-        codec.encode(img, quality=0.0, lossless=True)
+    from .conftest import make_head_weights
+    lossless = RDCodec(w, lossless_weights=make_head_weights(tmp_path / "head.safetensors", features=8))
+    for tile in (None, 32):
+        stream = lossless.encode(img, quality=6.0, lossless=True, tile=tile)
+        assert np.array_equal(lossless.decode(stream), img)
+    near = lossless.decode(lossless.encode(img, quality=6.0, lossless=True, max_error=2))
+    assert np.abs(near.astype(int) - img.astype(int)).max() <= 2
+    cr = lossless.encode(img, quality=6.0, lossless=True, with_y=True)
+    assert np.array_equal(lossless.decode(cr), img)
+    (tmp_path / "ll.ssv").write_bytes(stream)
+    r = subprocess.run([sys.executable, "-m", "ssvcodec.codec.cli", "decode", str(tmp_path / "ll.ssv"), "-o",
+                        str(tmp_path / "ll.png"), "--weights", str(w), "--lossless-weights", str(tmp_path / "head.safetensors"),
+                        "--threads", "1", "-q"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "ll.png")), img)
 
 
 @pytest.mark.parametrize("context", [(0, 1, 1), (2, 1, 2)])
