@@ -48,11 +48,13 @@ from tqdm import tqdm
 
 from .config import RDConfig
 from .data import DEFAULT_DATA, CropSampler, load_photos, photo_files
-from .grow import grow, remap_optimizer_state
+from .grow import add_level_changes, grow, remap_optimizer_state
 from .fit_context import MIN_CONTEXT_GRID, context_parameters, small_grid_contexts
 from .rd import RDSSVAE, psnr_from_mse, rate_normalised_weight, rate_warmup_weights
 from .train import BatchStream
 
+#: latent channels of a residual level grown by ``--grow residual-level``: the whole 4x4 x RGB block
+RESIDUAL_CHANNELS = 48
 RD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "ssvae-rd.safetensors"
 VAL_QUALITIES = (1.0, 4.0, 7.0)
 
@@ -203,7 +205,10 @@ def train(args: argparse.Namespace) -> Path:
     opt_state = ckpt["optimizer"] if ckpt_path.exists() else None
     if args.q_weight is None:
         args.q_weight = 0.0
-    changes = json.loads(args.grow) if args.grow else {}
+    if args.grow == "residual-level":  # a residual fourth level (models.grow.add_level_changes), once
+        changes = {} if cfg.residual_last else add_level_changes(cfg, RESIDUAL_CHANNELS, 0.5, residual=True)
+    else:
+        changes = json.loads(args.grow) if args.grow else {}
     if changes and RDConfig.from_dict({**cfg.to_dict(), **changes}) != cfg:  # a resumed grown run: nothing to do
         old = model
         model, ema = grow(model, changes), grow(ema, changes)
@@ -405,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: what the checkpoint's run used, else 0)")
     ap.add_argument("--q-weight-ref", type=float, default=4.0, help="the quality whose loss keeps weight 1 under --q-weight")
     ap.add_argument("--grow", default="",
-                    help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\'')
+                    help='RDConfig changes as JSON that add identity-initialised blocks to a trained model, e.g. \'{"merge_blocks": [0, 0, 2]}\', '
+                         'or "residual-level": a residual last level (x minus the last render, in 4x4 blocks)')
     ap.add_argument("--rate-warmup", default="",
                     help="LEVEL:START:END: level LEVEL's rate enters the loss with a weight rising from 0 at step START to 1 "
                          "at END (a newly grown level; pass it again when resuming)")

@@ -393,11 +393,18 @@ def test_a_residual_level_starts_as_a_transform_coder_of_the_last_render() -> No
 
 def test_trainer_grows_a_refinement_level_and_trains_only_it(tmp_path: Path) -> None:
     """train_rd --grow (a refinement level) --train-only ... --rate-warmup ...: the level is added,
-    only the named parameters move, the others stay as they were, and a bad warm-up is refused."""
+    only the named parameters move, the others stay as they were, and a bad warm-up is refused;
+    --grow residual-level adds a residual level once (a resumed run is left as it is)."""
     data = photo_dir(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--stop-at", "2"), check=True, env=env, capture_output=True)
     before = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    r = subprocess.run(train_cmd(tmp_path / "b", data, "--steps", "2", "--grow", "residual-level"), check=True, env=env,
+                       capture_output=True, text=True)
+    assert "grown by" in r.stdout and "'residual_last': True" in r.stdout
+    r = subprocess.run(train_cmd(tmp_path / "b", data, "--steps", "3", "--grow", "residual-level"), check=True, env=env,
+                       capture_output=True, text=True)
+    assert "start at step 2 from checkpoint" in r.stdout and "grown" not in r.stdout  # once
     grown = json.dumps(add_level_changes(tiny_rd_config(), 3, 0.5))
     r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4", "--grow", grown, "--train-only", "levels.3.,levels.2.trans.",
                                  "--rate-warmup", "4:2:4"), check=True, env=env, capture_output=True, text=True)
