@@ -149,31 +149,26 @@ def _added_level(old: RDConfig, new: RDConfig) -> bool:
     return True
 
 
-def _split_last_head(state: dict[str, Tensor], fresh: dict[str, Tensor], L: int) -> None:
-    """In ``state`` (the old model's, with ``fresh`` the grown model's initial values): level L - 1's
-    first render stage is copied into its transition and its other stages into level L's render
-    head (level L - 1 keeps its whole head); level L's other weights are ``fresh``'s, its merge's
-    last convolution at zero."""
+def _split_last_head(state: dict[str, Tensor], fresh: dict[str, Tensor], old: RDConfig, new: RDConfig) -> None:
+    """In ``state`` (the old model's, with ``fresh`` the grown model's initial values): the copies
+    of :func:`_split_head_sources` (level L - 1 keeps its whole head); level L's other weights are
+    ``fresh``'s, a refinement level's merge ending in a convolution at zero."""
+    L = old.levels
     for name, t in fresh.items():
         if name.startswith(f"levels.{L}."):
             state[name] = t
-    residual = f"levels.{L}.synth.weight" in fresh
-    for part, trans in (("head", "trans"), ("head_gdn", "trans_gdn"), ("head_gain", "trans_gain")):
-        for name in [n for n in state if n.startswith(f"levels.{L - 1}.{part}.")]:
-            i, rest = name[len(f"levels.{L - 1}.{part}."):].split(".", 1)
-            if int(i) == 0:
-                state[f"levels.{L - 1}.{trans}.0.{rest}"] = state[name]
-            elif not residual:
-                state[f"levels.{L}.{part}.{int(i) - 1}.{rest}"] = state[name]
-    if residual:  # it renders the last level's image plus its synthesis, which starts as a transform coder
-        return
-    for name in (f"levels.{L}.merge.2.weight", f"levels.{L}.merge.2.bias"):
-        state[name] = torch.zeros_like(fresh[name])
+    for dst, src in _split_head_sources(old, new).items():
+        if src in state:
+            state[dst] = state[src]
+    if not new.residual_last:
+        for name in (f"levels.{L}.merge.2.weight", f"levels.{L}.merge.2.bias"):
+            state[name] = torch.zeros_like(fresh[name])
 
 
 def _split_head_sources(old: RDConfig, new: RDConfig) -> dict[str, str]:
-    """For a grown refinement level: each copied parameter's name -> its source's name in ``old``
-    (:func:`_split_last_head`); empty otherwise."""
+    """For an added level: each copied parameter's name -> its source's name in ``old``: the last
+    level's first render stage becomes its transition, and (a refinement level, not a residual
+    one) its other stages the new level's render head. Empty when no level is added."""
     if new.levels != old.levels + 1:
         return {}
     L = old.levels
@@ -263,7 +258,7 @@ def grow(model: RDSSVAE, changes: dict[str, Any], seed: int = 0) -> RDSSVAE:
         if name in state:
             state[name] = _reshape(state[name], steps, functools.partial(_fill, gen=gen))
     if added:
-        _split_last_head(state, bigger.state_dict(), model.config.levels)
+        _split_last_head(state, bigger.state_dict(), model.config, cfg)
     for name, t in state.items():
         if name in shapes and shapes[name] != t.shape:
             raise ValueError(f"--grow {changes}: {name} would change shape without a rule for it")
@@ -285,7 +280,7 @@ def remap_optimizer_state(state: dict[str, Any], old: RDSSVAE, new: RDSSVAE) -> 
     copied = _split_head_sources(old.config, new.config)
     moved: dict[int, Any] = {}
     added = f"levels.{old.config.levels}." if new.config.levels > old.config.levels else None
-    v_all = [float(st["exp_avg_sq"].mean()) for st in state["state"].values() if "exp_avg_sq" in st]
+    v_all = [float(st["exp_avg_sq"].mean()) for st in state["state"].values() if "exp_avg_sq" in st] if added else []
     for i, (n, p) in enumerate(new.named_parameters()):
         n_old = copied.get(n, n)
         sibling = f"levels.{old.config.levels - 1}." + n[len(added):] if added and n.startswith(added) else ""

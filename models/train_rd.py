@@ -276,7 +276,8 @@ def train(args: argparse.Namespace) -> Path:
     run_info = {"threads": args.threads or torch.get_num_threads(), "world": world, "crop": args.crop,
                 "batch_per_process": args.batch, "lr": args.lr, "lr_min": args.lr_min, "warmup": args.warmup,
                 "ema": args.ema, "clip": args.clip,
-                "q_weight": [args.q_weight, args.q_weight_ref], "rate_warmup": rate_warmup, "train_only": only, "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
+                "q_weight": [args.q_weight, args.q_weight_ref], "rate_warmup": rate_warmup, "train_only": only,
+                "data": "photos (bsds500 train+test, sunhays80, wallpapers)",
                 "device": str(device), "hardware": _hardware(device), "schedule": seg}
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
