@@ -93,8 +93,11 @@ def read_meta(path: Path = DEFAULT_WEIGHTS) -> dict[str, Any]:
 
 
 def counters_from_weights(path: Path) -> dict[str, Any]:
-    """The training counters (step, crops seen, seconds) that committed weights record in their
-    model card's meta, so a run started from them continues their count."""
+    """The training counters (step, crops seen, seconds, core-seconds) that committed weights record
+    in their model card's meta, so a run started from them continues their count."""
     meta = read_meta(path)
-    return {"step": int(meta.get("steps", 0)), "images": int(meta.get("images_seen", 0)),
-            "seconds": float(meta.get("train_seconds", 0.0))}
+    counters: dict[str, Any] = {"step": int(meta.get("steps", 0)), "images": int(meta.get("images_seen", 0)),
+                                "seconds": float(meta.get("train_seconds", 0.0))}
+    if "core_seconds" in meta:  # else train_rd counts from the wall seconds (runs before it counted threads)
+        counters["core_seconds"] = float(meta["core_seconds"])
+    return counters

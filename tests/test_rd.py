@@ -241,10 +241,16 @@ def test_extending_the_schedule_rewarms_and_export_resumes(tmp_path: Path) -> No
     assert json.loads(w.with_suffix(".json").read_text())["meta"]["steps"] == 2
     r = subprocess.run(train_cmd(tmp_path / "a", data, "--steps", "4"), check=True, env=env, capture_output=True, text=True)
     assert "schedule 2..4" in r.stdout
-    # without a checkpoint: from the exported weights, their counters carried on
+    # without a checkpoint: from the exported weights, their counters carried on (a model card's
+    # core-seconds, which count threads, processes and context fits, are not its wall seconds)
+    card = json.loads(w.with_suffix(".json").read_text())
+    card["meta"]["core_seconds"] = card["meta"]["train_seconds"] + 1000.0
+    w.with_suffix(".json").write_text(json.dumps(card))
     r = subprocess.run(train_cmd(tmp_path / "c", data, "--steps", "3", "--init-from", str(w)), check=True, env=env,
                        capture_output=True, text=True)
     assert "start at step 2 from weights" in r.stdout and "schedule 2..3" in r.stdout
+    ck = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ck["counters"])["core_seconds"] > card["meta"]["core_seconds"]
 
 
 def test_stretch_moves_the_running_segments_end_without_a_new_warmup(tmp_path: Path) -> None:
