@@ -6,7 +6,8 @@ steps), every Kodak image is encoded with real bitstreams at the qualities ``--q
 decoded at every level from the stream's prefix; per level, PSNR (8-bit RGB, mean over images) is
 interpolated at 0.25 / 0.5 / 1.0 bpp (PCHIP in log-rate, as bench.rd; "–" outside the level's
 rates). Each evaluation adds (or replaces, by fingerprint) one row of ``OUT.json`` and rewrites
-``OUT.md`` and ``OUT.png`` (PSNR vs core-hours, one line per level and rate). Core-hours: the
+``OUT.md`` and ``OUT.png`` (PSNR vs core-hours, one line per rate for the full stream and for each
+coarser level every row has). Core-hours: the
 weights' ``core_seconds`` (training seconds x threads x processes, counted by models.train_rd) / 3600.
 """
 from __future__ import annotations
@@ -87,8 +88,18 @@ def fmt(v: float | None) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
 
+def all_levels(rows: list[dict[str, Any]]) -> list[str]:
+    """Every level key any row has ("L1".."L4"): weights grew from three levels to four in session 23."""
+    return sorted({L for r in rows for L in r["psnr_at_bpp"]})
+
+
+def psnr_at(row: dict[str, Any], level: str, target: float) -> float | None:
+    """PSNR of ``level`` at ``target`` bpp in ``row``; None where the row has no such level or rate."""
+    return row["psnr_at_bpp"].get(level, {}).get(str(target))
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    levels = sorted(rows[-1]["psnr_at_bpp"]) if rows else []
+    levels = all_levels(rows)
     head = "| weights | core-hours | steps | images seen | " + " | ".join(
         f"{L} @{t}" for L in levels for t in TARGETS) + " |"
     lines = ["# Rate-distortion model: Kodak PSNR vs training core-hours", "",
@@ -96,9 +107,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
              "`--from-result R`: the `ssvcodec` curves of a `bench.rd` result, q = -4..9 since session 8), each level decoded "
              "from the stream's prefix; PSNR (dB, mean over images) interpolated at 0.25 / 0.5 / 1.0 bpp (\"–\": the "
              "level's curve does not reach that rate). References at those rates: JPEG 24.9 / 29.1 / 32.7, WebP "
-             "28.6 / 31.3 / 35.1 (bench/results/kodak.md).", "", head, "|---" * (4 + len(levels) * len(TARGETS)) + "|"]
+             "28.6 / 31.3 / 35.1 (bench/results/kodak.md). The full stream is L3 to session 20 and L4 (a residual "
+             "level) since session 23.", "", head, "|---" * (4 + len(levels) * len(TARGETS)) + "|"]
     for r in rows:
-        cells = [fmt(r["psnr_at_bpp"][L].get(str(t))) for L in levels for t in TARGETS]
+        cells = [fmt(psnr_at(r, L, t)) for L in levels for t in TARGETS]
         lines.append(f"| {r['label']} | {r['core_hours']:.2f} | {r['steps']} | {r['images_seen']} | " + " | ".join(cells) + " |")
     lines += ["", "Full curves (mean bpp, PSNR per quality) are in the JSON."]
     return "\n".join(lines) + "\n"
@@ -111,11 +123,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     hours = [r["core_hours"] for r in rows]
-    for L in sorted(rows[-1]["psnr_at_bpp"]):
+    # one line per rate for the full stream (each row's last level), and one per coarser level
+    # that every row has; a level only the newest rows have would be a lone point
+    last = [max(r["psnr_at_bpp"]) for r in rows]
+    coarse = [L for L in all_levels(rows) if all(L in r["psnr_at_bpp"] and L != m for r, m in zip(rows, last))]
+    for name, pick in [("full stream", last)] + [(L, [L] * len(rows)) for L in coarse]:
         for t, style in zip(TARGETS, ("-", "--", ":")):
-            ys = [r["psnr_at_bpp"][L].get(str(t)) for r in rows]
+            ys = [psnr_at(r, L, t) for r, L in zip(rows, pick)]
             ys = [y if y is not None and np.isfinite(y) else np.nan for y in ys]
-            ax.plot(hours, ys, style, marker="o", label=f"{L} @ {t} bpp")
+            if not np.all(np.isnan(ys)):
+                ax.plot(hours, ys, style, marker="o", label=f"{name} @ {t} bpp")
     ax.set_xlabel("training core-hours")
     ax.set_ylabel("Kodak PSNR (dB)")
     ax.grid(alpha=0.3)

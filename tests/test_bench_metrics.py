@@ -331,3 +331,21 @@ def test_cli_rd_bd_rates_on_known_curves() -> None:
     md = to_markdown(results, comp, [0.2, 0.4, 0.8])
     assert "| L3 | -60.0 % | -20.0 % | -36.0 % |" in md
     assert "| b.png | -60.0 % | -20.0 % | -36.0 % |" in md
+
+
+def test_rd_hours_table_and_plot_take_rows_with_different_level_counts(tmp_path: Path) -> None:
+    """A three-level row beside a four-level one: the table shows "–" for the level the old row
+    lacks and for rates a curve does not reach, and the plot is drawn."""
+    from ssvcodec.bench.rd_hours import markdown, plot
+
+    def row(label: str, hours: float, levels: dict[str, float]) -> dict:
+        return {"label": label, "core_hours": hours, "steps": 1, "images_seen": 8,
+                "psnr_at_bpp": {L: {"0.25": v, "0.5": v + 2, "1.0": None} for L, v in levels.items()}}
+
+    rows = [row("old", 1.0, {"L2": 25.0, "L3": 28.0}), row("new", 2.0, {"L2": 25.5, "L3": 28.5, "L4": 29.0})]
+    table = markdown(rows)
+    assert "| L4 @0.25 | L4 @0.5 | L4 @1.0 |" in table
+    assert "| old | 1.00 | 1 | 8 | 25.00 | 27.00 | – | 28.00 | 30.00 | – | – | – | – |" in table
+    assert "| new | 2.00 | 1 | 8 | 25.50 | 27.50 | – | 28.50 | 30.50 | – | 29.00 | 31.00 | – |" in table
+    plot(rows, tmp_path / "hours.png")
+    assert (tmp_path / "hours.png").stat().st_size > 0
