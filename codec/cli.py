@@ -329,10 +329,10 @@ def _encode_one(src: str, dst: str, *, levels: int | None, quality: float | None
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="a batch: write FOLDER/NAME.ssv for every input image (folders expand to their images)")
 @click.option("--levels", type=click.IntRange(1, 9), default=None,
-              help="levels to write, 1..L (L = 3 for the shipped model; default: all)")
+              help="levels to write, 1..L (L = 4 for the shipped model; default: all)")
 @click.option("--quality", type=click.FloatRange(-64.0, 64.0), default=None,
               help="lossy codec: q in the weights' trained range ([-4, 9] for the shipped ones), "
-                   "lambda = 0.0009 * 2^q (default 4, about 0.5 bpp on photos); "
+                   "lambda = 0.0009 * 2^q (default 4, about 0.9 bpp on Kodak with the shipped weights); "
                    "with --lossless: the lossy levels' q (default 0: the smallest lossless files)")
 @click.option("--bpp", type=click.FloatRange(0.0, min_open=True), default=None,
               help="target bits per pixel of the whole file: bisection on --quality")
