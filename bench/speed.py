@@ -97,9 +97,12 @@ def comparable_setting(codec: Codec, img: np.ndarray, target_bpp: float) -> tupl
 
 
 def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec], *, quality: float, with_y: bool,
-                  repeats: int, macs_cache: dict, count_macs_too: bool = True) -> dict[str, Any]:
+                  repeats: int, macs_cache: dict, count_macs_too: bool = True,
+                  version: int | None = None) -> dict[str, Any]:
     h, w = img.shape[:2]
-    kw = {"with_y": True} if with_y else {}
+    kw: dict[str, Any] = {"with_y": True} if with_y else {}
+    if version is not None:
+        kw["version"] = version
     data, enc_s = median_time(lambda: api.encode(img, quality=quality, **kw), repeats)
     prog = time_progressive(api, data, repeats)
     top, dec_top_s = median_time(lambda: api.decode(data), repeats)
@@ -175,7 +178,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Speed: ssvcodec vs classical codecs ({m['image_dir_name']}, {s['n_images']} images)", "",
              f"{m['date']}; machine: {mc['cpu']}, {mc['cores']} cores, {mc['platform']}; torch threads "
              f"{m['threads']}; every time = mean over images of the median of {m['repeats']} runs after a warm-up. "
-             f"ssvcodec: quality {m['quality']}{', --with-y (CR level)' if m['with_y'] else ''}, weights "
+             f"ssvcodec: quality {m['quality']}{', --with-y (CR level)' if m['with_y'] else ''}, format version "
+             f"{m.get('format_version') or 'default'}, weights "
              f"`{Path(m['weights']).name}`; classical codecs at the setting whose bpp is nearest to ssvcodec's "
              "on each image.", "",
              "| codec | bpp | PSNR | encode s | decode s | decode GMAC/MP |", "|---|---|---|---|---|---|"]
@@ -218,7 +222,8 @@ def markdown(result: dict) -> str:
 
 def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads: int | None = None,
         quality: float = 4.0, with_y: bool = False, codecs: Sequence[str] = DEFAULT_CODECS,
-        macs: bool = True, progress: bool = True) -> dict[str, Any]:
+        macs: bool = True, progress: bool = True, version: int | None = None) -> dict[str, Any]:
+    """Time every image; ``version``: the ssvcodec format version to write (default: the newest)."""
     import torch
     from tqdm import tqdm
 
@@ -237,12 +242,12 @@ def run(image_dir: Path, *, limit: int | None = None, repeats: int = 5, threads:
     rows = []
     for name, img in tqdm(images, desc="speed", unit="img", disable=not progress, dynamic_ncols=True):
         rows.append(measure_image(name, img, api, active, quality=quality, with_y=with_y, repeats=repeats,
-                                  macs_cache=macs_cache, count_macs_too=macs))
+                                  macs_cache=macs_cache, count_macs_too=macs, version=version))
     return {
         "meta": {"date": _dt.datetime.now().isoformat(timespec="seconds"),
                  "image_dir": str(Path(image_dir).resolve()), "image_dir_name": Path(image_dir).resolve().name,
                  "n_images": len(images), "repeats": repeats, "threads": threads, "machine": rd.machine_info(),
-                 "versions": rd.library_versions(), "quality": quality, "with_y": with_y,
+                 "versions": rd.library_versions(), "quality": quality, "with_y": with_y, "format_version": version,
                  "weights": str(learned.weights_path()), "plugins": {"bench.learned": learned.describe()},
                  "command": " ".join(["python -m ssvcodec.bench.speed", *sys.argv[1:]])},
         "reference": REFERENCE, "ceiling_gmac_per_mp": CEILING_GMAC_PER_MP, "unavailable": unavailable,
@@ -260,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--with-y", action="store_true", help="encode the Y chunks too (the last level is then CR)")
     ap.add_argument("--codecs", default=",".join(DEFAULT_CODECS), help="classical codecs to time")
     ap.add_argument("--no-macs", action="store_true", help="skip the MAC count")
+    ap.add_argument("--format-version", type=int, default=None,
+                    help="ssvcodec format version to write (default: the newest; 5: a quantized Gaussian per latent "
+                         "symbol, as before per-scale tables)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output stem: OUT.json, OUT.md")
     ap.add_argument("--no-progress", action="store_true")
     learned.add_arguments(ap)
@@ -267,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     learned.configure(args)
     result = run(args.image_dir, limit=args.limit, repeats=args.repeats, threads=args.threads, quality=args.quality,
                  with_y=args.with_y, codecs=[c.strip() for c in args.codecs.split(",") if c.strip()],
-                 macs=not args.no_macs, progress=not args.no_progress)
+                 macs=not args.no_macs, progress=not args.no_progress, version=args.format_version)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     js, md = args.out.with_suffix(".json"), args.out.with_suffix(".md")
     js.write_text(json.dumps(rd._clean(result), indent=1, allow_nan=False) + "\n")

@@ -35,14 +35,15 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 5                             # the newest version: the compact layout, every rate-distortion stream
+FORMAT_VERSION = 6                             # the newest version: version 5 with per-scale latent tables, every rate-distortion stream
+TABLED_VERSION = 6                             # the first version whose latent symbols are coded under per-scale tables
 COMPACT_VERSION = 5                            # the first version with the compact (varint) layout
-RD_VERSIONS = frozenset({2, 4, 5})             # the rate-distortion model's versions the codec decodes
+RD_VERSIONS = frozenset({2, 4, 5, 6})          # the rate-distortion model's versions the codec decodes
 LOSSY_VERSION = 2                              # sessions 8-17's RD streams without Y or X chunks
 EXACT_VERSION = 4                              # sessions 9-17's RD streams with Y or X chunks
 FLOAT64_RENDER_VERSION = 3                     # session 8's Y/X streams (coded against a float64 render): parsed, no longer decoded
 ELBO_VERSION = 1                               # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
-SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5})  # the versions this module reads and writes
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})  # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -54,7 +55,7 @@ MAX_PAYLOAD = 1 << 31                       # bytes in one chunk payload
 MIN_QUALITY, MAX_QUALITY = -327.68, 327.67     # stored as an i16 in hundredths
 CHANNELS = (1, 3, 4)                        # grey, RGB, RGBA (describes the original only)
 FINGERPRINT_SIZE = 16                       # versions 1-4
-COMPACT_FINGERPRINT_SIZE = 8                # version 5: the first 8 bytes of ``fingerprint``
+COMPACT_FINGERPRINT_SIZE = 8                # versions 5-6: the first 8 bytes of ``fingerprint``
 
 # --- byte layout of versions 1-4 (all little-endian) ----------------------------------------
 # magic, version, flags, channels, levels, fingerprint, height, width, tile_h, tile_w, quality
@@ -141,13 +142,15 @@ class Header:
         levels: K, the model's level count (0 = plain VAE).
         quality: the quality knob. Must be a multiple of 0.01 in [-327.68, 327.67].
         fingerprint: the bytes identifying the model weights (see ``fingerprint``): 16 in
-            versions 1-4, their first 8 in version 5 (``stream_fingerprint``).
+            versions 1-4, their first 8 from version 5 (``stream_fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 5 (``FORMAT_VERSION``, the compact layout) for the
-            rate-distortion model, whose chunks are one latent per level (U for level 1, Z for
-            the others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's),
-            with Y_CHUNKS a Y chunk per tile; 4 the same in the fixed layout; 2 as 4 without Y
+        version: format version: 6 (``FORMAT_VERSION``) for the rate-distortion model, in the
+            compact layout, whose chunks are one latent per level (U for level 1, Z for the
+            others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's), with
+            Y_CHUNKS a Y chunk per tile; its latent payloads code symbols under per-scale tables
+            (the codec's business; this module does not look inside payloads); 5 the same with a
+            quantized Gaussian per symbol; 4 as 5 in the fixed layout; 2 as 4 without Y
             or X chunks; 3 as 4, coded against a float64 render (session 8); 1 for the ELBO
             model, which may add Y and X chunks.
     """

@@ -1,5 +1,5 @@
 """The codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 5; with the lossless head's Y and X chunks too). Any
+:mod:`codec.bitstream` (format version 6; with the lossless head's Y and X chunks too). Any
 image size (padded, cropped back), grey / RGBA / 16-bit input converted with a notice (kept
 exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles,
 each decoded level by level so a progressive decode shows every level of the whole image.
@@ -26,7 +26,7 @@ from ..models.io import LOSSLESS_WEIGHTS, WEIGHTS_DIR, load_any, load_lossless_h
 from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
-from .bitstream import (EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
+from .bitstream import (COMPACT_VERSION, EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
                         read_stream, stream_fingerprint, write_stream)
 from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
@@ -101,8 +101,8 @@ class RDCodec:
         ``with_y``: per tile a Y chunk in the last level that codes y = x[::2, ::2] exactly
         (the lossless head's coarse stages, which the X chunk then leaves out), so that level
         shows the conditional reconstruction given y (CR). ``version``: the format version to
-        write, the newest by default; 2 (a lossy stream) or 4 (a lossless or CR one) for readers
-        of sessions 9-17."""
+        write, the newest by default; 5 for readers of sessions 18-23; 2 (a lossy stream) or 4 (a
+        lossless or CR one) for readers of sessions 9-17."""
         return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y, version)[0]
 
     def encode_with_report(self, image: Image.Image | np.ndarray | RGBImage, levels: int | None = None,
@@ -122,9 +122,10 @@ class RDCodec:
         if max_error and not lossless:
             raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
         exact = lossless or with_y
-        if version != FORMAT_VERSION and version != (EXACT_VERSION if exact else LOSSY_VERSION):
-            raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION}, or "
-                             f"{LOSSY_VERSION} for a lossy stream, {EXACT_VERSION} for a lossless or CR one")
+        if version not in (FORMAT_VERSION, COMPACT_VERSION, EXACT_VERSION if exact else LOSSY_VERSION):
+            raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION} or "
+                             f"{COMPACT_VERSION}, or {LOSSY_VERSION} for a lossy stream, {EXACT_VERSION} for a "
+                             f"lossless or CR one")
         if exact and levels != self.n_levels:
             raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)

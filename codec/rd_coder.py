@@ -5,7 +5,10 @@ Level k's latent is coded element by element under its conditional prior: (mu, s
 float64 copy of the model, on the CPU, which computes everything a later prior depends on (so
 neither the thread count nor a CPU kind whose float32 kernels round differently moves a table),
 snapped by :func:`codec.quantize.snap_prior`; the symbol is ``round(latent - mu_hat)`` under a
-zero-mean quantized Gaussian of the table scale, and both sides take ``z_hat = mu_hat + symbol``.
+zero-mean quantized Gaussian of the table scale (format version 6: that scale's integer table,
+:mod:`codec.scale_tables`, the symbols grouped by scale within each coding pass), and both sides
+take ``z_hat = mu_hat + symbol``. From version 6 the transitions between levels run as
+sub-pixel convolutions (``top_down(subpixel_transitions=True)``), on both sides.
 The encoder's posteriors run on one thread (:func:`single_thread`), so the
 file's bytes do not depend on the thread count; renders, which no prior reads, run in float32 on
 every thread (or a GPU: ``device``), except the final render a lossless chunk is coded against,
@@ -34,7 +37,7 @@ from torch import Tensor
 
 from ..models.rd import RDSSVAE, Quantizer, upsample
 
-from .bitstream import COMPACT_VERSION, FORMAT_VERSION, BitstreamError
+from .bitstream import COMPACT_VERSION, FORMAT_VERSION, TABLED_VERSION, BitstreamError
 from .entropy import MAX_SYMBOL, ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .quantize import SCALE_TABLE, snap_prior
 
@@ -117,11 +120,16 @@ class RDTileCoder:
             assert latent is not None
             mu_hat, idx = snap_prior(mu, sigma)
             sym = torch.round(latent.double() - mu_hat).clamp(-MAX_SYMBOL, MAX_SYMBOL)
-            s, std = sym.to(torch.int32).numpy(), SCALE_TABLE[idx]
+            s = sym.to(torch.int32).numpy()
             if where is not None:
                 m = where.expand_as(mu).numpy()
-                s, std = s[m], std[m]
-            encoders.setdefault(k, ChunkEncoder()).gaussian(s, std)
+                s, idx = s[m], idx[m]
+            std = SCALE_TABLE[idx]
+            enc = encoders.setdefault(k, ChunkEncoder())
+            if version >= TABLED_VERSION:
+                enc.tabled(s, idx)
+            else:
+                enc.gaussian(s, std)
             symbols_of.setdefault(k, []).append(s)
             bits_of[k] = bits_of.get(k, 0.0) + model_bits(s, std)
             return mu_hat + sym, None
@@ -130,7 +138,8 @@ class RDTileCoder:
         render = None
         for o in self.model.top_down(q_t, quantize, to_model_input(pixels.to(self.device)), levels=levels,
                                      render=lambda k: final_render and k == levels - 1, deterministic=single_thread,
-                                     precise=self.precise, precise_render=True):
+                                     precise=self.precise, precise_render=True,
+                                     subpixel_transitions=version >= TABLED_VERSION):
             if o.render is not None:
                 render = LevelRender(to_pixels(o.render, self.model.config.render_strides[o.k], tuple(pixels.shape[-2:])),
                                      o.features)
@@ -158,7 +167,7 @@ class RDTileCoder:
         q_t = torch.tensor([float(q)])
         for o in self.model.top_down(q_t, quantize, None, size=padded, levels=n,
                                      render=lambda k: (k + 1) in want, deterministic=single_thread, precise=self.precise,
-                                     precise_render=precise_render):
+                                     precise_render=precise_render, subpixel_transitions=version >= TABLED_VERSION):
             if (o.k + 1) in want:
                 assert o.render is not None
                 yield o.k + 1, LevelRender(to_pixels(o.render, cfg.render_strides[o.k], size).cpu(), o.features)
@@ -176,7 +185,8 @@ class RDTileCoder:
 
         quantize = self._reading_quantizer(payloads, version, count)
         for _ in self.model.top_down(torch.tensor([float(q)]), quantize, None, size=padded, levels=len(payloads),
-                                     render=False, deterministic=single_thread, precise=self.precise):
+                                     render=False, deterministic=single_thread, precise=self.precise,
+                                     subpixel_transitions=version >= TABLED_VERSION):
             pass
         return out
 
@@ -192,7 +202,7 @@ class RDTileCoder:
             mu_hat, idx = snap_prior(mu, sigma)
             if k not in readers:
                 readers[k] = LevelReader(payloads[k], f"level {k + 1}", self.model.levels[k].context_passes,
-                                         symbol_check_size(version))
+                                         symbol_check_size(version), version >= TABLED_VERSION)
             reader = readers[k]
             if where is None:
                 sym = reader.read(idx)
@@ -213,9 +223,10 @@ class RDTileCoder:
 class LevelReader:
     """Reads one level's payload: ``[checksum][range-coded symbols]`` in ``parts`` parts (a
     context level: one per coding pass), checked against the checksum (of
-    ``check_size`` bytes) after the last one."""
+    ``check_size`` bytes) after the last one; ``tabled``: the symbols are coded under per-scale
+    tables (format version 6, :meth:`ChunkDecoder.tabled`), else a quantized Gaussian each."""
 
-    def __init__(self, payload: bytes, what: str, parts: int = 1, check_size: int = 2) -> None:
+    def __init__(self, payload: bytes, what: str, parts: int = 1, check_size: int = 2, tabled: bool = True) -> None:
         if len(payload) < check_size:
             raise DesyncError(f"{what}: payload too short")
         self._check = bytes(payload[:check_size])
@@ -225,13 +236,14 @@ class LevelReader:
         except EntropyDecodeError as e:
             raise DesyncError(f"{what}: {e}") from None
         self._expected = parts
+        self._tabled = tabled
         self._parts: list[np.ndarray] = []
 
     def read(self, idx: np.ndarray) -> np.ndarray:
         """The next int32 symbols, one per entry of ``idx`` (the snapped scale indices); after
         the last part, :class:`DesyncError` unless all of them match the payload's CRC."""
         try:
-            sym = self._dec.gaussian(idx.shape, SCALE_TABLE[idx])
+            sym = self._dec.tabled(idx) if self._tabled else self._dec.gaussian(idx.shape, SCALE_TABLE[idx])
         except EntropyDecodeError as e:
             raise DesyncError(f"{self._what}: {e}") from None
         self._parts.append(sym)

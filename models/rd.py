@@ -325,9 +325,11 @@ class RDLevel(nn.Module):
         """A residual level's analysis input: the blocks of x - ``base`` as channels."""
         return F.pixel_unshuffle(x - base, RESIDUAL_BLOCK)
 
-    def transition(self, state: Tensor, emb: Tensor) -> Tensor:
-        """The state carried to the next level's latent stride."""
-        return _run_ups(state, emb, self.trans, self.trans_gdn, self.trans_gain)
+    def transition(self, state: Tensor, emb: Tensor, subpixel: bool = False) -> Tensor:
+        """The state carried to the next level's latent stride; ``subpixel``: its transposed convs
+        as sub-pixel convs (:func:`deconv_subpixel`, about 2x faster on a CPU in float64; the same
+        numbers up to rounding, so encoder and decoder must agree on it: format version 6 does)."""
+        return _run_ups(state, emb, self.trans, self.trans_gdn, self.trans_gain, subpixel=subpixel)
 
 
 class RDSSVAE(nn.Module):
@@ -376,7 +378,8 @@ class RDSSVAE(nn.Module):
                  size: tuple[int, int] | None = None, levels: int | None = None,
                  render: bool | Callable[[int], bool] = True,
                  deterministic: Callable[[], object] | None = None,
-                 precise: RDSSVAE | None = None, precise_render: bool = False) -> Iterator[LevelOutput]:
+                 precise: RDSSVAE | None = None, precise_render: bool = False,
+                 subpixel_transitions: bool = False) -> Iterator[LevelOutput]:
         """The one top-down pass, level by level (yields after each).
 
         ``x``: the padded image in [-1/2, 1/2] (encoder and training) or None (decoder, which then
@@ -394,6 +397,8 @@ class RDSSVAE(nn.Module):
         ``precise_render``: render from ``precise``'s state in exact integer arithmetic
         (:func:`models.exact_render.exact_render`), so encoder and decoder round the render to the
         same 8-bit image on any machine: the lossless head codes x given it.
+        ``subpixel_transitions``: run the transitions between levels as sub-pixel convolutions
+        (:meth:`RDLevel.transition`); the codec does from format version 6 on.
         """
         cfg = self.config
         if x is not None:
@@ -477,7 +482,7 @@ class RDSSVAE(nn.Module):
             if k + 1 < n:
                 prev_state = state
                 with det_guard():
-                    ctx = det_lvl.transition(state, det_emb)
+                    ctx = det_lvl.transition(state, det_emb, subpixel_transitions)
             yield LevelOutput(k, z_hat, bits, out, features)
 
     def forward(self, x: Tensor, q: Tensor, weight: Tensor | None = None,

@@ -67,7 +67,7 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 5 and bs.COMPACT_VERSION == 5
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 6 and bs.TABLED_VERSION == 6 and bs.COMPACT_VERSION == 5
     assert bs.EXACT_VERSION == 4 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
 
@@ -335,7 +335,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (6, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (7, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):
@@ -592,6 +592,20 @@ def test_v5_golden_stream() -> None:
     parsed = read_stream(data)
     assert parsed.header == header and parsed.header_size == 23
     assert [(s.offset, s.size, s.payload_size) for s in parsed.spans] == [(23, 11, 2), (34, 9, 0)]
+
+
+def test_v6_container_is_v5s_but_for_the_version_byte() -> None:
+    """Version 6 changed only what latent payloads hold (docs/bitstream.md): its container bytes
+    are version 5's with the version byte 6 and the header CRC over it."""
+    header = make_header_v5(tile_height=32, tile_width=16, height=300, width=200)
+    chunks = [Chunk(ChunkType.U, 0, b"abc", tile=5), Chunk(ChunkType.Z, 1, bytes(200), tile=129)]
+    v5, v6 = write_stream(header, chunks), write_stream(make_header_v5(tile_height=32, tile_width=16, height=300,
+                                                                       width=200, version=6), chunks)
+    n = read_stream(v5).header_size
+    assert v6[n:] == v5[n:] and v6[4] == 6 and v6[:4] + v6[5:n - 4] == v5[:4] + v5[5:n - 4]
+    assert v6[n - 4:n] == zlib.crc32(v6[:n - 4]).to_bytes(4, "little")
+    parsed = read_stream(v6)
+    assert parsed.header.version == 6 and parsed.chunks == chunks
 
 
 def test_v5_layout_matches_the_documented_bytes() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssvcodec.codec.bitstream import Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
+from ssvcodec.codec.bitstream import FORMAT_VERSION, Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
 from ssvcodec.codec.lossless_coder import LosslessTileCoder
 from ssvcodec.codec.rd_api import RDCodec
 
@@ -35,7 +35,7 @@ def test_every_image_kind_decodes_bit_for_bit(codec: RDCodec, kind: str, size: t
            "rgba": lambda: _rgba(*size)}[kind]()
     data = codec.encode(img, quality=3.0, lossless=True)
     hd = read_stream(data).header
-    assert hd.version == 5 and hd.flags & HeaderFlags.LOSSLESS and hd.channels == {"rgb": 3, "grey": 1, "rgba": 4}[kind]
+    assert hd.version == FORMAT_VERSION and hd.flags & HeaderFlags.LOSSLESS and hd.channels == {"rgb": 3, "grey": 1, "rgba": 4}[kind]
     steps = list(codec.decode_progressive(data))
     assert [s.level for s in steps] == [1, 2, 3, 4] and steps[-1].label == "lossless"
     out = steps[-1].image

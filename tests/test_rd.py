@@ -455,8 +455,10 @@ def test_grow_widens_a_latent_without_changing_what_the_model_computes() -> None
         b = list(big.top_down(q, rounding_quantizer, x))
     for oa, ob in zip(a, b):
         m = oa.z_hat.shape[1]
-        # equal up to float rounding: the merge's convolution now also sums the zero channels
-        assert torch.allclose(oa.render, ob.render, atol=1e-6) and torch.equal(oa.z_hat, ob.z_hat[:, :m])
+        # equal up to float rounding: the merge's convolution now also sums the zero channels (so
+        # the prior's mean, and z_hat = mu + symbol, may differ in the last bits on some CPUs; a
+        # changed symbol would differ by a whole step)
+        assert torch.allclose(oa.render, ob.render, atol=1e-6) and torch.allclose(oa.z_hat, ob.z_hat[:, :m], atol=1e-4)
         assert torch.all(ob.z_hat[:, m:] == 0) and torch.allclose(oa.bits, ob.bits[:, :m], atol=1e-5)
         assert ob.bits[:, m:].numel() == 0 or float(ob.bits[:, m:].max()) < 1e-4
     big.train()

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ssvcodec.codec.bitstream import BitstreamError, Chunk, read_stream, truncate_levels, write_stream
+from ssvcodec.codec.bitstream import FORMAT_VERSION, BitstreamError, Chunk, read_stream, truncate_levels, write_stream
 from ssvcodec.codec.rate_search import search_quality
 from ssvcodec.codec.rd_api import DEFAULT_RD_WEIGHTS, RDCodec
 
@@ -44,14 +44,25 @@ def test_every_level_decodes_at_any_size(tiny_rd: RDCodec, size: tuple[int, int]
     assert all(s.image.shape == img.shape and s.image.dtype == np.uint8 for s in steps)
     assert steps[-1].bytes_used == len(data)
     assert [s.bytes_used for s in steps] == sorted(s.bytes_used for s in steps)
-    assert read_stream(data).header.version == 5
+    assert read_stream(data).header.version == FORMAT_VERSION == 6
+
+
+def test_version_5_is_written_on_request_and_decodes_as_version_6(tiny_rd: RDCodec) -> None:
+    """``encode(version=5)`` codes each latent under a quantized Gaussian per symbol, version 6
+    under per-scale tables: the same symbols, so the same images, and about the same size."""
+    img = synthetic(64, 96)
+    new, old = tiny_rd.encode(img, quality=3.0), tiny_rd.encode(img, quality=3.0, version=5)
+    assert read_stream(old).header.version == 5 and read_stream(new).header.version == 6 and old != new
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(tiny_rd.decode_progressive(new),
+                                                                  tiny_rd.decode_progressive(old)))
+    assert abs(len(new) - len(old)) <= 0.02 * len(old) + 8
 
 
 def test_the_layouts_of_sessions_9_to_17_are_written_on_request_and_decode_alike(tiny_rd: RDCodec) -> None:
     """``encode(version=2)`` writes the fixed layout (42-byte header, 18 bytes around a chunk, a
     CRC-32 of each level's symbols): the same symbols and images as the compact version 5."""
     img = synthetic(37, 53)
-    new, old = tiny_rd.encode(img, quality=3.0), tiny_rd.encode(img, quality=3.0, version=2)
+    new, old = tiny_rd.encode(img, quality=3.0, version=5), tiny_rd.encode(img, quality=3.0, version=2)
     assert read_stream(old).header.version == 2 and read_stream(new).header.version == 5
     assert all(np.array_equal(a.image, b.image) for a, b in zip(tiny_rd.decode_progressive(new),
                                                                   tiny_rd.decode_progressive(old)))
