@@ -120,9 +120,11 @@ def measure_image(name: str, img: np.ndarray, api: Any, codecs: Sequence[Codec],
         hp, wp = api._padded(h, w)
         key = (int(hp), int(wp))
         if key not in macs_cache:
+            from ..codec.bitstream import FORMAT_VERSION, TABLED_VERSION
             from ..models.macs import count_rd_macs
 
-            macs_cache[key] = count_rd_macs(api.model.eval(), *key)
+            macs_cache[key] = count_rd_macs(api.model.eval(), *key,
+                                            subpixel_transitions=(version or FORMAT_VERSION) >= TABLED_VERSION)
         row["macs_size"] = list(key)
         row["gmac_per_mp"] = macs_cache[key]
     row["classical"] = {}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,28 +44,31 @@ def count_macs(model: SSVAE, height: int, width: int) -> dict[str, float]:
     return res
 
 
-def count_rd_macs(model: RDSSVAE, height: int, width: int) -> dict[str, float]:
+def count_rd_macs(model: RDSSVAE, height: int, width: int, subpixel_transitions: bool = True) -> dict[str, float]:
     """GMAC per megapixel of the rate-distortion ssVAE: decoding up to each level and showing
     that level only (the top-down pass to it, then its render head), the same showing every level
     on the way (a progressive decode), and encoding (encoder trunk + the top-down pass; the
-    encoder renders no image)."""
+    encoder renders no image). ``subpixel_transitions``: count the transitions between levels as
+    the codec's format version 6 runs them (sub-pixel convolutions, zero taps included), else as
+    transposed convolutions (version 5)."""
     cfg = model.config
+    top_down = functools.partial(model.top_down, subpixel_transitions=subpixel_transitions)
     m = cfg.pad_multiple
     height, width = -(-height // m) * m, -(-width // m) * m
     x = torch.rand(1, 3, height, width) - 0.5
     q = torch.tensor([4.0])
     mp = height * width / 1e6
     with torch.no_grad():
-        enc = list(model.top_down(q, rounding_quantizer, x))
+        enc = list(top_down(q, rounding_quantizer, x))
     replay = lambda k, latent, mu, sigma, where=None: (enc[k].z_hat, None)  # noqa: E731
     res: dict[str, float] = {}
     for n in range(1, cfg.levels + 1):
-        res[f"decode to level {n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width), levels=n,
+        res[f"decode to level {n}"] = _macs(lambda: list(top_down(q, replay, None, size=(height, width), levels=n,
                                                                        render=lambda k: k == n - 1))) / 1e9 / mp
     for n in range(2, cfg.levels + 1):
-        res[f"progressive decode, levels 1..{n}"] = _macs(lambda: list(model.top_down(q, replay, None, size=(height, width),
+        res[f"progressive decode, levels 1..{n}"] = _macs(lambda: list(top_down(q, replay, None, size=(height, width),
                                                                                       levels=n))) / 1e9 / mp
-    res["encode (all levels)"] = _macs(lambda: list(model.top_down(q, rounding_quantizer, x, render=False))) / 1e9 / mp
+    res["encode (all levels)"] = _macs(lambda: list(top_down(q, rounding_quantizer, x, render=False))) / 1e9 / mp
     return res
 
 
