@@ -7,7 +7,8 @@ them, so tables can be built and consumed slice by slice. Two model families are
   fixed table (the table index is data in the chunk, so both sides build bit-identical models
   without any floating-point network output in the loop). Format version 6 codes them with one
   categorical table per scale (:mod:`codec.scale_tables`), grouped by scale (:meth:`ChunkEncoder.tabled`):
-  about 4x faster than versions 2-5's quantized Gaussian per symbol (:meth:`ChunkEncoder.gaussian`);
+  about 8x faster to decode than versions 2-5's quantized Gaussian per symbol (:meth:`ChunkEncoder.gaussian`;
+  kodim01 at q = 4: 0.037 s against 0.293 s for 1.57 M symbols);
 * quantized Laplaces on 0..255 with a mean and a scale per symbol, for the lossless head's
   sub-pixels, and on -255..255 for its near-lossless quantized residuals (the caller computes
   the mean and scale from numbers snapped to grids, so both sides pass bit-identical ones).
