@@ -300,6 +300,15 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
 
+def _reused_lines(meta: dict) -> list[str]:
+    """The header lines naming the rows taken from an earlier run (``--reuse``) and its machine."""
+    by_origin: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c, o in meta.get("reused", {}).items():
+        by_origin[(o["date"], o["cpu"])].append(c)
+    return ["", *(f"Rows of {', '.join(sorted(cs))} taken from the run of {d} ({cpu}) with --reuse: "
+                  "their times are that machine's." for (d, cpu), cs in sorted(by_origin.items()))] if by_origin else []
+
+
 def markdown(result: dict, anchor: str = "jpeg") -> str:
     curves, meta = result["curves"], result["meta"]
     lossy = _lossy(curves)
@@ -311,6 +320,7 @@ def markdown(result: dict, anchor: str = "jpeg") -> str:
         f"{meta['date']}; {meta['machine']['cpu']}, {meta['machine']['cores']} cores; "
         f"threads {meta['threads']}; times = mean over images of {_timing_text(meta['repeats'])}"
         + "".join(f"; {c}: {_timing_text(n)}" for c, n in meta.get("repeats_for", {}).items()) + ".",
+        *_reused_lines(meta),
         "",
         f"| curve | points | bpp range | PSNR@0.25 | @0.5 | @0.75 | @1.0 | BD-rate vs {anchor} | BD-PSNR vs {anchor} | enc ms | dec ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -459,6 +469,17 @@ def rows_from_result(path: Path, skip_codecs: Iterable[str] = ()) -> dict[str, l
             q = tuple(r["q"]) if isinstance(r["q"], list) else r["q"]
             done[_setting_id(r["image"], r["codec"], q)].append(r)
     return dict(done)
+
+
+def reused_provenance(path: Path, codecs: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``{codec: {"date", "cpu"}}``: where the rows that ``--reuse`` takes from ``path`` were
+    measured, followed back through that result's own reuse, so that the report does not give
+    their times this run's machine."""
+    data = read_result(path)
+    meta, held = data["meta"], {r["codec"] for r in data["rows"]}
+    earlier = meta.get("reused", {})
+    own = {"date": meta["date"], "cpu": f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores"}
+    return {c: earlier.get(c, own) for c in codecs if c in held}
 
 
 def run(
@@ -671,6 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         reuse=rows_from_result(args.reuse, [c for c in args.remeasure.split(",") if c]) if args.reuse else None,
     )
     result["meta"]["plugins"] = {n: m.describe() for n, m in plugins.items() if hasattr(m, "describe")}
+    if args.reuse:
+        remeasured = {c for c in args.remeasure.split(",") if c}
+        result["meta"]["reused"] = reused_provenance(args.reuse, [n for n in names if n not in remeasured])
     paths = write_outputs(result, args.out, anchor=args.anchor, plots=not args.no_plots)
     print(markdown(_clean(result), args.anchor).split("\nPoints")[0])
     for p in paths:

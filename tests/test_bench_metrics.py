@@ -269,6 +269,19 @@ def test_rd_resume_reuses_logged_settings(tmp_path, monkeypatch):
     assert resumed_png and all(r[0]["exact"] and r[0]["psnr"] == float("inf") for r in resumed_png)
 
 
+    # --reuse: png's rows come from that run, and the report says where they were measured.
+    calls.clear()
+    again = tmp_path / "res" / "again"
+    fake = {**second["meta"], "date": "2001-01-01T00:00:00", "machine": {**second["meta"]["machine"], "cpu": "OldCPU"}}
+    out.with_suffix(".json").write_text(json.dumps({**second, "meta": fake}))
+    assert rd.main(args[:2] + [str(again)] + args[3:] + ["--reuse", str(out.with_suffix(".json")),
+                                                         "--remeasure", "jpeg"]) == 0
+    assert sorted(calls) == sorted([("jpeg", f"im{i}.png") for i in range(2) for _ in range(2)])
+    third = json.loads(again.with_suffix(".json").read_text())
+    assert third["meta"]["reused"] == {"png": {"date": "2001-01-01T00:00:00", "cpu": f"OldCPU, {fake['machine']['cores']} cores"}}
+    assert "Rows of png taken from the run of 2001-01-01T00:00:00 (OldCPU" in again.with_suffix(".md").read_text()
+
+
 def test_residual_probe_side_information_and_causality() -> None:
     """bench.residual_probe: a perfect x_hat leaves almost nothing to code, a useless one costs
     no more than coding without it (plus its coefficients), and `shifted` reads only the past."""
