@@ -251,6 +251,10 @@ class LosslessConfig:
     # stage inputs (models.exact_render), one per scale of the split, through a 1x1 convolution
     # that starts at zero, so a trained head can grow them (``train_lossless --grow``).
     features: int = 0
+    # One network per scale of the split (True) or one shared by every scale, told the scale by a
+    # one-hot input (False). Per scale costs no decode time (each stage runs one network either
+    # way); a shared head grows into one (``train_lossless --grow '{"per_scale": true}'``).
+    per_scale: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

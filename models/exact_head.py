@@ -52,12 +52,15 @@ class ExactLosslessHead(LosslessHead):
         act_max = torch.full((head.config.width,), float(lim))
         groups = [12, 12, 4 + self.MAX_DEPTH + 1, 1]
         in_max = torch.cat([torch.full((g,), m) for g, m in zip(groups, _IN_MAX)])
-        w = self.inp.weight.detach().double().clone()
         units = torch.cat([torch.full((12,), 1 / 510), torch.full((12,), 1 / 32), torch.ones(groups[2]), torch.full((1,), 1 / 800)])
-        self._inp = ExactConv(w * units.view(1, -1, 1, 1), self.inp.bias.detach(), in_max, 1)
-        self._blocks = [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
-                         ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in self.blocks]
-        self._out = ExactConv(self.out.weight.detach() / n, self.out.bias.detach(), act_max, 0)
+        self._nets = []  # per scale: (input layer, blocks, output layer), exact
+        for scale in range(head.config.depth + 1):
+            inp, blocks, out = self.layers(scale)
+            self._nets.append((
+                ExactConv(inp.weight.detach().double() * units.view(1, -1, 1, 1), inp.bias.detach(), in_max, 1),
+                [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
+                  ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in blocks],
+                ExactConv(out.weight.detach() / n, out.bias.detach(), act_max, 0)))
         feat_max = torch.full((head.config.features,), FEATURE_LIMIT * 2 ** FEATURE_BITS)
         self._feat = [ExactConv(f.weight.detach() * 2.0 ** -FEATURE_BITS, f.bias.detach(), feat_max, 0) for f in self.feat]
 
@@ -84,10 +87,11 @@ class ExactLosslessHead(LosslessHead):
         q100 = torch.round(q.double() * 100).clamp(-Q_LIMIT, Q_LIMIT).float().view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([2 * xhat_ph.reshape(b, 12, h, w).float() - 255, err_ph.reshape(b, 12, h, w).float(),
                          onehot, q100], 1)
-        r = self._act(_requant(self._inp(inp), self._inp, None if extra is None else extra.float()))
-        for c1, c2 in self._blocks:
+        first, blocks, last = self._nets[scale]
+        r = self._act(_requant(first(inp), first, None if extra is None else extra.float()))
+        for c1, c2 in blocks:
             u = self._act(_requant(c1(self._act(r)), c1))
             r = _requant(c2(u), c2).add_(r).clamp_(-self._lim, self._lim)
-        o = self._out(r).double() * torch.pow(2.0, -self._out.shift.double()).view(1, -1, 1, 1)
+        o = last(r).double() * torch.pow(2.0, -last.shift.double()).view(1, -1, 1, 1)
         delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
         return delta, F.softplus(raw) + 0.1, coef

@@ -112,14 +112,31 @@ def stages(depth: int) -> list[tuple[int, int, int]]:
     return out
 
 
+class StageNet(nn.Module):
+    """The network a stage runs: a 3x3 input layer, residual blocks and a 1x1 output layer of 9
+    channels per sub-pixel position (:meth:`LosslessHead.stage_outputs`)."""
+
+    def __init__(self, c_in: int, width: int, blocks: int) -> None:
+        super().__init__()
+        self.inp = conv(c_in, width)
+        self.blocks = nn.Sequential(*[ResBlock(width) for _ in range(blocks)])
+        self.out = conv(width, 9, 1)
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[3:6] = math.log(math.expm1(4.0))  # scale ~4 levels at the start
+
+
 class LosslessHead(nn.Module):
-    """One network for every stage: the inputs are x_hat's four phases at the stage's scale, the
-    errors x - x_hat of the phases already coded there (zero elsewhere), the stage and the scale
-    (one-hot), the lossy quality and (``config.features``) the decoder's features at the
-    phases' resolution; the outputs per sub-pixel of the stage's phase are a mean correction, a
-    scale and the three channel coefficients (G|R, B|R, B|G)."""
+    """One network for every stage (or, ``config.per_scale``, one per scale): the inputs are
+    x_hat's four phases at the stage's scale, the errors x - x_hat of the phases already coded
+    there (zero elsewhere), the stage and the scale (one-hot), the lossy quality and
+    (``config.features``) the decoder's features at the phases' resolution; the outputs per
+    sub-pixel of the stage's phase are a mean correction, a scale and the three channel
+    coefficients (G|R, B|R, B|G)."""
 
     MAX_DEPTH = 3
+    N_INPUTS = 12 + 12 + 4 + MAX_DEPTH + 1 + 1
 
     def __init__(self, config: LosslessConfig) -> None:
         super().__init__()
@@ -127,18 +144,24 @@ class LosslessHead(nn.Module):
             raise ValueError(f"depth must be in 0..{self.MAX_DEPTH}, got {config.depth}")
         self.config = config
         C = config.width
-        self.inp = conv(12 + 12 + 4 + self.MAX_DEPTH + 1 + 1, C)
+        first = StageNet(self.N_INPUTS, C, config.blocks)
+        # scale 0's network (every scale's without per_scale) keeps the names inp / blocks / out
+        # that weights shipped before per_scale existed use
+        self.inp, self.blocks, self.out = first.inp, first.blocks, first.out
+        self.nets = nn.ModuleList([StageNet(self.N_INPUTS, C, config.blocks) for _ in range(config.depth)]
+                                  if config.per_scale else [])
         # one 1x1 convolution per scale: the decoder's features differ in meaning from scale to scale
         self.feat = nn.ModuleList([conv(config.features, C, 1) for _ in range(config.depth + 1)] if config.features else [])
         for f in self.feat:
             nn.init.zeros_(f.weight)
             nn.init.zeros_(f.bias)
-        self.blocks = nn.Sequential(*[ResBlock(C) for _ in range(config.blocks)])
-        self.out = conv(C, 9, 1)
-        nn.init.zeros_(self.out.weight)
-        with torch.no_grad():
-            self.out.bias.zero_()
-            self.out.bias[3:6] = math.log(math.expm1(4.0))  # scale ~4 levels at the start
+
+    def layers(self, scale: int) -> tuple[nn.Conv2d, nn.Sequential, nn.Conv2d]:
+        """(input layer, residual blocks, output layer) of the network that ``scale`` runs."""
+        if scale == 0 or not self.config.per_scale:
+            return self.inp, self.blocks, self.out
+        n = self.nets[scale - 1]
+        return n.inp, n.blocks, n.out
 
     @property
     def multiple(self) -> int:
@@ -174,8 +197,9 @@ class LosslessHead(nn.Module):
         onehot = self.stage_planes(b, h, w, position, scale, xhat_ph.dtype).to(xhat_ph.device)
         qmap = (q.to(xhat_ph.dtype) / 8.0).view(b, 1, 1, 1).expand(b, 1, h, w)
         inp = torch.cat([xhat_ph.reshape(b, 12, h, w) / 255.0 - 0.5, err_ph.reshape(b, 12, h, w) / 32.0, onehot, qmap], 1)
-        pre = self.inp(inp)
-        o = self.out(self.blocks(F.gelu(pre if extra is None else pre + extra)))
+        first, blocks, last = self.layers(scale)
+        pre = first(inp)
+        o = last(blocks(F.gelu(pre if extra is None else pre + extra)))
         delta, raw, coef = o[:, :3] * 8.0, o[:, 3:6], o[:, 6:9]
         return delta, F.softplus(raw) + 0.1, coef
 
@@ -269,17 +293,20 @@ class LosslessHead(nn.Module):
 def grow_head(head: LosslessHead, changes: dict[str, object], seed: int = 0) -> LosslessHead:
     """A head that computes what ``head`` does, with ``changes`` to its config
     (``train_lossless --grow``): ``features`` (0 -> N; 1x1 convolutions that start at zero),
-    ``width`` (more channels) and ``blocks`` (more residual blocks, which start as the identity).
+    ``width`` (more channels), ``blocks`` (more residual blocks, which start as the identity) and
+    ``per_scale`` (False -> True: each scale's network starts as a copy of the shared one).
     A widened layer keeps its trained weights; its new output channels start as a new layer's
     (random, or zero where the layer starts at zero) and every weight from a new channel into an
     old one is zero, so the old channels, and hence the outputs, are unchanged (function-preserving
     widening, Chen, Goodfellow & Shlens 2016, "Net2Net") while the new ones learn."""
-    allowed = {"features", "width", "blocks"}
+    allowed = {"features", "width", "blocks", "per_scale"}
     if set(changes) - allowed:
         raise ValueError(f"a lossless head can only grow its {sorted(allowed)}, not {sorted(set(changes) - allowed)}")
     cfg = dataclasses.replace(head.config, **changes)  # type: ignore[arg-type]
     if head.config.features and cfg.features != head.config.features:
         raise ValueError(f"this head already reads {head.config.features} feature channels")
+    if head.config.per_scale and not cfg.per_scale:
+        raise ValueError("a head with a network per scale cannot share one again")
     if cfg.width < head.config.width or cfg.blocks < head.config.blocks:
         raise ValueError(f"a head can only grow: width {head.config.width} -> {cfg.width}, blocks {head.config.blocks} -> {cfg.blocks}")
     with torch.random.fork_rng():
@@ -291,5 +318,9 @@ def grow_head(head: LosslessHead, changes: dict[str, object], seed: int = 0) -> 
         t[tuple(slice(0, n) for n in old.shape)] = old
         if t.dim() == 4:
             t[: old.shape[0], old.shape[1]:] = 0.0  # new input channels into old outputs
+    if cfg.per_scale and not head.config.per_scale:
+        for name in state:
+            if name.startswith("nets."):
+                state[name] = state[name.split(".", 2)[2]].clone()  # "nets.i.inp.weight" <- "inp.weight"
     new.load_state_dict(state)
     return new.train(head.training)

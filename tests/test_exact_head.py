@@ -100,6 +100,24 @@ def test_the_exact_heads_features_are_the_float_heads() -> None:
     assert float((means(_outputs(float_head, 1, True)) - means(ref)).abs().max()) > 1.0
 
 
+def test_an_exact_per_scale_head_runs_each_scales_own_network() -> None:
+    """A head with a network per scale: the exact head's means stay near the float head's, and
+    changing one scale's network changes only that scale's means."""
+    from ssvcodec.models.lossless import grow_head, stages
+
+    float_head = grow_head(_head(), {"per_scale": True}).double().eval()
+    with torch.no_grad():
+        float_head.nets[1].out.weight.normal_(0.0, 0.05)  # scale 2 now differs from the others
+    exact = _outputs(ExactLosslessHead(float_head), 1, True)
+    ref = _outputs(float_head, 1, True)
+    assert max(float((a - b).abs().max()) for a, b in zip(exact[::2], ref[::2])) < 0.5
+    with torch.no_grad():
+        float_head.nets[1].out.weight.zero_()
+    moved = [float((a - b).abs().max()) for a, b in zip(_outputs(float_head, 1, True)[::2], ref[::2])]
+    per_stage = [max(moved[3 * i:3 * i + 3]) for i in range(len(stages(2)))]  # R, G, B means of each stage
+    assert all(m > 0 for m in per_stage[:4]) and all(m == 0 for m in per_stage[4:])
+
+
 def test_activations_stay_on_their_grid() -> None:
     head = ExactLosslessHead(_head())
     n = 2 ** ACT_BITS

@@ -149,6 +149,29 @@ def test_a_widened_and_deepened_head_computes_what_it_did_and_its_new_channels_l
         grow_head(grown, {"width": 8})
 
 
+def test_a_head_grown_per_scale_computes_what_it_did_and_its_scales_learn_apart() -> None:
+    """grow_head's per_scale: each scale's network starts as the shared one (the same bits), a
+    scale's loss reaches only that scale's network, and a per-scale head cannot share again."""
+    torch.manual_seed(0)
+    x = torch.from_numpy(synthetic(32, 32).transpose(2, 0, 1).copy()).unsqueeze(0)
+    xhat = (x.to(torch.int16) + torch.randint(-3, 4, x.shape, dtype=torch.int16)).clamp(0, 255).to(torch.uint8)
+    q = torch.tensor([2.0])
+    head = LosslessHead(LosslessConfig(width=8, blocks=1, depth=2))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = grow_head(head, {"per_scale": True})
+    assert len(grown.nets) == 2 and grown.layers(2)[0] is grown.nets[1].inp and grown.layers(0)[0] is grown.inp
+    with torch.no_grad():
+        assert torch.equal(head.stage_bits(x, xhat, q), grown.stage_bits(x, xhat, q))
+    n_coarse = 4 + 3  # the stages of scales 2 and 1 come first (models.lossless.stages)
+    grown.stage_bits(x, xhat, q)[:, n_coarse:].sum().backward()  # scale 0's stages only
+    assert float(grown.inp.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in grown.nets.parameters())
+    with pytest.raises(ValueError, match="cannot share"):
+        grow_head(grown, {"per_scale": False})
+
+
 def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     data = photo_dir(tmp_path / "data")
     rd = tmp_path / "rd.safetensors"
