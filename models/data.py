@@ -64,13 +64,17 @@ def _is_packed(f: Path) -> bool:
     return f.parent.name == "photos"
 
 
-def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160) -> tuple[int, int]:
+def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160,
+                        native: bool = False) -> tuple[int, int]:
     """The (width, height) a photo is trained at: BSDS500 (JPEG quality ~90) halved, SUN-Hays
     (quality ~50) to a longest side of 320, so JPEG artefacts and blurred chroma shrink below a
     pixel; the wallpapers (lossless, already downscaled from their sources) as stored. ``stored`` is
     the file's size; packed files (see :func:`photo_files`) were halved already (odd sides rounded
     down), so the same BSDS500 or SUN-Hays photo gets the same training size from either layout,
-    up to one pixel (a packed wallpaper stays halved: its full resolution did not travel)."""
+    up to one pixel (a packed wallpaper stays halved: its full resolution did not travel).
+    ``native``: BSDS500 (quality ~90) as stored, with its camera noise and fine texture, as a
+    lossless coder meets photos (the lossless head's ``train_lossless --native``); SUN-Hays
+    (quality ~50) is still shrunk, its artefacts being larger than any texture."""
     packed = _is_packed(f)
     wallpaper = f.name.startswith("wallpapers_") if packed else "wallpapers" in f.parts
     if wallpaper:
@@ -78,17 +82,21 @@ def photo_training_size(f: Path, stored: tuple[int, int], min_side: int = 160) -
     original = (stored[0] * 2, stored[1] * 2) if packed else stored
     bsds = not f.name.startswith("sunhays80_") if packed else "bsds500" in f.parts
     if bsds and packed:
+        if native:
+            raise ValueError(f"{f} was halved when packed: its native resolution did not travel")
+        return stored
+    if bsds and native:
         return stored
     factor = 2.0 if bsds else max(original) / 320.0
     return max(min_side, round(original[0] / factor)), max(min_side, round(original[1] / factor))
 
 
-def load_photos(files: list[Path], min_side: int = 160) -> list[np.ndarray]:
+def load_photos(files: list[Path], min_side: int = 160, native: bool = False) -> list[np.ndarray]:
     """Decode the photos and bring each to :func:`photo_training_size` (Lanczos)."""
     out = []
     for f in files:
         im = Image.open(f).convert("RGB")
-        size = photo_training_size(f, im.size, min_side)
+        size = photo_training_size(f, im.size, min_side, native)
         if size != im.size:
             im = im.resize(size, Image.LANCZOS)
         out.append(np.asarray(im).transpose(2, 0, 1).copy())

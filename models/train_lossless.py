@@ -132,7 +132,7 @@ def train(args: argparse.Namespace) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     data_dir = Path(args.data_dir)
-    stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch), args.seed, 0, args.prefetch)
+    stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch, native=args.native), args.seed, 0, args.prefetch)
     val = validation_crops(data_dir, args.crop, 16) if args.val_every else None
     q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else rd.config.quality_range
     log_path = out / "log.csv"
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LO,HI: draw the lossy quality of each crop from U(LO, HI) (default: the RD model's "
                          "quality_range); a head that mostly codes against the default lossless quality can "
                          "be trained near it")
+    ap.add_argument("--native", action="store_true",
+                    help="BSDS500 crops at its stored resolution (camera noise and fine texture, not halved) "
+                         "and no zoom-out: photos as a lossless coder meets them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)

@@ -83,11 +83,13 @@ def lr_at(step: int, seg_start: int, seg_end: int, lr: float, lr_min: float, war
 class PhotoCrops:
     """Crops of the training photos for :class:`~models.train.BatchStream`."""
 
-    def __init__(self, data_dir: Path, crop: int, batch: int) -> None:
+    def __init__(self, data_dir: Path, crop: int, batch: int, native: bool = False) -> None:
+        """``native``: BSDS500 at its stored resolution and crops without zoom-out
+        (:func:`models.data.photo_training_size`)."""
         files = photo_files(data_dir, "train")
         if not files:
             raise FileNotFoundError(f"no training photos under {data_dir / 'photos'}")
-        self.sampler = CropSampler(load_photos(files), crop, by_area=True)
+        self.sampler = CropSampler(load_photos(files, native=native), crop, 1.0 if native else 1.5, by_area=True)
         self.batch = batch
 
     def next(self, rng: np.random.Generator) -> np.ndarray:

@@ -51,6 +51,12 @@ def test_packed_photos_train_at_the_same_sizes(tmp_path: Path) -> None:
             assert np.abs(x.astype(float) - y).mean() < 3.0  # JPEG re-save and a second resampling only
     sizes = [x.shape[1:] for x in load_photos(photo_files(shared, "train"))]
     assert sizes == [(160, 240), (240, 160), (160, 240), (240, 320)]  # BSDS halved, SUN-Hays to 320
+    # native (the lossless head's --native): BSDS500 as stored, SUN-Hays still shrunk; a packed
+    # photo, halved already, is refused rather than trained at the wrong scale
+    native = [x.shape[1:] for x in load_photos(photo_files(shared, "train"), native=True)]
+    assert native == [(321, 481), (481, 321), (321, 481), (240, 320)]
+    with pytest.raises(ValueError, match="halved when packed"):
+        load_photos(photo_files(packed, "train"), native=True)
 
 
 def test_missing_test_shards_say_what_to_copy(tmp_path: Path) -> None:
