@@ -145,16 +145,18 @@ class LosslessHead(nn.Module):
         self.config = config
         C = config.width
         first = StageNet(self.N_INPUTS, C, config.blocks)
-        # scale 0's network (every scale's without per_scale) keeps the names inp / blocks / out
-        # that weights shipped before per_scale existed use
-        self.inp, self.blocks, self.out = first.inp, first.blocks, first.out
-        self.nets = nn.ModuleList([StageNet(self.N_INPUTS, C, config.blocks) for _ in range(config.depth)]
-                                  if config.per_scale else [])
+        # Scale 0's network (every scale's without per_scale) keeps the names inp / blocks / out of
+        # the heads shipped before per_scale, and the registration order inp, feat, blocks, out:
+        # an optimiser's state in a checkpoint follows the order of parameters().
+        self.inp = first.inp
         # one 1x1 convolution per scale: the decoder's features differ in meaning from scale to scale
         self.feat = nn.ModuleList([conv(config.features, C, 1) for _ in range(config.depth + 1)] if config.features else [])
         for f in self.feat:
             nn.init.zeros_(f.weight)
             nn.init.zeros_(f.bias)
+        self.blocks, self.out = first.blocks, first.out
+        self.nets = nn.ModuleList([StageNet(self.N_INPUTS, C, config.blocks) for _ in range(config.depth)]
+                                  if config.per_scale else [])
 
     def layers(self, scale: int) -> tuple[nn.Conv2d, nn.Sequential, nn.Conv2d]:
         """(input layer, residual blocks, output layer) of the network that ``scale`` runs."""

@@ -170,6 +170,10 @@ def test_a_head_grown_per_scale_computes_what_it_did_and_its_scales_learn_apart(
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in grown.nets.parameters())
     with pytest.raises(ValueError, match="cannot share"):
         grow_head(grown, {"per_scale": False})
+    # a shared head's parameters keep the order of the heads before per_scale: checkpoints store
+    # the optimiser's state by that order
+    names = [n.split(".")[0] for n, _ in LosslessHead(LosslessConfig(width=8, blocks=1, features=4)).named_parameters()]
+    assert list(dict.fromkeys(names)) == ["inp", "feat", "blocks", "out"]
 
 
 def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
