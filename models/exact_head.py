@@ -53,14 +53,17 @@ class ExactLosslessHead(LosslessHead):
         groups = [12, 12, 4 + self.MAX_DEPTH + 1, 1]
         in_max = torch.cat([torch.full((g,), m) for g, m in zip(groups, _IN_MAX)])
         units = torch.cat([torch.full((12,), 1 / 510), torch.full((12,), 1 / 32), torch.ones(groups[2]), torch.full((1,), 1 / 800)])
-        self._nets = []  # per scale: (input layer, blocks, output layer), exact
+        built: dict[int, tuple] = {}  # a shared head's scales run one network: build it once
         for scale in range(head.config.depth + 1):
             inp, blocks, out = self.layers(scale)
-            self._nets.append((
-                ExactConv(inp.weight.detach().double() * units.view(1, -1, 1, 1), inp.bias.detach(), in_max, 1),
-                [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
-                  ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in blocks],
-                ExactConv(out.weight.detach() / n, out.bias.detach(), act_max, 0)))
+            if id(inp) not in built:
+                built[id(inp)] = (
+                    ExactConv(inp.weight.detach().double() * units.view(1, -1, 1, 1), inp.bias.detach(), in_max, 1),
+                    [(ExactConv(b.c1.weight.detach() / n, b.c1.bias.detach(), act_max, 1),
+                      ExactConv(b.c2.weight.detach() / n, b.c2.bias.detach(), act_max, 1)) for b in blocks],
+                    ExactConv(out.weight.detach() / n, out.bias.detach(), act_max, 0))
+        # per scale: (input layer, blocks, output layer), exact
+        self._nets = [built[id(self.layers(scale)[0])] for scale in range(head.config.depth + 1)]
         feat_max = torch.full((head.config.features,), FEATURE_LIMIT * 2 ** FEATURE_BITS)
         self._feat = [ExactConv(f.weight.detach() * 2.0 ** -FEATURE_BITS, f.bias.detach(), feat_max, 0) for f in self.feat]
 
