@@ -9,7 +9,8 @@ quality_range) (rounded latents; the exact render that a lossless stream is code
 bits of x given that render. The recipe of ``train_rd``: Adam, warm-up then cosine decay,
 gradient clipping, EMA weights, checkpoints every ``--ckpt-minutes`` and on SIGTERM, resuming from
 ``OUT/checkpoint.pt`` or, without one, from ``--init-from`` (default: the shipped head, with its
-counters; a larger ``--steps`` then starts a new warm-up + cosine segment); validation rows (EMA,
+counters; a larger ``--steps`` then starts a new warm-up + cosine segment, ``--stretch`` moves a
+running segment's end: :func:`models.train_rd.plan_segment`); validation rows (EMA,
 held-out crops, q = 0 / 4 / 8) every ``--val-every`` steps in ``OUT/log.csv``.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .data import DEFAULT_DATA
 from .io import LOSSLESS_WEIGHTS, counters_from_weights, load_any, load_lossless_head
 from .lossless import LosslessHead, grow_head
 from .rd import RDSSVAE, rounding_quantizer
-from .train_rd import (RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, start_weights,
+from .train_rd import (RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_update, lr_at, plan_segment, start_weights,
                        validation_crops)
 
 VAL_QUALITIES = (0.0, 4.0, 8.0)
@@ -106,8 +107,7 @@ def train(args: argparse.Namespace) -> Path:
         ema = copy.deepcopy(head)
         source = "scratch"
     step = counters["step"]
-    if args.steps > seg["end"]:
-        seg = {"start": step, "end": args.steps}
+    seg = plan_segment(seg, step, args.steps, args.stretch)
     changes = json.loads(args.grow) if args.grow else {}
     grown = bool(changes) and LosslessConfig.from_dict({**cfg.to_dict(), **changes}) != cfg
     if grown:  # (a resumed grown run has nothing to grow)
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20000, help="planned end of the schedule (a larger value re-warms)")
+    ap.add_argument("--stretch", action="store_true",
+                    help="while the current segment runs: move its end to --steps (later or earlier) without a new warm-up")
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-min", type=float, default=1e-5)

@@ -80,6 +80,20 @@ def lr_at(step: int, seg_start: int, seg_end: int, lr: float, lr_min: float, war
     return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * t))
 
 
+def plan_segment(seg: dict[str, int], step: int, steps: int, stretch: bool) -> dict[str, int]:
+    """The schedule segment (start, end: :func:`lr_at`) a run at ``step`` continues on, asked for
+    ``--steps`` = ``steps``: with ``stretch`` and a segment still running, the same warm-up with its
+    cosine moved to the new end (later or earlier); else a larger ``steps`` starts a new warm-up +
+    cosine segment here ("re-warm when you extend"), and a smaller one changes nothing."""
+    if stretch and step < seg["end"] and steps != seg["end"]:
+        if steps <= step:
+            raise SystemExit(f"--stretch --steps {steps}: the run is already at step {step}")
+        return {"start": seg["start"], "end": steps}
+    if steps > seg["end"]:
+        return {"start": step, "end": steps}
+    return seg
+
+
 class PhotoCrops:
     """Crops of the training photos for :class:`~models.train.BatchStream`."""
 
@@ -232,12 +246,7 @@ def train(args: argparse.Namespace) -> Path:
         model.config = ema.config = cfg
     counters.setdefault("core_seconds", counters["seconds"])  # runs before it was counted used one thread
     step = counters["step"]
-    if args.stretch and step < seg["end"] and args.steps != seg["end"]:
-        if args.steps <= step:
-            raise SystemExit(f"--stretch --steps {args.steps}: the run is already at step {step}")
-        seg = {"start": seg["start"], "end": args.steps}  # same warm-up, the cosine moved to the new end
-    elif args.steps > seg["end"]:  # extend: a new warm-up + cosine segment from here
-        seg = {"start": step, "end": args.steps}
+    seg = plan_segment(seg, step, args.steps, args.stretch)
     model.to(device).train()
     ema.to(device).eval()
     for p in ema.parameters():

@@ -18,7 +18,7 @@ from ssvcodec.models.rd import (RDSSVAE, psnr_from_mse, rate_normalised_weight, 
                                 rounding_quantizer, upsample)
 from ssvcodec.models.rd_layers import gaussian_bits
 from ssvcodec.models.grow import add_level_changes, grow, remap_optimizer_state
-from ssvcodec.models.train_rd import lr_at, widened
+from ssvcodec.models.train_rd import lr_at, plan_segment, widened
 
 from .conftest import photo_dir, synthetic, tiny_rd_config
 
@@ -178,6 +178,17 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert lrs[0] == pytest.approx(1e-5) and lrs[99] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
     assert lrs[-1] == pytest.approx(1e-5)
+
+
+def test_plan_segment_extends_stretches_or_keeps_the_schedule() -> None:
+    seg = {"start": 100, "end": 500}
+    assert plan_segment(seg, 300, 400, stretch=False) == seg  # a smaller --steps changes nothing
+    assert plan_segment(seg, 300, 900, stretch=False) == {"start": 300, "end": 900}  # re-warm here
+    assert plan_segment(seg, 300, 400, stretch=True) == {"start": 100, "end": 400}  # same warm-up, earlier end
+    assert plan_segment(seg, 300, 900, stretch=True) == {"start": 100, "end": 900}
+    assert plan_segment(seg, 500, 900, stretch=True) == {"start": 500, "end": 900}  # ended: a new segment
+    with pytest.raises(SystemExit, match="already at step 300"):
+        plan_segment(seg, 300, 250, stretch=True)
 
 
 def test_weights_round_trip_through_safetensors(tmp_path: Path) -> None:
