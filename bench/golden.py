@@ -1,16 +1,18 @@
 """Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
-For every format version the codec decodes (6, 5, 4 and 2), streams of the shipped weights, the SHA-256 of
+For every format version the codec decodes (7, 6, 5, 4 and 2), streams of the shipped weights, the SHA-256 of
 the PNG of each level they decode to, and (the default lossy stream) those PNGs themselves:
 
-- ``tests/golden/rd-v6.ssv``: the default lossy codec (rate-distortion model), quality 4;
-- ``tests/golden/rd-v6-lossless.ssv``: the same model with ``--lossless`` and the shipped lossless
+- ``tests/golden/rd-v7.ssv``: the default lossy codec (rate-distortion model), quality 4;
+- ``tests/golden/rd-v7-lossless.ssv``: the same model with ``--lossless`` and the shipped lossless
   head, an RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes
   from the exact integer render and the exact integer head, so its PNGs match on every CPU kind,
-  and the last is the crop itself;
-- ``tests/golden/rd-v5.ssv``: the lossy stream with a quantized Gaussian per latent symbol
-  (sessions 18-23), and ``rd-v2.ssv`` and ``rd-v4.ssv``: the lossy and lossless streams in the
-  fixed layout of sessions 9-17 (``RDCodec.encode(version=...)``), which the codec still decodes.
+  and the last is the crop itself; ``rd-v6-lossless.ssv`` the same without the head's scale
+  calibration (sessions 24-27);
+- ``tests/golden/rd-v6.ssv`` and ``rd-v5.ssv``: the lossy stream as sessions 24-27 and 18-23 wrote
+  it (per-scale tables; a quantized Gaussian per latent symbol), and ``rd-v2.ssv`` and ``rd-v4.ssv``:
+  the lossy and lossless streams in the fixed layout of sessions 9-17 (``RDCodec.encode(version=...)``),
+  which the codec still decodes.
 
 ``tests/test_golden.py`` fails if decoding any of them changes. A lossy stream's renders run in
 multi-threaded float32 (no later prior reads them, so they do not affect decodability), and another
@@ -96,18 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
     rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
     crops = {False: (img, "crop [96:224, 192:384]"), True: (rgba, "crop [96:160, 192:288]")}
-    for name, lossless, version in (("rd-v6", False, 6), ("rd-v6-lossless", True, 6), ("rd-v5", False, 5),
-                                    ("rd-v2", False, 2), ("rd-v4", True, 4)):
+    for name, lossless, version in (("rd-v7", False, 7), ("rd-v7-lossless", True, 7), ("rd-v6", False, 6),
+                                    ("rd-v6-lossless", True, 6), ("rd-v5", False, 5), ("rd-v2", False, 2),
+                                    ("rd-v4", True, 4)):
         pixels, what = crops[lossless]
         call = (f"RDCodec().encode({what} of {a.image.name}" + (" + a horizontal alpha ramp 0..255" if lossless else "")
                 + ", quality=4.0" + (", lossless=True" if lossless else "") + f", version={version})")
         extra = {"lossless_weights": LOSSLESS_WEIGHTS.name, "input_png_sha256": png_sha256(rgba)} if lossless else None
         p = record(name, rd.encode(pixels, quality=4.0, lossless=lossless, version=version), rd, DEFAULT_RD_WEIGHTS,
-                   call, keep_png=name == "rd-v6", extra=extra)
-        if name in ("rd-v5", "rd-v2"):  # the same symbols and renders as rd-v6: its PNGs serve all three
-            meta, v6 = json.loads(p.read_text()), json.loads((GOLDEN / "rd-v6.json").read_text())
-            assert meta["png_sha256"] == v6["png_sha256"], f"the {name} and rd-v6 streams decode to different renders"
-            p.write_text(json.dumps({**meta, "png": v6["png"]}, indent=1) + "\n")
+                   call, keep_png=name == "rd-v7", extra=extra)
+        if name in ("rd-v6", "rd-v5", "rd-v2"):  # the same symbols and renders as rd-v7: its PNGs serve all four
+            meta, v7 = json.loads(p.read_text()), json.loads((GOLDEN / "rd-v7.json").read_text())
+            assert meta["png_sha256"] == v7["png_sha256"], f"the {name} and rd-v7 streams decode to different renders"
+            p.write_text(json.dumps({**meta, "png": v7["png"]}, indent=1) + "\n")
         print(f"wrote {p}")
     return 0
 

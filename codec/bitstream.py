@@ -35,15 +35,16 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 6                             # the newest version: version 5 with per-scale latent tables, every rate-distortion stream
+FORMAT_VERSION = 7                             # the newest version: version 6 with a scale calibration in each Y and X payload
+CALIBRATED_VERSION = 7                         # the first version whose Y and X payloads carry the head's scale calibration
 TABLED_VERSION = 6                             # the first version whose latent symbols are coded under per-scale tables
 COMPACT_VERSION = 5                            # the first version with the compact (varint) layout
-RD_VERSIONS = frozenset({2, 4, 5, 6})          # the rate-distortion model's versions the codec decodes
+RD_VERSIONS = frozenset({2, 4, 5, 6, 7})       # the rate-distortion model's versions the codec decodes
 LOSSY_VERSION = 2                              # sessions 8-17's RD streams without Y or X chunks
 EXACT_VERSION = 4                              # sessions 9-17's RD streams with Y or X chunks
 FLOAT64_RENDER_VERSION = 3                     # session 8's Y/X streams (coded against a float64 render): parsed, no longer decoded
 ELBO_VERSION = 1                               # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
-SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})  # the versions this module reads and writes
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})  # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -145,7 +146,8 @@ class Header:
             versions 1-4, their first 8 from version 5 (``stream_fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 6 (``FORMAT_VERSION``) for the rate-distortion model, in the
+        version: format version: 7 (``FORMAT_VERSION``) for the rate-distortion model, as 6
+            with a scale calibration block in each Y and X payload (the codec's business); 6 in the
             compact layout, whose chunks are one latent per level (U for level 1, Z for the
             others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's), with
             Y_CHUNKS a Y chunk per tile; its latent payloads code symbols under per-scale tables

@@ -19,8 +19,11 @@ original by coding its residual quantized with step 2N+1 under the same head; th
 condition on the reconstruction.
 
 Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C);
-Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][range-coded sub-pixels]``. A wrong head,
-a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`.
+Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 7: the scale
+calibration block (:mod:`codec.scale_calibration`)][range-coded sub-pixels]``. A wrong head,
+a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`. From version 7 the
+encoder runs the head's walk once, recording every coded (stage, channel), fits the chunk's
+calibration, then codes what it recorded under the calibrated scales.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import copy
 import io
 import struct
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,12 +41,37 @@ from torch import Tensor
 from ..models.exact_head import ExactLosslessHead
 from ..models.lossless import LosslessHead, to_phases
 
+from . import scale_calibration as calibration
+from .bitstream import CALIBRATED_VERSION, FORMAT_VERSION
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .rd_coder import DesyncError, LevelRender
 
 HEAD_FINGERPRINT_SIZE = 8
 MAX_ERROR = 64                      # the largest near-lossless bound
 _PREFIX = struct.Struct("<BII")  # max error, crc32 of the decoded pixels, alpha length
+
+
+@dataclass
+class _Part:
+    """What the walk does with one chunk's stages: ``coder`` an encoder (the values are recorded,
+    coded after the walk), a decoder, a reconstruction that already holds them (Y only), or None
+    (the head's rounded means stand in: the CR image); ``step`` the quantization step (1: exact);
+    ``table`` the calibration rows a decoder applies, in coding order."""
+
+    coder: ChunkEncoder | ChunkDecoder | Tensor | None
+    step: int = 1
+    table: np.ndarray | None = None
+    calls: int = 0
+    recorded: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+
+    def shifts(self) -> np.ndarray | None:
+        """The calibration row of the next coded (stage, channel)."""
+        j, self.calls = self.calls, self.calls + 1
+        if self.table is None or len(self.table) == 0:
+            return None
+        if j >= len(self.table):
+            raise DesyncError(f"calibration block has {len(self.table)} rows, the chunk codes more")
+        return self.table[j]
 
 
 class LosslessTileCoder:
@@ -60,14 +89,15 @@ class LosslessTileCoder:
 
     @torch.no_grad()
     def encode(self, pixels: np.ndarray, render: LevelRender, q: float, max_error: int = 0, with_y: bool = False,
-               lossless: bool = True) -> tuple[bytes | None, bytes | None]:
+               lossless: bool = True, version: int = FORMAT_VERSION) -> tuple[bytes | None, bytes | None]:
         """``pixels``: the tile (h, w, C) uint8, C in 1 (grey), 3 (RGB), 4 (RGBA); ``render``: the
         padded final render (3, H, W) uint8, H >= h, W >= w, with its features (drawn by the exact
         path: ``RDTileCoder.encode(final_render=True)``) -> the payloads of the tile's Y chunk
         (``with_y``: y = x[::2, ::2] exactly, the head's coarse stages) and X chunk
         (``lossless``: the rest of x, or all of it without Y), None for a chunk not asked for.
         ``max_error`` N > 0: near-lossless X, every colour sample within N of the original (Y
-        and alpha stay exact)."""
+        and alpha stay exact). ``version``: the stream's format version (from 7 each payload
+        carries its scale calibration)."""
         if not 0 <= max_error <= MAX_ERROR:
             raise ValueError(f"max error must be in 0..{MAX_ERROR}, got {max_error}")
         if with_y and self.head.config.depth < 1:
@@ -76,16 +106,18 @@ class LosslessTileCoder:
         source = render.pixels.double().unsqueeze(0).clone()
         colour = torch.from_numpy(np.array(pixels[..., :3] if ch >= 3 else np.repeat(pixels, 3, 2)))  # a writable copy
         source[0, :, :h, :w] = colour.permute(2, 0, 1).double()
-        enc_y, enc_x = ChunkEncoder() if with_y else None, ChunkEncoder() if lossless else None
-        x = self._walk(render, (h, w), ch, q, {"y": (enc_y, 1), "x": (enc_x, 2 * max_error + 1)} if with_y
-                       else {"x": (enc_x, 2 * max_error + 1)}, source)
+        parts = {"x": _Part(ChunkEncoder() if lossless else None, 2 * max_error + 1)}
+        if with_y:
+            parts["y"] = _Part(ChunkEncoder())
+        x = self._walk(render, (h, w), ch, q, parts, source)
+        blocks = {k: _finish(p, version >= CALIBRATED_VERSION) for k, p in parts.items() if p.coder is not None}
         y_payload = x_payload = None
-        if enc_y is not None:
-            y_payload = self.fingerprint + _PREFIX.pack(0, _crc(self._subsample(x, (h, w), ch)), 0) + enc_y.finish()
-        if enc_x is not None:
+        if with_y:
+            y_payload = self.fingerprint + _PREFIX.pack(0, _crc(self._subsample(x, (h, w), ch)), 0) + blocks["y"]
+        if lossless:
             decoded = self._pixels(x, (h, w), ch, pixels[..., 3] if ch == 4 else None)
             alpha = _png(pixels[..., 3]) if ch == 4 else b""
-            x_payload = self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + enc_x.finish()
+            x_payload = self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + blocks["x"]
         return y_payload, x_payload
 
     @staticmethod
@@ -97,23 +129,27 @@ class LosslessTileCoder:
 
     @torch.no_grad()
     def decode(self, y_payload: bytes | None, x_payload: bytes, render: LevelRender, size: tuple[int, int],
-               channels: int, q: float, known: Tensor | None = None) -> np.ndarray:
+               channels: int, q: float, known: Tensor | None = None, version: int = FORMAT_VERSION) -> np.ndarray:
         """The tile's pixels (h, w, ``channels``) uint8 from its padded render (with its
         features, as :meth:`encode`) and its X payload,
         with its Y payload first if the stream has one. ``known``: the reconstruction that
         :meth:`reconstruct_given_y` returned for this tile; its Y stages are then taken from it,
-        not decoded a second time (a progressive decode that showed the CR image first)."""
-        parts: dict[str, tuple[ChunkDecoder | Tensor | None, int]] = {}
-        y_dec = self._open(y_payload, channels, "Y") if y_payload is not None and known is None else None
+        not decoded a second time (a progressive decode that showed the CR image first).
+        ``version``: the stream's format version."""
+        parts: dict[str, _Part] = {}
+        y_open = self._open(y_payload, channels, "Y", version) if y_payload is not None and known is None else None
         if known is not None:
-            parts["y"] = (known, 1)
-        elif y_dec is not None:
-            parts["y"] = (y_dec[0], 1)
-        x_dec, max_error, crc, alpha_data = self._open(x_payload, channels, "X")
-        parts["x"] = (x_dec, 2 * max_error + 1)
+            parts["y"] = _Part(known)
+        elif y_open is not None:
+            parts["y"] = y_open[0]
+        x_part, max_error, crc, alpha_data = self._open(x_payload, channels, "X", version)
+        parts["x"] = x_part
         x = self._walk(render, size, channels, q, parts, None)
-        if y_dec is not None:
-            self._check_y(x, size, channels, y_dec[2])
+        for k, p in parts.items():
+            if p.table is not None and 0 < len(p.table) != p.calls:
+                raise DesyncError(f"calibration block has {len(p.table)} rows, the {k.upper()} chunk codes {p.calls}")
+        if y_open is not None:
+            self._check_y(x, size, channels, y_open[2])
         alpha = _unpng(alpha_data, size) if channels == 4 else None
         pixels = self._pixels(x, size, channels, alpha)
         if _crc(pixels) != crc:
@@ -122,21 +158,22 @@ class LosslessTileCoder:
 
     @torch.no_grad()
     def reconstruct_given_y(self, y_payload: bytes, render: LevelRender, size: tuple[int, int], channels: int,
-                            q: float) -> tuple[np.ndarray, Tensor]:
+                            q: float, version: int = FORMAT_VERSION) -> tuple[np.ndarray, Tensor]:
         """The conditional reconstruction (CR) from the tile's Y payload: each sample not in y
         is the head's rounded mean given y and the render (h, w, colour channels) uint8; with the
         padded reconstruction (1, 3, H, W), whose Y stages :meth:`decode` can reuse."""
-        y_dec = self._open(y_payload, channels, "Y")
-        x = self._walk(render, size, channels, q, {"y": (y_dec[0], 1), "x": (None, 1)}, None)
-        self._check_y(x, size, channels, y_dec[2])
+        y_part, _, crc, _ = self._open(y_payload, channels, "Y", version)
+        x = self._walk(render, size, channels, q, {"y": y_part, "x": _Part(None)}, None)
+        self._check_y(x, size, channels, crc)
         return self._pixels(x, size, min(channels, 3), None), x
 
     def _check_y(self, x: Tensor, size: tuple[int, int], channels: int, crc: int) -> None:
         if _crc(self._subsample(x, size, channels)) != crc:
             raise DesyncError("Y chunk: decoded samples fail their checksum (corrupt or desynchronised stream)")
 
-    def _open(self, payload: bytes, channels: int, what: str) -> tuple[ChunkDecoder, int, int, bytes]:
-        """(entropy decoder, max error, crc, alpha PNG bytes) of a Y or X payload, its prefix checked."""
+    def _open(self, payload: bytes, channels: int, what: str, version: int) -> tuple[_Part, int, int, bytes]:
+        """(the chunk's part: entropy decoder, step and calibration; max error, crc, alpha PNG
+        bytes) of a Y or X payload, its prefix checked."""
         n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
         label = "lossless chunk" if what == "X" else "Y chunk"
         if len(payload) < n:
@@ -149,20 +186,24 @@ class LosslessTileCoder:
             raise DesyncError(f"{label}: max error {max_error} is not allowed")
         if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4 and what == "X"):
             raise DesyncError(f"{label}: bad alpha length")
+        start, table = n + alpha_len, None
+        if version >= CALIBRATED_VERSION:
+            try:
+                table, start = calibration.unpack(payload, start)
+            except calibration.CalibrationError as e:
+                raise DesyncError(f"{label}: {e}") from None
         try:
-            dec = ChunkDecoder(payload[n + alpha_len:])
+            dec = ChunkDecoder(payload[start:])
         except EntropyDecodeError as e:
             raise DesyncError(f"{label}: {e}") from None
-        return dec, max_error, crc, payload[n:n + alpha_len]
+        return _Part(dec, 2 * max_error + 1, table), max_error, crc, payload[n:n + alpha_len]
 
     def _walk(self, render: LevelRender, size: tuple[int, int], channels: int, q: float,
-              parts: dict[str, tuple[ChunkEncoder | ChunkDecoder | Tensor | None, int]],
-              source: Tensor | None) -> Tensor:
+              parts: dict[str, _Part], source: Tensor | None) -> Tensor:
         """The head's coding order over the tile. ``parts``: for "x" (and "y" if present: then
-        the stages of scale d >= 1 are Y's, the others X's) an entropy encoder (the values are
-        ``source``'s), a decoder, a padded reconstruction that already holds the values (Y
-        only), or None (the head's rounded mean stands in: the CR image), and
-        its quantization step (1: exact). Returns the padded reconstruction (1, 3, H, W) float64.
+        the stages of scale d >= 1 are Y's, the others X's) what to do with them (:class:`_Part`;
+        an encoder's part records the values, in ``source``, for :func:`_finish`). Returns the
+        padded reconstruction (1, 3, H, W) float64.
         Outside the true pixels it is the render (not coded); for grey, G and B repeat R."""
         base = render.pixels.double().unsqueeze(0)
         mask = _mask(base.shape[-2:], *size)
@@ -180,11 +221,14 @@ class LosslessTileCoder:
             if c > 0 and channels < 3:
                 out[m] = first["r"][m]
                 return out
-            coder, step = parts["y" if "y" in parts and d >= 1 else "x"]
+            part = parts["y" if "y" in parts and d >= 1 else "x"]
+            coder, step = part.coder, part.step
             if isinstance(coder, ChunkEncoder):
-                out[m] = _code_values(coder, truth[d][:, ph, c][m], mean[m], scale[m], step)
+                target = truth[d][:, ph, c][m]
+                out[m] = _reconstruction(target, mean[m], step)
+                part.recorded.append((target, mean[m], scale[m]))
             elif isinstance(coder, ChunkDecoder):
-                out[m] = _decode_values(coder, mean[m], scale[m], step)
+                out[m] = _decode_values(coder, mean[m], calibration.apply_shifts(scale[m], part.shifts()), step)
             elif isinstance(coder, Tensor):
                 out[m] = to_phases(coder[..., ::2 ** d, ::2 ** d])[:, ph, c][m]
             elif source is not None:  # not coded here: the encoder knows the values
@@ -215,18 +259,50 @@ class LosslessTileCoder:
         return np.ascontiguousarray(pixels)
 
 
-def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int) -> Tensor:
-    """Code one phase channel's true values; returns what the decoder will reconstruct. ``step``
-    2N+1 > 1: near-lossless, as JPEG-LS quantizes its residuals (Weinberger, Seroussi & Sapiro 2000): the residual from the
-    nearest integer to the mean, divided by the step and rounded, under the head's Laplace
-    rescaled by the step; the reconstruction is within N of the value."""
+def _finish(part: _Part, calibrate: bool) -> bytes:
+    """An encoder part's calibration block (``calibrate``: format version 7) and range-coded
+    values: the shifts of each recorded (stage, channel) (:func:`codec.scale_calibration.fit_shifts`),
+    kept only if they save more bits than the block costs."""
+    assert isinstance(part.coder, ChunkEncoder)
+    table = None
+    if calibrate and part.recorded:
+        fits = [calibration.fit_shifts(*_coded_symbols(t, m, part.step), s.numpy(), part.step)
+                for t, m, s in part.recorded]
+        if sum(saved for _, saved in fits) > 8 * (calibration.block_size(len(fits)) - 1):
+            table = np.stack([shifts for shifts, _ in fits])
+    for j, (target, mean, scale) in enumerate(part.recorded):
+        _code_values(part.coder, target, mean, calibration.apply_shifts(scale, None if table is None else table[j]),
+                     part.step)
+    return (calibration.pack(table) if calibrate else b"") + part.coder.finish()
+
+
+def _coded_symbols(target: Tensor, mean: Tensor, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, means) as :func:`_code_values` codes them: the values themselves, or near-lossless
+    the quantized residuals and the mean in step units."""
     if step == 1:
-        enc.laplace(target.numpy().astype(np.int32), mean.numpy(), scale.numpy())
+        return target.numpy(), mean.numpy()
+    centre = torch.round(mean).clamp(0, 255)
+    return torch.round((target - centre) / step).numpy(), ((mean - centre) / step).numpy()
+
+
+def _reconstruction(target: Tensor, mean: Tensor, step: int) -> Tensor:
+    """What the decoder will reconstruct of ``target`` (:func:`_code_values`)."""
+    if step == 1:
         return target
     centre = torch.round(mean).clamp(0, 255)
-    sym = torch.round((target - centre) / step)  # no ties: the step is odd
-    enc.residual_laplace(sym.numpy().astype(np.int32), ((mean - centre) / step).numpy(), (scale / step).numpy())
-    return (centre + sym * step).clamp(0, 255)
+    return (centre + torch.round((target - centre) / step) * step).clamp(0, 255)
+
+
+def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int) -> None:
+    """Code one phase channel's true values. ``step``
+    2N+1 > 1: near-lossless, as JPEG-LS quantizes its residuals (Weinberger, Seroussi & Sapiro 2000): the residual from the
+    nearest integer to the mean, divided by the step and rounded, under the head's Laplace
+    rescaled by the step; the reconstruction (:func:`_reconstruction`) is within N of the value."""
+    if step == 1:
+        enc.laplace(target.numpy().astype(np.int32), mean.numpy(), scale.numpy())
+        return
+    sym, m = _coded_symbols(target, mean, step)
+    enc.residual_laplace(sym.astype(np.int32), m, (scale / step).numpy())
 
 
 def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int) -> Tensor:

@@ -1,5 +1,5 @@
 """The codec: the rate-distortion ssVAE (:mod:`models.rd`) behind the container of
-:mod:`codec.bitstream` (format version 6; with the lossless head's Y and X chunks too). Any
+:mod:`codec.bitstream` (format version 7; with the lossless head's Y and X chunks too). Any
 image size (padded, cropped back), grey / RGBA / 16-bit input converted with a notice (kept
 exactly by a lossless stream), and images above ``TILE_ABOVE_PIXELS`` coded as independent tiles,
 each decoded level by level so a progressive decode shows every level of the whole image.
@@ -26,7 +26,7 @@ from ..models.io import LOSSLESS_WEIGHTS, WEIGHTS_DIR, load_any, load_lossless_h
 from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
-from .bitstream import (COMPACT_VERSION, EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
+from .bitstream import (COMPACT_VERSION, EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, TABLED_VERSION, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
                         read_stream, stream_fingerprint, write_stream)
 from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
@@ -101,7 +101,8 @@ class RDCodec:
         ``with_y``: per tile a Y chunk in the last level that codes y = x[::2, ::2] exactly
         (the lossless head's coarse stages, which the X chunk then leaves out), so that level
         shows the conditional reconstruction given y (CR). ``version``: the format version to
-        write, the newest by default; 5 for readers of sessions 18-23; 2 (a lossy stream) or 4 (a
+        write, the newest by default; 6 for readers of sessions 24-27 (no scale calibration in
+        the Y and X chunks); 5 for readers of sessions 18-23; 2 (a lossy stream) or 4 (a
         lossless or CR one) for readers of sessions 9-17."""
         return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y, version)[0]
 
@@ -122,10 +123,10 @@ class RDCodec:
         if max_error and not lossless:
             raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
         exact = lossless or with_y
-        if version not in (FORMAT_VERSION, COMPACT_VERSION, EXACT_VERSION if exact else LOSSY_VERSION):
-            raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION} or "
-                             f"{COMPACT_VERSION}, or {LOSSY_VERSION} for a lossy stream, {EXACT_VERSION} for a "
-                             f"lossless or CR one")
+        if version not in (FORMAT_VERSION, TABLED_VERSION, COMPACT_VERSION, EXACT_VERSION if exact else LOSSY_VERSION):
+            raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION}, "
+                             f"{TABLED_VERSION} or {COMPACT_VERSION}, or {LOSSY_VERSION} for a lossy stream, "
+                             f"{EXACT_VERSION} for a lossless or CR one")
         if exact and levels != self.n_levels:
             raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")
         q = self.check_quality(quality)
@@ -142,7 +143,7 @@ class RDCodec:
             for k, (payload, bits) in enumerate(coded):
                 per_level[k].append((t, payload, bits))
             if coder is not None and original is not None and render is not None:
-                y, xp = coder.encode(original[r0:r1, c0:c1], render, q, max_error, with_y, lossless)
+                y, xp = coder.encode(original[r0:r1, c0:c1], render, q, max_error, with_y, lossless, version)
                 ys += [(t, y, None)] if y is not None else []
                 xs += [(t, xp, None)] if xp is not None else []
         flags = (HeaderFlags.LOSSLESS if lossless else HeaderFlags.NONE) | (HeaderFlags.Y_CHUNKS if with_y else HeaderFlags.NONE)
@@ -227,7 +228,8 @@ class RDCodec:
                 canvas = np.zeros((hd.height, hd.width, max(hd.channels, 1)), dtype=np.uint8)
                 bound = 0
                 for ((r0, r1, c0, c1), _, p), render, y, kn in zip(bar, last, ys, known):
-                    canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality, kn)
+                    canvas[r0:r1, c0:c1] = coder.decode(y, p[L], render, (r1 - r0, c1 - c0), hd.channels, hd.quality, kn,
+                                                                  hd.version)
                     bound = max(bound, coder.max_error(p[L]))
                 yield LevelImage(level, f"max error {bound}" if bound else "lossless",
                                  canvas[..., 0] if hd.channels == 1 else canvas, ends.get(level, parsed.header_size))
@@ -243,7 +245,7 @@ class RDCodec:
                 if cr and level == L and level in want:
                     assert coder is not None and y is not None
                     canvas[r0:r1, c0:c1], known[t] = coder.reconstruct_given_y(y, rendered, (r1 - r0, c1 - c0),
-                                                                              hd.channels, hd.quality)
+                                                                              hd.channels, hd.quality, hd.version)
                 else:
                     canvas[r0:r1, c0:c1] = rendered.pixels[:, :r1 - r0, :c1 - c0].permute(1, 2, 0).numpy()
             if level in want:

@@ -1,4 +1,4 @@
-"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format version 5):
+"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format versions 7 and 6):
 the decoded image equals the input bit for bit for every image kind (RGB, grey, RGBA, odd sizes,
 1x1, tiles), the lossy prefix is the lossy stream, and a damaged or foreign X chunk is refused."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ssvcodec.codec.bitstream import FORMAT_VERSION, Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
+from ssvcodec.codec import scale_calibration as calibration
 from ssvcodec.codec.lossless_coder import LosslessTileCoder
 from ssvcodec.codec.rd_api import RDCodec
 
@@ -85,7 +86,8 @@ def test_a_damaged_x_chunk_is_refused(codec: RDCodec) -> None:
     parsed = read_stream(data)
     x = parsed.chunks[-1]
     refused = 0
-    for pos in (30, len(x.payload) // 2, len(x.payload) - 1):  # past the head's fingerprint and the CRC
+    start = calibration.unpack(x.payload, 17)[1]  # past the head's fingerprint, the CRC and the calibration
+    for pos in (start + 2, len(x.payload) // 2, len(x.payload) - 1):
         bad = bytearray(x.payload)
         bad[pos] ^= 0x10
         stream = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, bytes(bad), x.tile)])
@@ -97,6 +99,34 @@ def test_a_damaged_x_chunk_is_refused(codec: RDCodec) -> None:
         else:  # a flip the entropy coder absorbs still has to give the same pixels (it never does silently otherwise)
             assert np.array_equal(out, img)
     assert refused >= 2
+
+
+def test_a_calibration_block_that_does_not_fit_the_chunk_is_refused(codec: RDCodec) -> None:
+    img = synthetic(32, 32, 7)
+    parsed = read_stream(codec.encode(img, quality=4.0, lossless=True))
+    x = parsed.chunks[-1]
+    table, end = calibration.unpack(x.payload, 17)
+    assert len(table) == 30  # the untrained head is far from calibrated: every (stage, channel) has a row
+    for rows in (table[:-1], np.concatenate([table, table[:1]])):
+        bad = x.payload[:17] + calibration.pack(rows) + x.payload[end:]
+        stream = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, bad, x.tile)])
+        with pytest.raises(ValueError, match="lossless chunk|calibration block"):
+            codec.decode(stream)
+    cut = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, x.payload[:20], x.tile)])
+    with pytest.raises(ValueError, match="calibration block truncated"):
+        codec.decode(cut)
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_error": 2}, {"with_y": True}])
+def test_version_6_streams_without_calibration_still_round_trip(codec: RDCodec, kw: dict) -> None:
+    img = synthetic(40, 24, 5)
+    data = codec.encode(img, quality=4.0, lossless=True, version=6, **kw)
+    assert read_stream(data).header.version == 6
+    bound = kw.get("max_error", 0)
+    assert np.abs(codec.decode(data).astype(int) - img).max() <= bound
+    newer = codec.encode(img, quality=4.0, lossless=True, **kw)
+    assert read_stream(newer).header.version == FORMAT_VERSION == 7
+    assert len(newer) < len(data)  # the untrained head gains from calibration far more than its block costs
 
 
 def test_another_head_is_named(codec: RDCodec, tiny_rd_weights: Path, tmp_path: Path) -> None:
@@ -178,8 +208,8 @@ def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDC
     assert abs(len(both) - len(plain)) < 40  # the same sub-pixels under the same head, split into two chunks
     opened: list[str] = []
     real_open = LosslessTileCoder._open
-    monkeypatch.setattr(LosslessTileCoder, "_open", lambda self, payload, channels, what:
-                        opened.append(what) or real_open(self, payload, channels, what))
+    monkeypatch.setattr(LosslessTileCoder, "_open", lambda self, payload, channels, what, version:
+                        opened.append(what) or real_open(self, payload, channels, what, version))
     steps = list(codec.decode_progressive(both))
     assert [s.label for s in steps] == ["L1", "L2", "CR3", "lossless"]
     assert np.array_equal(steps[-1].image, img)
