@@ -35,8 +35,8 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 7                             # the newest version: version 6 with a scale calibration in each Y and X payload
-CALIBRATED_VERSION = 7                         # the first version whose Y and X payloads carry the head's scale calibration
+FORMAT_VERSION = 7                             # the newest version: version 6 with the head's calibration in each Y and X payload
+CALIBRATED_VERSION = 7                         # the first version whose Y and X payloads carry the head's per-image calibration
 TABLED_VERSION = 6                             # the first version whose latent symbols are coded under per-scale tables
 COMPACT_VERSION = 5                            # the first version with the compact (varint) layout
 RD_VERSIONS = frozenset({2, 4, 5, 6, 7})       # the rate-distortion model's versions the codec decodes
@@ -147,7 +147,7 @@ class Header:
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
         version: format version: 7 (``FORMAT_VERSION``) for the rate-distortion model, as 6
-            with a scale calibration block in each Y and X payload (the codec's business); 6 in the
+            with a calibration block in each Y and X payload (the codec's business); 6 in the
             compact layout, whose chunks are one latent per level (U for level 1, Z for the
             others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's), with
             Y_CHUNKS a Y chunk per tile; its latent payloads code symbols under per-scale tables

@@ -19,11 +19,11 @@ original by coding its residual quantized with step 2N+1 under the same head; th
 condition on the reconstruction.
 
 Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C);
-Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 7: the scale
-calibration block (:mod:`codec.scale_calibration`)][range-coded sub-pixels]``. A wrong head,
+Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 7: the
+calibration block (:mod:`codec.calibration`)][range-coded sub-pixels]``. A wrong head,
 a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`. From version 7 the
 encoder runs the head's walk once, recording every coded (stage, channel), fits the chunk's
-calibration, then codes what it recorded under the calibrated scales.
+calibration, then codes what it recorded under the calibrated means and scales.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from torch import Tensor
 from ..models.exact_head import ExactLosslessHead
 from ..models.lossless import LosslessHead, to_phases
 
-from . import scale_calibration as calibration
+from . import calibration
 from .bitstream import CALIBRATED_VERSION, FORMAT_VERSION
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .rd_coder import DesyncError, LevelRender
@@ -56,7 +56,7 @@ class _Part:
     """What the walk does with one chunk's stages: ``coder`` an encoder (the values are recorded,
     coded after the walk), a decoder, a reconstruction that already holds them (Y only), or None
     (the head's rounded means stand in: the CR image); ``step`` the quantization step (1: exact);
-    ``table`` the calibration rows a decoder applies, in coding order."""
+    ``table`` the calibration rows (n, 2, N_BANDS) a decoder applies, in coding order."""
 
     coder: ChunkEncoder | ChunkDecoder | Tensor | None
     step: int = 1
@@ -64,7 +64,7 @@ class _Part:
     calls: int = 0
     recorded: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
 
-    def shifts(self) -> np.ndarray | None:
+    def row(self) -> np.ndarray | None:
         """The calibration row of the next coded (stage, channel)."""
         j, self.calls = self.calls, self.calls + 1
         if self.table is None or len(self.table) == 0:
@@ -97,7 +97,7 @@ class LosslessTileCoder:
         (``lossless``: the rest of x, or all of it without Y), None for a chunk not asked for.
         ``max_error`` N > 0: near-lossless X, every colour sample within N of the original (Y
         and alpha stay exact). ``version``: the stream's format version (from 7 each payload
-        carries its scale calibration)."""
+        carries its calibration: :mod:`codec.calibration`)."""
         if not 0 <= max_error <= MAX_ERROR:
             raise ValueError(f"max error must be in 0..{MAX_ERROR}, got {max_error}")
         if with_y and self.head.config.depth < 1:
@@ -228,7 +228,7 @@ class LosslessTileCoder:
                 out[m] = _reconstruction(target, mean[m], step)
                 part.recorded.append((target, mean[m], scale[m]))
             elif isinstance(coder, ChunkDecoder):
-                out[m] = _decode_values(coder, mean[m], calibration.apply_shifts(scale[m], part.shifts()), step)
+                out[m] = _decode_values(coder, mean[m], scale[m], step, part.row())
             elif isinstance(coder, Tensor):
                 out[m] = to_phases(coder[..., ::2 ** d, ::2 ** d])[:, ph, c][m]
             elif source is not None:  # not coded here: the encoder knows the values
@@ -261,19 +261,22 @@ class LosslessTileCoder:
 
 def _finish(part: _Part, calibrate: bool) -> bytes:
     """An encoder part's calibration block (``calibrate``: format version 7) and range-coded
-    values: the shifts of each recorded (stage, channel) (:func:`codec.scale_calibration.fit_shifts`),
-    kept only if they save more bits than the block costs."""
+    values: the calibration of each recorded (stage, channel) (:func:`codec.calibration.fit`),
+    kept only if it saves more bits than the block costs."""
     assert isinstance(part.coder, ChunkEncoder)
     table = None
     if calibrate and part.recorded:
-        fits = [calibration.fit_shifts(*_coded_symbols(t, m, part.step), s.numpy(), part.step)
-                for t, m, s in part.recorded]
+        fits = [calibration.fit(*_coded_symbols(t, m, part.step), s.numpy(), part.step) for t, m, s in part.recorded]
         if sum(saved for _, saved in fits) > 8 * (calibration.block_size(len(fits)) - 1):
-            table = np.stack([shifts for shifts, _ in fits])
+            table = np.stack([row for row, _ in fits])
     for j, (target, mean, scale) in enumerate(part.recorded):
-        _code_values(part.coder, target, mean, calibration.apply_shifts(scale, None if table is None else table[j]),
-                     part.step)
+        _code_values(part.coder, target, mean, scale, part.step, None if table is None else table[j])
     return (calibration.pack(table) if calibrate else b"") + part.coder.finish()
+
+
+def _centre(mean: Tensor) -> Tensor:
+    """Near-lossless: the integer the residuals are taken from, the head's mean rounded into 0..255."""
+    return torch.round(mean).clamp(0, 255)
 
 
 def _coded_symbols(target: Tensor, mean: Tensor, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +284,7 @@ def _coded_symbols(target: Tensor, mean: Tensor, step: int) -> tuple[np.ndarray,
     the quantized residuals and the mean in step units."""
     if step == 1:
         return target.numpy(), mean.numpy()
-    centre = torch.round(mean).clamp(0, 255)
+    centre = _centre(mean)
     return torch.round((target - centre) / step).numpy(), ((mean - centre) / step).numpy()
 
 
@@ -289,29 +292,35 @@ def _reconstruction(target: Tensor, mean: Tensor, step: int) -> Tensor:
     """What the decoder will reconstruct of ``target`` (:func:`_code_values`)."""
     if step == 1:
         return target
-    centre = torch.round(mean).clamp(0, 255)
+    centre = _centre(mean)
     return (centre + torch.round((target - centre) / step) * step).clamp(0, 255)
 
 
-def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int) -> None:
-    """Code one phase channel's true values. ``step``
+def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int,
+                 row: np.ndarray | None) -> None:
+    """Code one phase channel's true values under the head's snapped ``mean`` and ``scale``
+    calibrated by ``row`` (:func:`codec.calibration.apply`). ``step``
     2N+1 > 1: near-lossless, as JPEG-LS quantizes its residuals (Weinberger, Seroussi & Sapiro 2000): the residual from the
-    nearest integer to the mean, divided by the step and rounded, under the head's Laplace
-    rescaled by the step; the reconstruction (:func:`_reconstruction`) is within N of the value."""
+    nearest integer to the head's mean, divided by the step and rounded, under the calibrated Laplace
+    rescaled by the step; the reconstruction (:func:`_reconstruction`) is within N of the value and
+    does not depend on the calibration."""
+    m, b = calibration.apply(mean, scale, row)
     if step == 1:
-        enc.laplace(target.numpy().astype(np.int32), mean.numpy(), scale.numpy())
+        enc.laplace(target.numpy().astype(np.int32), m.numpy(), b.numpy())
         return
-    sym, m = _coded_symbols(target, mean, step)
-    enc.residual_laplace(sym.astype(np.int32), m, (scale / step).numpy())
+    centre = _centre(mean)
+    sym = torch.round((target - centre) / step)
+    enc.residual_laplace(sym.numpy().astype(np.int32), ((m - centre) / step).numpy(), (b / step).numpy())
 
 
-def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int) -> Tensor:
+def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int, row: np.ndarray | None) -> Tensor:
     """The inverse of :func:`_code_values`."""
+    m, b = calibration.apply(mean, scale, row)
     try:
         if step == 1:
-            return torch.from_numpy(dec.laplace(mean.numpy(), scale.numpy())).double()
-        centre = torch.round(mean).clamp(0, 255)
-        sym = torch.from_numpy(dec.residual_laplace(((mean - centre) / step).numpy(), (scale / step).numpy())).double()
+            return torch.from_numpy(dec.laplace(m.numpy(), b.numpy())).double()
+        centre = _centre(mean)
+        sym = torch.from_numpy(dec.residual_laplace(((m - centre) / step).numpy(), (b / step).numpy())).double()
         return (centre + sym * step).clamp(0, 255)
     except EntropyDecodeError as e:
         raise DesyncError(f"lossless chunk: {e}") from None

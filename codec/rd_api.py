@@ -101,7 +101,7 @@ class RDCodec:
         ``with_y``: per tile a Y chunk in the last level that codes y = x[::2, ::2] exactly
         (the lossless head's coarse stages, which the X chunk then leaves out), so that level
         shows the conditional reconstruction given y (CR). ``version``: the format version to
-        write, the newest by default; 6 for readers of sessions 24-27 (no scale calibration in
+        write, the newest by default; 6 for readers of sessions 24-27 (no calibration in
         the Y and X chunks); 5 for readers of sessions 18-23; 2 (a lossy stream) or 4 (a
         lossless or CR one) for readers of sessions 9-17."""
         return self.encode_with_report(image, levels, quality, tile, progress, lossless, max_error, with_y, version)[0]

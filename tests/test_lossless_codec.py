@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ssvcodec.codec.bitstream import FORMAT_VERSION, Chunk, ChunkType, HeaderFlags, read_stream, truncate_levels, write_stream
-from ssvcodec.codec import scale_calibration as calibration
+from ssvcodec.codec import calibration
 from ssvcodec.codec.lossless_coder import LosslessTileCoder
 from ssvcodec.codec.rd_api import RDCodec
 
