@@ -9,9 +9,12 @@ and decodes it in-process. A case ends in one of:
 - ``crash``: any other exception, or an image of the wrong shape or type (a bug);
 - ``slow``: a decode over ``--slow-s`` seconds (a would-be hang).
 
-Prints the counts and writes them as JSON (``--out``). The codec is the default lossy one (format
-version 5) on a small image; ``--weights`` picks the weights (default: the shipped ones, else a
-random tiny model of the same layout, which exercises the same code paths).
+Prints the counts and writes them as JSON (``--out``). The codec is the default lossy one (the
+newest format version) on a small image; ``--weights`` picks the weights (default: the shipped ones, else a
+random tiny model of the same layout, which exercises the same code paths). ``--lossless``: the
+streams are lossless, near-lossless and ``--with-y`` ones of a 128x128 Kodak crop (kodim23) with
+the shipped lossless head, so the Y and X chunks (and their calibration blocks, format version 7)
+are mutated too; the result counts the calibration rows the valid streams hold.
 """
 from __future__ import annotations
 
@@ -53,7 +56,8 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
     return write_stream(parsed.header, chunks)
 
 
-def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, progress: bool = True) -> dict:
+def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, progress: bool = True,
+        lossless: bool = False) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -76,7 +80,21 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:48, 0:80]
     img = np.stack([128 + 100 * np.sin(xx / 7), 128 + 90 * np.cos(yy / 5), (xx * yy) % 256], 2).astype(np.uint8)
-    streams = [codec.encode(img, quality=q) for q in (0.0, 4.0, 8.0)]
+    rows = 0
+    if lossless:
+        from PIL import Image
+
+        from ..codec import calibration
+        from ..codec.bitstream import ChunkType, read_stream
+
+        kodak = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak" / "kodim23.png"
+        img = np.asarray(Image.open(kodak).convert("RGB"))[128:256, 256:384]
+        streams = [codec.encode(img, quality=0.0, lossless=True), codec.encode(img, quality=4.0, lossless=True, max_error=2),
+                   codec.encode(img, quality=2.0, lossless=True, with_y=True)]
+        rows = sum(len(calibration.unpack(c.payload, 17)[0]) for s in streams for c in read_stream(s).chunks
+                   if c.type in (ChunkType.X, ChunkType.Y))
+    else:
+        streams = [codec.encode(img, quality=q) for q in (0.0, 4.0, 8.0)]
     counts: Counter[str] = Counter()
     crashes: list[str] = []
     worst = 0.0
@@ -97,7 +115,8 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
         worst = max(worst, dt)
         counts["slow" if dt > slow_s and kind != "crash" else kind] += 1
     return {"cases": cases, "counts": dict(counts), "crashes": crashes[:20], "max_decode_s": worst,
-            "weights": weights.name, "image": list(img.shape), "seed": seed}
+            "weights": weights.name, "image": list(img.shape), "seed": seed,
+            **({"lossless": True, "calibration_rows": rows} if lossless else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slow-s", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None, help="write the counts here (JSON)")
+    ap.add_argument("--lossless", action="store_true", help="lossless, near-lossless and --with-y streams of a Kodak crop")
     a = ap.parse_args(argv)
     t0 = time.time()
-    res = run(a.cases, a.weights, a.seed, a.slow_s)
+    res = run(a.cases, a.weights, a.seed, a.slow_s, lossless=a.lossless)
     res["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(res, indent=1))
     if a.out:
