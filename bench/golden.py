@@ -7,8 +7,9 @@ the PNG of each level they decode to, and (the default lossy stream) those PNGs 
 - ``tests/golden/rd-v7-lossless.ssv``: the same model with ``--lossless`` and the shipped lossless
   head, an RGBA crop (its alpha a ramp), quality 4: every level, the lossy ones included, comes
   from the exact integer render and the exact integer head, so its PNGs match on every CPU kind,
-  and the last is the crop itself; ``rd-v6-lossless.ssv`` the same without the head's scale
-  calibration (sessions 24-27);
+  and the last is the crop itself; ``rd-v6-lossless.ssv`` the same without the head's
+  calibration block (sessions 24-27); ``rd-v7-lossless-rgb.ssv`` the lossy stream's RGB crop with
+  ``--lossless``, large enough that its X chunk carries a calibration block (30 rows);
 - ``tests/golden/rd-v6.ssv`` and ``rd-v5.ssv``: the lossy stream as sessions 24-27 and 18-23 wrote
   it (per-scale tables; a quantized Gaussian per latent symbol), and ``rd-v2.ssv`` and ``rd-v4.ssv``:
   the lossy and lossless streams in the fixed layout of sessions 9-17 (``RDCodec.encode(version=...)``),
@@ -97,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
     alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
     rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
-    crops = {False: (img, "crop [96:224, 192:384]"), True: (rgba, "crop [96:160, 192:288]")}
-    for name, lossless, version in (("rd-v7", False, 7), ("rd-v7-lossless", True, 7), ("rd-v6", False, 6),
-                                    ("rd-v6-lossless", True, 6), ("rd-v5", False, 5), ("rd-v2", False, 2),
-                                    ("rd-v4", True, 4)):
-        pixels, what = crops[lossless]
-        call = (f"RDCodec().encode({what} of {a.image.name}" + (" + a horizontal alpha ramp 0..255" if lossless else "")
+    rgb, ramp = (img, "crop [96:224, 192:384]"), (rgba, "crop [96:160, 192:288]")
+    for name, lossless, version, (pixels, what) in (
+            ("rd-v7", False, 7, rgb), ("rd-v7-lossless", True, 7, ramp), ("rd-v7-lossless-rgb", True, 7, rgb),
+            ("rd-v6", False, 6, rgb), ("rd-v6-lossless", True, 6, ramp), ("rd-v5", False, 5, rgb),
+            ("rd-v2", False, 2, rgb), ("rd-v4", True, 4, ramp)):
+        call = (f"RDCodec().encode({what} of {a.image.name}" + (" + a horizontal alpha ramp 0..255" if pixels is rgba else "")
                 + ", quality=4.0" + (", lossless=True" if lossless else "") + f", version={version})")
-        extra = {"lossless_weights": LOSSLESS_WEIGHTS.name, "input_png_sha256": png_sha256(rgba)} if lossless else None
+        extra = {"lossless_weights": LOSSLESS_WEIGHTS.name, "input_png_sha256": png_sha256(pixels)} if lossless else None
         p = record(name, rd.encode(pixels, quality=4.0, lossless=lossless, version=version), rd, DEFAULT_RD_WEIGHTS,
                    call, keep_png=name == "rd-v7", extra=extra)
         if name in ("rd-v6", "rd-v5", "rd-v2"):  # the same symbols and renders as rd-v7: its PNGs serve all four

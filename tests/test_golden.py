@@ -20,6 +20,7 @@ from ssvcodec.codec.bitstream import read_stream
 
 
 @pytest.mark.parametrize("name,version,lossless", [("rd-v7", 7, False), ("rd-v7-lossless", 7, True),
+                                                   ("rd-v7-lossless-rgb", 7, True),
                                                    ("rd-v6", 6, False), ("rd-v6-lossless", 6, True),
                                                    ("rd-v5", 5, False), ("rd-v4", 4, True), ("rd-v2", 2, False)])
 def test_golden_stream_decodes_to_its_recorded_pixels(name: str, version: int, lossless: bool) -> None:
