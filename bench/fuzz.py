@@ -84,14 +84,14 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
     if lossless:
         from PIL import Image
 
-        from ..codec import calibration
         from ..codec.bitstream import ChunkType, read_stream
+        from ..codec.lossless_coder import LosslessTileCoder
 
         kodak = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak" / "kodim23.png"
         img = np.asarray(Image.open(kodak).convert("RGB"))[128:256, 256:384]
         streams = [codec.encode(img, quality=0.0, lossless=True), codec.encode(img, quality=4.0, lossless=True, max_error=2),
                    codec.encode(img, quality=2.0, lossless=True, with_y=True)]
-        rows = sum(len(calibration.unpack(c.payload, 17)[0]) for s in streams for c in read_stream(s).chunks
+        rows = sum(len(LosslessTileCoder.calibration_rows(c.payload)) for s in streams for c in read_stream(s).chunks
                    if c.type in (ChunkType.X, ChunkType.Y))
     else:
         streams = [codec.encode(img, quality=q) for q in (0.0, 4.0, 8.0)]

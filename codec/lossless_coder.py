@@ -127,6 +127,17 @@ class LosslessTileCoder:
             raise DesyncError("lossless chunk: payload too short")
         return int(payload[HEAD_FINGERPRINT_SIZE])
 
+    @staticmethod
+    def calibration_rows(payload: bytes) -> np.ndarray:
+        """The calibration rows (n, 2, N_BANDS) of a version-7 Y or X payload (n = 0: none)."""
+        if len(payload) < HEAD_FINGERPRINT_SIZE + _PREFIX.size:
+            raise DesyncError("lossless chunk: payload too short")
+        alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)[2]
+        try:
+            return calibration.unpack(payload, HEAD_FINGERPRINT_SIZE + _PREFIX.size + alpha_len)[0]
+        except calibration.CalibrationError as e:
+            raise DesyncError(f"lossless chunk: {e}") from None
+
     @torch.no_grad()
     def decode(self, y_payload: bytes | None, x_payload: bytes, render: LevelRender, size: tuple[int, int],
                channels: int, q: float, known: Tensor | None = None, version: int = FORMAT_VERSION) -> np.ndarray:
@@ -279,13 +290,23 @@ def _centre(mean: Tensor) -> Tensor:
     return torch.round(mean).clamp(0, 255)
 
 
+def _residual(target: Tensor, centre: Tensor, step: int) -> Tensor:
+    """Near-lossless: the quantized residual symbol of ``target`` (no ties: the step is odd)."""
+    return torch.round((target - centre) / step)
+
+
+def _from_residual(centre: Tensor, sym: Tensor, step: int) -> Tensor:
+    """Near-lossless: the sample a residual symbol reconstructs, within (step - 1) / 2 of the value."""
+    return (centre + sym * step).clamp(0, 255)
+
+
 def _coded_symbols(target: Tensor, mean: Tensor, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """(symbols, means) as :func:`_code_values` codes them: the values themselves, or near-lossless
-    the quantized residuals and the mean in step units."""
+    """(symbols, means) as :func:`_code_values` codes them before calibration: the values
+    themselves, or near-lossless the quantized residuals and the mean in step units."""
     if step == 1:
         return target.numpy(), mean.numpy()
     centre = _centre(mean)
-    return torch.round((target - centre) / step).numpy(), ((mean - centre) / step).numpy()
+    return _residual(target, centre, step).numpy(), ((mean - centre) / step).numpy()
 
 
 def _reconstruction(target: Tensor, mean: Tensor, step: int) -> Tensor:
@@ -293,7 +314,7 @@ def _reconstruction(target: Tensor, mean: Tensor, step: int) -> Tensor:
     if step == 1:
         return target
     centre = _centre(mean)
-    return (centre + torch.round((target - centre) / step) * step).clamp(0, 255)
+    return _from_residual(centre, _residual(target, centre, step), step)
 
 
 def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor, step: int,
@@ -309,8 +330,8 @@ def _code_values(enc: ChunkEncoder, target: Tensor, mean: Tensor, scale: Tensor,
         enc.laplace(target.numpy().astype(np.int32), m.numpy(), b.numpy())
         return
     centre = _centre(mean)
-    sym = torch.round((target - centre) / step)
-    enc.residual_laplace(sym.numpy().astype(np.int32), ((m - centre) / step).numpy(), (b / step).numpy())
+    enc.residual_laplace(_residual(target, centre, step).numpy().astype(np.int32), ((m - centre) / step).numpy(),
+                         (b / step).numpy())
 
 
 def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int, row: np.ndarray | None) -> Tensor:
@@ -321,7 +342,7 @@ def _decode_values(dec: ChunkDecoder, mean: Tensor, scale: Tensor, step: int, ro
             return torch.from_numpy(dec.laplace(m.numpy(), b.numpy())).double()
         centre = _centre(mean)
         sym = torch.from_numpy(dec.residual_laplace(((m - centre) / step).numpy(), (b / step).numpy())).double()
-        return (centre + sym * step).clamp(0, 255)
+        return _from_residual(centre, sym, step)
     except EntropyDecodeError as e:
         raise DesyncError(f"lossless chunk: {e}") from None
 
