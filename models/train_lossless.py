@@ -22,7 +22,9 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,6 +38,31 @@ from .train_rd import (RD_WEIGHTS, PhotoCrops, RankedStream, _atomic_save, ema_u
                        validation_crops)
 
 VAL_QUALITIES = (0.0, 4.0, 8.0)
+
+
+class Rendered(NamedTuple):
+    """A training batch: the crops x (uint8), their qualities q, their render and (for a head that
+    reads them) the decoder's features."""
+
+    x: torch.Tensor
+    q: torch.Tensor
+    xhat: torch.Tensor
+    features: list[torch.Tensor] | None
+
+
+class RenderedStream(RankedStream):
+    """:class:`RankedStream` whose worker thread also renders each batch (``render(step, x)``), so
+    the frozen RD model's forward pass runs on a second core while the head trains on the first:
+    the same batches, qualities and renders as rendering in the training loop, in less time."""
+
+    def __init__(self, batches: PhotoCrops, seed: int, depth: int,
+                 render: Callable[[int, torch.Tensor], Rendered]) -> None:
+        super().__init__(batches, seed, 0, depth)
+        self.render = render
+
+    def _draw(self, step: int) -> Rendered:  # type: ignore[override]
+        with torch.no_grad():  # grad mode is per thread
+            return self.render(step, super()._draw(step))
 
 
 @torch.no_grad()
@@ -132,9 +159,17 @@ def train(args: argparse.Namespace) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     data_dir = Path(args.data_dir)
-    stream = RankedStream(PhotoCrops(data_dir, args.crop, args.batch, native=args.native), args.seed, 0, args.prefetch)
-    val = validation_crops(data_dir, args.crop, 16) if args.val_every else None
     q_lo, q_hi = (float(v) for v in args.q_range.split(",")) if args.q_range else rd.config.quality_range
+
+    def prepare(at: int, x: torch.Tensor) -> Rendered:
+        q = torch.from_numpy(np.random.default_rng([args.seed, at, 1]).uniform(q_lo, q_hi, len(x))).float()
+        feats: list[torch.Tensor] | None = [] if cfg.features else None
+        return Rendered(x, q, lossy_render(rd, x, q, precise, feats), feats)
+
+    crops = PhotoCrops(data_dir, args.crop, args.batch, native=args.native)
+    stream = (RenderedStream(crops, args.seed, args.prefetch, prepare) if args.render_ahead
+              else RankedStream(crops, args.seed, 0, args.prefetch))
+    val = validation_crops(data_dir, args.crop, 16) if args.val_every else None
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_f:
@@ -145,10 +180,8 @@ def train(args: argparse.Namespace) -> Path:
         last_ckpt = time.time()
         while step < seg["end"] and time.time() < deadline and not stop["now"]:
             t0 = time.time()
-            x = stream.get(step)
-            q = torch.from_numpy(np.random.default_rng([args.seed, step, 1]).uniform(q_lo, q_hi, len(x))).float()
-            feats: list[torch.Tensor] | None = [] if cfg.features else None
-            xhat = lossy_render(rd, x, q, precise, feats)
+            got = stream.get(step)
+            x, q, xhat, feats = got if isinstance(got, Rendered) else prepare(step, got)
             lr = lr_at(step, seg["start"], seg["end"], args.lr, args.lr_min, args.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -215,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--prefetch", type=int, default=4)
+    ap.add_argument("--render-ahead", action="store_true",
+                    help="render the next batches in the loader's thread, on a core beside the training "
+                         "loop's (the same batches and renders, in less wall time; one more core busy)")
     ap.add_argument("--val-every", type=int, default=500, help="EMA validation every N steps (0: never)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     return ap

@@ -200,6 +200,26 @@ def test_train_lossless_runs_and_resumes(tmp_path: Path) -> None:
     assert all(float(row.split(",")[-1]) > 0 for row in rows[1:])
 
 
+def test_render_ahead_trains_on_the_same_batches_and_renders(tmp_path: Path) -> None:
+    """--render-ahead moves the RD render into the loader's thread: the steps' qualities and
+    losses are those of rendering in the training loop, to the last digit."""
+    data = photo_dir(tmp_path / "data")
+    rd = tmp_path / "rd.safetensors"
+    torch.manual_seed(0)
+    save_weights(RDSSVAE(tiny_rd_config()), rd, {"note": "test model"})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = []
+    for name, extra in (("inline", []), ("ahead", ["--render-ahead"])):
+        subprocess.run([sys.executable, "-m", "ssvcodec.models.train_lossless", "--out", str(tmp_path / name),
+                        "--data-dir", str(data), "--rd-weights", str(rd), "--crop", "64", "--batch", "2",
+                        "--warmup", "1", "--val-every", "0", "--threads", "1", "--steps", "3", "--from-scratch",
+                        "--config", json.dumps({"width": 8, "blocks": 1, "features": 8}), *extra],
+                       check=True, env=env, capture_output=True)
+        rows = [row.split(",") for row in (tmp_path / name / "log.csv").read_text().splitlines()[1:]]
+        logs.append([(row[0], row[5], row[6]) for row in rows])  # step, q, bpp
+    assert len(logs[0]) == 3 and logs[0] == logs[1]
+
+
 def test_train_lossless_without_a_checkpoint_continues_from_weights(tmp_path: Path) -> None:
     """With no checkpoint, --init-from's head and its counters start the run, and a larger
     --steps opens a new schedule segment from their step (as train_rd does); --q-range sets the
