@@ -13,12 +13,14 @@ Prints the counts and writes them as JSON (``--out``). The codec is the default 
 newest format version) on a small image; ``--weights`` picks the weights (default: the shipped ones, else a
 random tiny model of the same layout, which exercises the same code paths). ``--lossless``: the
 streams are lossless, near-lossless and ``--with-y`` ones of a 128x128 Kodak crop (kodim23) with
-the shipped lossless head, so the Y and X chunks (and their calibration blocks, format version 7)
-are mutated too; the result counts the calibration rows the valid streams hold.
+the shipped lossless head, and a lossless one of that crop saved as a JPEG and decoded, so the Y and
+X chunks (their calibration blocks, format version 7, and chroma planes, version 8) are mutated
+too; the result counts the calibration rows and chroma-plane bytes the valid streams hold.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -80,7 +82,7 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:48, 0:80]
     img = np.stack([128 + 100 * np.sin(xx / 7), 128 + 90 * np.cos(yy / 5), (xx * yy) % 256], 2).astype(np.uint8)
-    rows = 0
+    rows = planes = 0
     if lossless:
         from PIL import Image
 
@@ -89,10 +91,14 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
 
         kodak = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak" / "kodim23.png"
         img = np.asarray(Image.open(kodak).convert("RGB"))[128:256, 256:384]
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        jpeg = np.asarray(Image.open(buf).convert("RGB"))  # its X chunk carries chroma planes
         streams = [codec.encode(img, quality=0.0, lossless=True), codec.encode(img, quality=4.0, lossless=True, max_error=2),
-                   codec.encode(img, quality=2.0, lossless=True, with_y=True)]
-        rows = sum(len(LosslessTileCoder.calibration_rows(c.payload)) for s in streams for c in read_stream(s).chunks
-                   if c.type in (ChunkType.X, ChunkType.Y))
+                   codec.encode(img, quality=2.0, lossless=True, with_y=True), codec.encode(jpeg, quality=0.0, lossless=True)]
+        chunks = [c for s in streams for c in read_stream(s).chunks if c.type in (ChunkType.X, ChunkType.Y)]
+        rows = sum(len(LosslessTileCoder.calibration_rows(c.payload, c.type.name)) for c in chunks)
+        planes = sum(LosslessTileCoder.planes_size(c.payload) for c in chunks if c.type is ChunkType.X)
     else:
         streams = [codec.encode(img, quality=q) for q in (0.0, 4.0, 8.0)]
     counts: Counter[str] = Counter()
@@ -116,7 +122,7 @@ def run(cases: int, weights: Path | None, seed: int = 0, slow_s: float = 5.0, pr
         counts["slow" if dt > slow_s and kind != "crash" else kind] += 1
     return {"cases": cases, "counts": dict(counts), "crashes": crashes[:20], "max_decode_s": worst,
             "weights": weights.name, "image": list(img.shape), "seed": seed,
-            **({"lossless": True, "calibration_rows": rows} if lossless else {})}
+            **({"lossless": True, "calibration_rows": rows, "chroma_plane_bytes": planes} if lossless else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Record the golden streams the tests decode: ``python -m ssvcodec.bench.golden [--image PATH]``.
 
-For every format version the codec decodes (7, 6, 5, 4 and 2), streams of the shipped weights, the SHA-256 of
-the PNG of each level they decode to, and (the default lossy stream) those PNGs themselves:
+For every format version the codec decodes (8, 7, 6, 5, 4 and 2), streams of the shipped weights, the SHA-256
+of the PNG of each level they decode to, and (the default lossy stream) those PNGs themselves:
 
 - ``tests/golden/rd-v7.ssv``: the default lossy codec (rate-distortion model), quality 4;
 - ``tests/golden/rd-v7-lossless.ssv``: the same model with ``--lossless`` and the shipped lossless
@@ -10,6 +10,10 @@ the PNG of each level they decode to, and (the default lossy stream) those PNGs 
   and the last is the crop itself; ``rd-v6-lossless.ssv`` the same without the head's
   calibration block (sessions 24-27); ``rd-v7-lossless-rgb.ssv`` the lossy stream's RGB crop with
   ``--lossless``, large enough that its X chunk carries a calibration block (30 rows);
+- ``tests/golden/rd-v8-lossless-jpeg.ssv``: that crop saved as a JPEG (Pillow, quality 90, 4:2:0)
+  and decoded, with ``--lossless`` in format version 8: its X chunk carries chroma planes
+  (:mod:`codec.jpeg_planes`); ``rd-v8.ssv`` the lossy stream in version 8 (version 7's but for
+  the version byte);
 - ``tests/golden/rd-v6.ssv`` and ``rd-v5.ssv``: the lossy stream as sessions 24-27 and 18-23 wrote
   it (per-scale tables; a quantized Gaussian per latent symbol), and ``rd-v2.ssv`` and ``rd-v4.ssv``:
   the lossy and lossless streams in the fixed layout of sessions 9-17 (``RDCodec.encode(version=...)``),
@@ -98,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
     alpha = np.tile(np.linspace(0, 255, 96).astype(np.uint8), (64, 1))
     rgba = np.concatenate([img[:64, :96], alpha[..., None]], 2)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90, subsampling=2)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"))
     rgb, ramp = (img, "crop [96:224, 192:384]"), (rgba, "crop [96:160, 192:288]")
+    jpg = (jpeg, "crop [96:224, 192:384] saved as JPEG (quality 90, 4:2:0) and decoded")
     for name, lossless, version, (pixels, what) in (
             ("rd-v7", False, 7, rgb), ("rd-v7-lossless", True, 7, ramp), ("rd-v7-lossless-rgb", True, 7, rgb),
+            ("rd-v8", False, 8, rgb), ("rd-v8-lossless-jpeg", True, 8, jpg),
             ("rd-v6", False, 6, rgb), ("rd-v6-lossless", True, 6, ramp), ("rd-v5", False, 5, rgb),
             ("rd-v2", False, 2, rgb), ("rd-v4", True, 4, ramp)):
         call = (f"RDCodec().encode({what} of {a.image.name}" + (" + a horizontal alpha ramp 0..255" if pixels is rgba else "")
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"lossless_weights": LOSSLESS_WEIGHTS.name, "input_png_sha256": png_sha256(pixels)} if lossless else None
         p = record(name, rd.encode(pixels, quality=4.0, lossless=lossless, version=version), rd, DEFAULT_RD_WEIGHTS,
                    call, keep_png=name == "rd-v7", extra=extra)
-        if name in ("rd-v6", "rd-v5", "rd-v2"):  # the same symbols and renders as rd-v7: its PNGs serve all four
+        if name in ("rd-v8", "rd-v6", "rd-v5", "rd-v2"):  # the same symbols and renders as rd-v7: its PNGs serve all
             meta, v7 = json.loads(p.read_text()), json.loads((GOLDEN / "rd-v7.json").read_text())
             assert meta["png_sha256"] == v7["png_sha256"], f"the {name} and rd-v7 streams decode to different renders"
             p.write_text(json.dumps({**meta, "png": v7["png"]}, indent=1) + "\n")

@@ -35,16 +35,17 @@ from typing import Any
 
 # --- format constants -----------------------------------------------------------------------
 MAGIC = b"SSVC"
-FORMAT_VERSION = 7                             # the newest version: version 6 with the head's calibration in each Y and X payload
+FORMAT_VERSION = 8                             # the newest version: version 7 with chroma planes in X payloads of JPEG-decoded pixels
+PLANES_VERSION = 8                             # the first version whose X payloads may carry chroma planes (codec.jpeg_planes)
 CALIBRATED_VERSION = 7                         # the first version whose Y and X payloads carry the head's per-image calibration
 TABLED_VERSION = 6                             # the first version whose latent symbols are coded under per-scale tables
 COMPACT_VERSION = 5                            # the first version with the compact (varint) layout
-RD_VERSIONS = frozenset({2, 4, 5, 6, 7})       # the rate-distortion model's versions the codec decodes
+RD_VERSIONS = frozenset({2, 4, 5, 6, 7, 8})     # the rate-distortion model's versions the codec decodes
 LOSSY_VERSION = 2                              # sessions 8-17's RD streams without Y or X chunks
 EXACT_VERSION = 4                              # sessions 9-17's RD streams with Y or X chunks
 FLOAT64_RENDER_VERSION = 3                     # session 8's Y/X streams (coded against a float64 render): parsed, no longer decoded
 ELBO_VERSION = 1                               # the ELBO model's streams (sessions 1-7): parsed, no longer decoded
-SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})  # the versions this module reads and writes
+SUPPORTED_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7, 8})  # the versions this module reads and writes
 
 # --- validation limits (absurd values are errors, on write and on read) ---------------------
 MAX_SIDE = 1 << 18                          # image height and width, pixels
@@ -146,7 +147,8 @@ class Header:
             versions 1-4, their first 8 from version 5 (``stream_fingerprint``).
         flags: ``HeaderFlags``.
         tile_height, tile_width: tile size in pixels; both 0 means the image is not tiled.
-        version: format version: 7 (``FORMAT_VERSION``) for the rate-distortion model, as 6
+        version: format version: 8 (``FORMAT_VERSION``) for the rate-distortion model, as 7
+            with a chroma-plane block in each X payload; 7 as 6
             with a calibration block in each Y and X payload (the codec's business); 6 in the
             compact layout, whose chunks are one latent per level (U for level 1, Z for the
             others) and, with the LOSSLESS flag, an X chunk per tile (the lossless head's), with

@@ -18,8 +18,14 @@ Near-lossless (``max_error`` N > 0): each colour sample is reconstructed within 
 original by coding its residual quantized with step 2N+1 under the same head; the later stages
 condition on the reconstruction.
 
+JPEG-decoded pixels (format version 8, X chunks of RGB tiles coded exactly without Y): the X
+payload carries a Cb and a Cr plane under which each pixel's G and B follow from its R
+(:mod:`codec.jpeg_planes`); the head then codes R everywhere and G and B only where they do not
+follow (R clamped, or a pixel the planes mark).
+
 Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C);
-Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 7: the
+Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 8, X only:
+u8 P; P = 1: u32 J, J bytes: the chroma planes as lossless WebP][format version 7: the
 calibration block (:mod:`codec.calibration`)][range-coded sub-pixels]``. A wrong head,
 a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`. From version 7 the
 encoder runs the head's walk once, recording every coded (stage, channel), fits the chunk's
@@ -41,14 +47,15 @@ from torch import Tensor
 from ..models.exact_head import ExactLosslessHead
 from ..models.lossless import LosslessHead, to_phases
 
-from . import calibration
-from .bitstream import CALIBRATED_VERSION, FORMAT_VERSION
+from . import calibration, jpeg_planes
+from .bitstream import CALIBRATED_VERSION, FORMAT_VERSION, PLANES_VERSION
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
 from .rd_coder import DesyncError, LevelRender
 
 HEAD_FINGERPRINT_SIZE = 8
 MAX_ERROR = 64                      # the largest near-lossless bound
 _PREFIX = struct.Struct("<BII")  # max error, crc32 of the decoded pixels, alpha length
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass
@@ -56,11 +63,14 @@ class _Part:
     """What the walk does with one chunk's stages: ``coder`` an encoder (the values are recorded,
     coded after the walk), a decoder, a reconstruction that already holds them (Y only), or None
     (the head's rounded means stand in: the CR image); ``step`` the quantization step (1: exact);
-    ``table`` the calibration rows (n, 2, N_BANDS) a decoder applies, in coding order."""
+    ``table`` the calibration rows (n, 2, N_BANDS) a decoder applies, in coding order;
+    ``planes`` the padded chroma planes Cb, Cr and mask (1, 1, H, W) that G and B follow from
+    (:mod:`codec.jpeg_planes`; X only)."""
 
     coder: ChunkEncoder | ChunkDecoder | Tensor | None
     step: int = 1
     table: np.ndarray | None = None
+    planes: tuple[Tensor, Tensor, Tensor] | None = None
     calls: int = 0
     recorded: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
 
@@ -109,6 +119,12 @@ class LosslessTileCoder:
         parts = {"x": _Part(ChunkEncoder() if lossless else None, 2 * max_error + 1)}
         if with_y:
             parts["y"] = _Part(ChunkEncoder())
+        planes = b""
+        if version >= PLANES_VERSION and lossless and not max_error and not with_y and ch == 3:
+            found = jpeg_planes.chroma_planes(pixels)
+            if found is not None:
+                planes = jpeg_planes.pack(*found)
+                parts["x"].planes = _padded_planes(found, base_shape=tuple(render.pixels.shape[-2:]))
         x = self._walk(render, (h, w), ch, q, parts, source)
         blocks = {k: _finish(p, version >= CALIBRATED_VERSION) for k, p in parts.items() if p.coder is not None}
         y_payload = x_payload = None
@@ -117,7 +133,8 @@ class LosslessTileCoder:
         if lossless:
             decoded = self._pixels(x, (h, w), ch, pixels[..., 3] if ch == 4 else None)
             alpha = _png(pixels[..., 3]) if ch == 4 else b""
-            x_payload = self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha + blocks["x"]
+            x_payload = (self.fingerprint + _PREFIX.pack(max_error, _crc(decoded), len(alpha)) + alpha
+                         + (_planes_block(planes) if version >= PLANES_VERSION else b"") + blocks["x"])
         return y_payload, x_payload
 
     @staticmethod
@@ -128,15 +145,20 @@ class LosslessTileCoder:
         return int(payload[HEAD_FINGERPRINT_SIZE])
 
     @staticmethod
-    def calibration_rows(payload: bytes) -> np.ndarray:
-        """The calibration rows (n, 2, N_BANDS) of a version-7 Y or X payload (n = 0: none)."""
-        if len(payload) < HEAD_FINGERPRINT_SIZE + _PREFIX.size:
-            raise DesyncError("lossless chunk: payload too short")
-        alpha_len = _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)[2]
+    def calibration_rows(payload: bytes, what: str = "X", version: int = FORMAT_VERSION) -> np.ndarray:
+        """The calibration rows (n, 2, N_BANDS) of a Y or X payload (``what``) of format
+        ``version`` >= 7 (n = 0: none)."""
+        start, _ = _skip_planes(payload, what, version)
         try:
-            return calibration.unpack(payload, HEAD_FINGERPRINT_SIZE + _PREFIX.size + alpha_len)[0]
+            return calibration.unpack(payload, start)[0]
         except calibration.CalibrationError as e:
             raise DesyncError(f"lossless chunk: {e}") from None
+
+    @staticmethod
+    def planes_size(payload: bytes, version: int = FORMAT_VERSION) -> int:
+        """Bytes of the chroma planes in an X payload (0: none; :mod:`codec.jpeg_planes`)."""
+        start, planes = _skip_planes(payload, "X", version)
+        return len(planes)
 
     @torch.no_grad()
     def decode(self, y_payload: bytes | None, x_payload: bytes, render: LevelRender, size: tuple[int, int],
@@ -153,7 +175,8 @@ class LosslessTileCoder:
             parts["y"] = _Part(known)
         elif y_open is not None:
             parts["y"] = y_open[0]
-        x_part, max_error, crc, alpha_data = self._open(x_payload, channels, "X", version)
+        x_part, max_error, crc, alpha_data = self._open(x_payload, channels, "X", version, size,
+                                                        tuple(render.pixels.shape[-2:]))
         parts["x"] = x_part
         x = self._walk(render, size, channels, q, parts, None)
         for k, p in parts.items():
@@ -182,9 +205,11 @@ class LosslessTileCoder:
         if _crc(self._subsample(x, size, channels)) != crc:
             raise DesyncError("Y chunk: decoded samples fail their checksum (corrupt or desynchronised stream)")
 
-    def _open(self, payload: bytes, channels: int, what: str, version: int) -> tuple[_Part, int, int, bytes]:
-        """(the chunk's part: entropy decoder, step and calibration; max error, crc, alpha PNG
-        bytes) of a Y or X payload, its prefix checked."""
+    def _open(self, payload: bytes, channels: int, what: str, version: int, size: tuple[int, int] = (0, 0),
+              base_shape: tuple[int, int] = (0, 0)) -> tuple[_Part, int, int, bytes]:
+        """(the chunk's part: entropy decoder, step, calibration and, X only, chroma planes for a
+        tile of ``size`` padded to ``base_shape``; max error, crc, alpha PNG bytes) of a Y or X
+        payload, its prefix checked."""
         n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
         label = "lossless chunk" if what == "X" else "Y chunk"
         if len(payload) < n:
@@ -198,6 +223,16 @@ class LosslessTileCoder:
         if n + alpha_len > len(payload) or (alpha_len > 0) != (channels == 4 and what == "X"):
             raise DesyncError(f"{label}: bad alpha length")
         start, table = n + alpha_len, None
+        planes = None
+        if version >= PLANES_VERSION and what == "X":
+            start, data = _skip_planes(payload, what, version)
+            if data:
+                if channels != 3 or max_error:
+                    raise DesyncError(f"{label}: chroma planes in a chunk that cannot have them")
+                try:
+                    planes = jpeg_planes.unpack(data, size)
+                except jpeg_planes.PlanesError as e:
+                    raise DesyncError(f"{label}: {e}") from None
         if version >= CALIBRATED_VERSION:
             try:
                 table, start = calibration.unpack(payload, start)
@@ -207,7 +242,10 @@ class LosslessTileCoder:
             dec = ChunkDecoder(payload[start:])
         except EntropyDecodeError as e:
             raise DesyncError(f"{label}: {e}") from None
-        return _Part(dec, 2 * max_error + 1, table), max_error, crc, payload[n:n + alpha_len]
+        part = _Part(dec, 2 * max_error + 1, table)
+        if planes is not None:
+            part.planes = _padded_planes(planes, base_shape)
+        return part, max_error, crc, payload[n:n + alpha_len]
 
     def _walk(self, render: LevelRender, size: tuple[int, int], channels: int, q: float,
               parts: dict[str, _Part], source: Tensor | None) -> Tensor:
@@ -234,6 +272,13 @@ class LosslessTileCoder:
                 return out
             part = parts["y" if "y" in parts and d >= 1 else "x"]
             coder, step = part.coder, part.step
+            if c > 0 and part.planes is not None:  # G and B follow from R where the planes allow
+                follows, value = _follow(part.planes, d, ph, c, first)
+                follows &= m
+                if source is not None and not torch.equal(value[follows], truth[d][:, ph, c][follows]):
+                    raise AssertionError("chroma planes do not give the pixels they were fitted to")
+                out[follows] = value[follows]
+                m = m & ~follows
             if isinstance(coder, ChunkEncoder):
                 target = truth[d][:, ph, c][m]
                 out[m] = _reconstruction(target, mean[m], step)
@@ -246,8 +291,7 @@ class LosslessTileCoder:
                 out[m] = truth[d][:, ph, c][m]
             else:
                 out[m] = torch.round(mean[m]).clamp(0, 255)
-            if c == 0:
-                first["r"] = out
+            first["rgb"[c]] = out
             return out
 
         return self.head.walk(base, torch.tensor([float(q)], dtype=torch.float64), code, snapped=True,
@@ -283,6 +327,57 @@ def _finish(part: _Part, calibrate: bool) -> bytes:
     for j, (target, mean, scale) in enumerate(part.recorded):
         _code_values(part.coder, target, mean, scale, part.step, None if table is None else table[j])
     return (calibration.pack(table) if calibrate else b"") + part.coder.finish()
+
+
+def _skip_planes(payload: bytes, what: str, version: int) -> tuple[int, bytes]:
+    """(where the calibration block starts, the chroma planes' bytes) of a Y or X payload."""
+    n = HEAD_FINGERPRINT_SIZE + _PREFIX.size
+    if len(payload) < n:
+        raise DesyncError("lossless chunk: payload too short")
+    start = n + _PREFIX.unpack_from(payload, HEAD_FINGERPRINT_SIZE)[2]
+    if version < PLANES_VERSION or what != "X":
+        return start, b""
+    if start + 1 > len(payload) or payload[start] > 1:
+        raise DesyncError("lossless chunk: bad chroma planes' flag")
+    if payload[start] == 0:
+        return start + 1, b""
+    if start + 1 + _LENGTH.size > len(payload):
+        raise DesyncError("lossless chunk: payload too short for its chroma planes' length")
+    length = _LENGTH.unpack_from(payload, start + 1)[0]
+    start += 1 + _LENGTH.size
+    if length == 0 or start + length > len(payload):
+        raise DesyncError("lossless chunk: bad chroma planes' length")
+    return start + length, payload[start:start + length]
+
+
+def _planes_block(planes: bytes) -> bytes:
+    """An X payload's chroma-plane block (format version 8): a flag, then the planes' length and bytes."""
+    return b"\x01" + _LENGTH.pack(len(planes)) + planes if planes else b"\x00"
+
+
+def _follow(planes: tuple[Tensor, Tensor, Tensor], d: int, ph: int, c: int,
+            known: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(where channel ``c`` (1: G, 2: B) of phase ``ph`` at scale ``d`` follows from the channels
+    before it in ``known`` and the chroma planes, its values there) (:mod:`codec.jpeg_planes`)."""
+    cb, cr, marked = (to_phases(p[..., ::2 ** d, ::2 ** d])[:, ph, 0].numpy() for p in planes)
+    r = known["r"].numpy().astype(np.int64)
+    if c == 1:
+        follows, value = jpeg_planes.green(r, cb, cr)
+    else:
+        follows, value = jpeg_planes.blue(r, known["g"].numpy().astype(np.int64), cb, cr)
+    return torch.from_numpy(follows & (marked == 0)), torch.from_numpy(value).double()
+
+
+def _padded_planes(planes: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   base_shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Chroma planes Cb, Cr and mask of a tile (h, w) as (1, 1, H, W) tensors over the padded
+    render (outside the tile: 0, and masked; those samples are not coded)."""
+    out = []
+    for k, plane in enumerate(planes):
+        t = torch.full((1, 1, *base_shape[-2:]), k == 2, dtype=torch.int64)
+        t[0, 0, :plane.shape[0], :plane.shape[1]] = torch.from_numpy(np.asarray(plane, dtype=np.int64))
+        out.append(t)
+    return out[0], out[1], out[2]
 
 
 def _centre(mean: Tensor) -> Tensor:

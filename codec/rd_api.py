@@ -26,7 +26,7 @@ from ..models.io import LOSSLESS_WEIGHTS, WEIGHTS_DIR, load_any, load_lossless_h
 from ..models.rd import RDSSVAE
 from ..models.transforms import pad_to_multiple
 
-from .bitstream import (COMPACT_VERSION, EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, TABLED_VERSION, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
+from .bitstream import (CALIBRATED_VERSION, COMPACT_VERSION, EXACT_VERSION, FORMAT_VERSION, LOSSY_VERSION, RD_VERSIONS, TABLED_VERSION, Chunk, ChunkType, Header, HeaderFlags, check_weights, level_ends,
                         read_stream, stream_fingerprint, write_stream)
 from .dispatch import refuse_old_version
 from .images import DEFAULT_TILE, TILE_ABOVE_PIXELS, LevelImage, RGBImage, original_pixels, tiles, to_rgb8
@@ -123,9 +123,10 @@ class RDCodec:
         if max_error and not lossless:
             raise ValueError("a max error is a bound of the lossless level: it needs lossless=True")
         exact = lossless or with_y
-        if version not in (FORMAT_VERSION, TABLED_VERSION, COMPACT_VERSION, EXACT_VERSION if exact else LOSSY_VERSION):
+        if version not in (FORMAT_VERSION, CALIBRATED_VERSION, TABLED_VERSION, COMPACT_VERSION,
+                           EXACT_VERSION if exact else LOSSY_VERSION):
             raise ValueError(f"format version {version} cannot hold this stream: write {FORMAT_VERSION}, "
-                             f"{TABLED_VERSION} or {COMPACT_VERSION}, or {LOSSY_VERSION} for a lossy stream, "
+                             f"{CALIBRATED_VERSION}, {TABLED_VERSION} or {COMPACT_VERSION}, or {LOSSY_VERSION} for a lossy stream, "
                              f"{EXACT_VERSION} for a lossless or CR one")
         if exact and levels != self.n_levels:
             raise ValueError(f"a lossless or --with-y stream holds every level ({self.n_levels}), not {levels}")

@@ -67,7 +67,7 @@ def raw_chunk(type_id: int, level: int, payload: bytes = b"", tile: int = 0,
 def test_stable_ids_and_sizes() -> None:
     assert {t.name: int(t) for t in ChunkType} == {"U": 1, "Z": 2, "Y": 3, "X": 4}
     assert int(HeaderFlags.Y_CHUNKS) == 1 and int(HeaderFlags.LOSSLESS) == 2
-    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 7 and bs.CALIBRATED_VERSION == 7 and bs.TABLED_VERSION == 6
+    assert bs.MAGIC == b"SSVC" and bs.FORMAT_VERSION == 8 and bs.PLANES_VERSION == 8 and bs.CALIBRATED_VERSION == 7 and bs.TABLED_VERSION == 6
     assert bs.COMPACT_VERSION == 5
     assert bs.EXACT_VERSION == 4 and bs.LOSSY_VERSION == 2 and bs.ELBO_VERSION == 1
     assert bs.HEADER_SIZE == 42 and bs.CHUNK_HEAD_SIZE == 14 and bs.CHUNK_OVERHEAD == 18
@@ -336,7 +336,7 @@ def test_bad_magic_message() -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (8, "newer"), (255, "newer")])
+@pytest.mark.parametrize("version,hint", [(0, "corrupted"), (9, "newer"), (255, "newer")])
 def test_unsupported_version(version: int, hint: str) -> None:
     data = raw_header(version=version)
     with pytest.raises(UnsupportedVersion, match=f"version {version} .*{hint}"):

@@ -1,7 +1,7 @@
 """Golden streams of every format version the codec decodes (recorded by ``python -m ssvcodec.bench.golden``):
 each decodes, level by level, to PNGs with the recorded SHA-256, so any change to the model, the
-coder or the container that alters decoding fails here. A lossless stream (format version 7, 6 or 4)
-renders every level in exact integer arithmetic and must match exactly. A lossy one (version 7, 6,
+coder or the container that alters decoding fails here. A lossless stream (format version 8, 7, 6 or 4)
+renders every level in exact integer arithmetic and must match exactly. A lossy one (version 8, 7, 6,
 5 or 2) renders in float32 on every thread: on another CPU kind a level may instead match its recorded
 PNG up to float32 rounding (:func:`ssvcodec.bench.golden.renders_agree`); its symbols are exact
 either way, or the level's checksum refuses the decode. Format versions 1 (the ELBO model) and 3 (session 8's
@@ -19,7 +19,8 @@ from ssvcodec.bench.golden import GOLDEN, png_sha256, renders_agree
 from ssvcodec.codec.bitstream import read_stream
 
 
-@pytest.mark.parametrize("name,version,lossless", [("rd-v7", 7, False), ("rd-v7-lossless", 7, True),
+@pytest.mark.parametrize("name,version,lossless", [("rd-v8", 8, False), ("rd-v8-lossless-jpeg", 8, True),
+                                                   ("rd-v7", 7, False), ("rd-v7-lossless", 7, True),
                                                    ("rd-v7-lossless-rgb", 7, True),
                                                    ("rd-v6", 6, False), ("rd-v6-lossless", 6, True),
                                                    ("rd-v5", 5, False), ("rd-v4", 4, True), ("rd-v2", 2, False)])

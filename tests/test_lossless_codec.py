@@ -1,9 +1,12 @@
-"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format versions 7 and 6):
-the decoded image equals the input bit for bit for every image kind (RGB, grey, RGBA, odd sizes,
-1x1, tiles), the lossy prefix is the lossy stream, and a damaged or foreign X chunk is refused."""
+"""Lossless streams (codec/lossless_coder.py, ``RDCodec.encode(lossless=True)``, format versions 8, 7
+and 6): the decoded image equals the input bit for bit for every image kind (RGB, grey, RGBA, odd
+sizes, 1x1, tiles, JPEG-decoded pixels with chroma planes), the lossy prefix is the lossy stream,
+and a damaged or foreign X chunk is refused."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import io
 
 import numpy as np
 import pytest
@@ -86,7 +89,7 @@ def test_a_damaged_x_chunk_is_refused(codec: RDCodec) -> None:
     parsed = read_stream(data)
     x = parsed.chunks[-1]
     refused = 0
-    start = calibration.unpack(x.payload, 17)[1]  # past the head's fingerprint, the CRC and the calibration
+    start = calibration.unpack(x.payload, 18)[1]  # past the head's fingerprint, the CRC, the planes' flag and the calibration
     for pos in (start + 2, len(x.payload) // 2, len(x.payload) - 1):
         bad = bytearray(x.payload)
         bad[pos] ^= 0x10
@@ -105,10 +108,10 @@ def test_a_calibration_block_that_does_not_fit_the_chunk_is_refused(codec: RDCod
     img = synthetic(32, 32, 7)
     parsed = read_stream(codec.encode(img, quality=4.0, lossless=True))
     x = parsed.chunks[-1]
-    table, end = calibration.unpack(x.payload, 17)
+    table, end = calibration.unpack(x.payload, 18)  # past the fingerprint, the CRC and the (empty) planes' flag
     assert len(table) == 30  # the untrained head is far from calibrated: every (stage, channel) has a row
     for rows in (table[:-1], np.concatenate([table, table[:1]])):
-        bad = x.payload[:17] + calibration.pack(rows) + x.payload[end:]
+        bad = x.payload[:18] + calibration.pack(rows) + x.payload[end:]
         stream = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, bad, x.tile)])
         with pytest.raises(ValueError, match="lossless chunk|calibration block"):
             codec.decode(stream)
@@ -125,8 +128,46 @@ def test_version_6_streams_without_calibration_still_round_trip(codec: RDCodec, 
     bound = kw.get("max_error", 0)
     assert np.abs(codec.decode(data).astype(int) - img).max() <= bound
     newer = codec.encode(img, quality=4.0, lossless=True, **kw)
-    assert read_stream(newer).header.version == FORMAT_VERSION == 7
+    assert read_stream(newer).header.version == FORMAT_VERSION == 8
     assert len(newer) < len(data)  # the untrained head gains from calibration far more than its block costs
+
+
+def _jpeg_pixels(h: int, w: int, seed: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(synthetic(h, w, seed)).save(buf, format="JPEG", quality=90)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+@pytest.mark.parametrize("tile", [None, 32])
+def test_jpeg_decoded_pixels_travel_as_r_and_chroma_planes(codec: RDCodec, tile: int | None) -> None:
+    """Format version 8: G and B of JPEG-decoded pixels follow from R and the X chunk's chroma
+    planes; the stream decodes bit for bit (tiles too) and is smaller than version 7's; near-lossless,
+    --with-y and PNG-like pixels keep the head's three channels."""
+    img = _jpeg_pixels(45, 70, 2)
+    data = codec.encode(img, quality=3.0, lossless=True, tile=tile)
+    xs = [c for c in read_stream(data).chunks if c.type is ChunkType.X]
+    assert all(LosslessTileCoder.planes_size(x.payload) > 0 for x in xs)
+    assert np.array_equal(codec.decode(data), img)
+    assert len(data) < len(codec.encode(img, quality=3.0, lossless=True, tile=tile, version=7))
+    for kw in ({"max_error": 1}, {"with_y": True}):
+        x = read_stream(codec.encode(img, quality=3.0, lossless=True, tile=tile, **kw)).chunks[-1]
+        assert LosslessTileCoder.planes_size(x.payload) == 0
+    x = read_stream(codec.encode(synthetic(45, 70, 2), quality=3.0, lossless=True)).chunks[-1]
+    assert LosslessTileCoder.planes_size(x.payload) == 0
+
+
+def test_damaged_chroma_planes_are_refused(codec: RDCodec) -> None:
+    img = _jpeg_pixels(40, 48, 5)
+    parsed = read_stream(codec.encode(img, quality=3.0, lossless=True))
+    x = parsed.chunks[-1]
+    size = LosslessTileCoder.planes_size(x.payload)
+    assert x.payload[17] == 1 and int.from_bytes(x.payload[18:22], "little") == size  # after fingerprint and prefix
+    for bad in (x.payload[:17] + b"\x02" + x.payload[18:],                     # a flag that is neither 0 nor 1
+                x.payload[:18] + (size + 10 ** 6).to_bytes(4, "little") + x.payload[22:],  # a length past the end
+                x.payload[:22] + bytes(size) + x.payload[22 + size:]):          # planes that do not decode
+        stream = write_stream(parsed.header, parsed.chunks[:-1] + [Chunk(ChunkType.X, x.level, bad, x.tile)])
+        with pytest.raises(ValueError, match="lossless chunk"):
+            codec.decode(stream)
 
 
 def test_another_head_is_named(codec: RDCodec, tiny_rd_weights: Path, tmp_path: Path) -> None:
@@ -208,8 +249,8 @@ def test_with_y_codes_y_exactly_and_costs_the_lossless_stream_nothing(codec: RDC
     assert abs(len(both) - len(plain)) < 40  # the same sub-pixels under the same head, split into two chunks
     opened: list[str] = []
     real_open = LosslessTileCoder._open
-    monkeypatch.setattr(LosslessTileCoder, "_open", lambda self, payload, channels, what, version:
-                        opened.append(what) or real_open(self, payload, channels, what, version))
+    monkeypatch.setattr(LosslessTileCoder, "_open", lambda self, payload, channels, what, *args:
+                        opened.append(what) or real_open(self, payload, channels, what, *args))
     steps = list(codec.decode_progressive(both))
     assert [s.label for s in steps] == ["L1", "L2", "CR3", "lossless"]
     assert np.array_equal(steps[-1].image, img)

@@ -45,19 +45,19 @@ def test_every_level_decodes_at_any_size(tiny_rd: RDCodec, size: tuple[int, int]
     assert all(s.image.shape == img.shape and s.image.dtype == np.uint8 for s in steps)
     assert steps[-1].bytes_used == len(data)
     assert [s.bytes_used for s in steps] == sorted(s.bytes_used for s in steps)
-    assert read_stream(data).header.version == FORMAT_VERSION == 7
+    assert read_stream(data).header.version == FORMAT_VERSION == 8
 
 
 def test_version_5_is_written_on_request_and_decodes_as_version_6(tiny_rd: RDCodec) -> None:
     """``encode(version=5)`` codes each latent under a quantized Gaussian per symbol, versions 6
-    and 7 under per-scale tables: the same symbols, so the same images, and about the same size.
-    A lossy stream of version 7 is version 6's but for the version byte."""
+    7 and 8 under per-scale tables: the same symbols, so the same images, and about the same size.
+    A lossy stream of version 8 (or 7) is version 6's but for the version byte."""
     img = synthetic(64, 96)
     new, old = tiny_rd.encode(img, quality=3.0), tiny_rd.encode(img, quality=3.0, version=5)
-    assert read_stream(old).header.version == 5 and read_stream(new).header.version == 7 and old != new
+    assert read_stream(old).header.version == 5 and read_stream(new).header.version == 8 and old != new
     six = tiny_rd.encode(img, quality=3.0, version=6)
     p6, p7 = read_stream(six), read_stream(new)
-    assert dataclasses.replace(p6.header, version=7) == p7.header and p6.chunks == p7.chunks
+    assert dataclasses.replace(p6.header, version=8) == p7.header and p6.chunks == p7.chunks
     assert all(np.array_equal(a.image, b.image) for a, b in zip(tiny_rd.decode_progressive(new),
                                                                   tiny_rd.decode_progressive(old)))
     assert abs(len(new) - len(old)) <= 0.02 * len(old) + 8
