@@ -1,19 +1,18 @@
-"""Real lossless streams of a lossless head on Kodak images: ``python -m ssvcodec.bench.lossless_head
-HEAD [--qualities 0,4,8] [--images kodim01.png,...] [--max-errors 1,2]``.
+"""Real lossless streams of a lossless head on Kodak images (or any): ``python -m ssvcodec.bench.lossless_head
+HEAD [--qualities 0,4,8] [--images kodim01.png,...,/path/photo.jpg] [--max-errors 1,2]``.
 
 HEAD: a ``models.train_lossless`` checkpoint (its EMA weights, exported to a temporary file) or
 head weights (``.safetensors``). For each image and lossy quality q: ``RDCodec.encode(...,
 lossless=True)`` (the stream ``ssvcodec encode --lossless --quality q`` writes), its bytes split
 into the lossy levels and the X chunks, whether it decodes bit for bit, and the encode and
-decode times in this process; then the mean over the images beside WebP lossless from
-``bench/results/kodak.json``. ``--max-errors``: near-lossless streams (``--max-error N``) beside
+decode times in this process, beside WebP lossless of the same pixels (``bench.codecs``'
+settings); then the means. ``--max-errors``: near-lossless streams (``--max-error N``) beside
 JPEG-LS with the same bound (imagecodecs / CharLS, ``NEAR`` = N), both checked to stay within N. For watching a head train and choosing the lossy quality; the bench's
 lossless table comes from ``bench.rd`` (curve ``ssvcodec-lossless``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,13 +26,12 @@ KODAK = ROOT.parent / "shared" / "data" / "kodak"
 DEFAULT_IMAGES = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim13.png", "kodim19.png", "kodim23.png")
 
 
-def webp_lossless_bpp(images: list[str]) -> float | None:
-    """Mean WebP-lossless bpp of ``images`` in the committed Kodak result, if all are there."""
-    path = ROOT / "bench" / "results" / "kodak.json"
-    if not path.exists():
-        return None
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["codec"] == "webp-lossless" and r["image"] in images]
-    return float(np.mean([r["bpp"] for r in rows])) if len(rows) == len(images) else None
+def webp_lossless_bpp(img: np.ndarray) -> float:
+    """WebP lossless bpp of ``img``, with the bench's settings (``bench.codecs``' webp-lossless)."""
+    from .codecs import get_codec
+
+    codec = get_codec("webp-lossless")
+    return 8 * len(codec.encode(img, codec.qualities[0])) / (img.shape[0] * img.shape[1])
 
 
 def jpegls_near(img: np.ndarray, n: int) -> tuple[float, int]:
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("head", type=Path, help="a train_lossless checkpoint or lossless head weights (.safetensors)")
     ap.add_argument("--qualities", default="2")
-    ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="Kodak file names")
+    ap.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="Kodak file names or paths")
     ap.add_argument("--weights", default=None, help="the RD model (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-errors", default="", help="near-lossless bounds N to measure too (at the first quality)")
@@ -78,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         head = head_weights(args.head, Path(tmp))
         codec = RDCodec(args.weights, lossless_weights=head) if args.weights else RDCodec(lossless_weights=head)
-        print(f"head {args.head}; RD weights {codec.weights}; {len(images)} Kodak images; {args.threads} threads")
+        print(f"head {args.head}; RD weights {codec.weights}; {len(images)} images; {args.threads} threads")
+        webp: dict[str, float] = {}
         for q in (float(v) for v in args.qualities.split(",")):
             rows = []
             for name in images:
@@ -90,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
                 t2 = time.perf_counter()
                 px = img.shape[0] * img.shape[1]
                 x_bytes = sum(len(c.payload) + 18 for c in read_stream(data).chunks if c.type is ChunkType.X)
+                if name not in webp:
+                    webp[name] = webp_lossless_bpp(img)
                 rows.append((8 * len(data) / px, 8 * (len(data) - x_bytes) / px, bool(np.array_equal(out, img)), t1 - t0, t2 - t1))
-                print(f"  q={q:g} {name}: {rows[-1][0]:.3f} bpp (lossy levels {rows[-1][1]:.3f}), "
-                      f"bit-exact {rows[-1][2]}, encode {rows[-1][3]:.2f} s, decode {rows[-1][4]:.2f} s", flush=True)
+                print(f"  q={q:g} {name}: {rows[-1][0]:.3f} bpp (lossy levels {rows[-1][1]:.3f}; WebP lossless "
+                      f"{webp[name]:.3f}), bit-exact {rows[-1][2]}, encode {rows[-1][3]:.2f} s, decode {rows[-1][4]:.2f} s",
+                      flush=True)
             m = np.mean([r[:2] for r in rows], 0)
-            print(f"q={q:g}: {m[0]:.3f} bpp = lossy levels {m[1]:.3f} + X {m[0] - m[1]:.3f}; bit-exact "
-                  f"{sum(r[2] for r in rows)}/{len(rows)}; encode {np.mean([r[3] for r in rows]):.2f} s, "
-                  f"decode {np.mean([r[4] for r in rows]):.2f} s per image", flush=True)
+            ref = float(np.mean([webp[name] for name in images]))
+            print(f"q={q:g}: {m[0]:.3f} bpp = lossy levels {m[1]:.3f} + X {m[0] - m[1]:.3f}; WebP lossless {ref:.3f} "
+                  f"({100 * (m[0] / ref - 1):+.1f} %); bit-exact {sum(r[2] for r in rows)}/{len(rows)}; encode "
+                  f"{np.mean([r[3] for r in rows]):.2f} s, decode {np.mean([r[4] for r in rows]):.2f} s per image", flush=True)
         for n in (int(v) for v in args.max_errors.split(",") if v):
             ours, ls = [], []
             q = float(args.qualities.split(",")[0])
@@ -110,9 +113,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"max error {n} (q={q:g}): ssvcodec {np.mean([o[0] for o in ours]):.3f} bpp (largest error "
                   f"{max(o[1] for o in ours)}), JPEG-LS {np.mean([o[0] for o in ls]):.3f} bpp (largest error "
                   f"{max(o[1] for o in ls)})", flush=True)
-    ref = webp_lossless_bpp(images)
-    if ref is not None:
-        print(f"WebP lossless on these images: {ref:.3f} bpp (bench/results/kodak.json)")
     return 0
 
 
