@@ -18,12 +18,15 @@ searches near the neighbours' chroma for a pair that still reproduces the pixel.
 without one are marked, and the coder codes their G and B as usual. Pixels that no decoder of
 this kind wrote (a PNG photo) have no such pairs, and :func:`chroma_planes` says so.
 
-The planes travel as one lossless WebP image (Cb, Cr, mask x 255), through Pillow.
+The planes travel as lossless WebP images, through Pillow: at full resolution (Cb, Cr, mask), or,
+when smaller, at half resolution as JPEG stores them (found again by fitting libjpeg's upsampling
+filter) with a full-resolution image of corrections (:func:`encode`).
 """
 from __future__ import annotations
 
 import functools
 import io
+import struct
 
 import numpy as np
 from PIL import Image
@@ -38,6 +41,7 @@ MIN_MATCHED = 0.95
 SEARCH = 12
 #: WebP's largest side.
 MAX_SIDE = 16383
+_LENGTH = struct.Struct("<I")
 
 
 class PlanesError(ValueError):
@@ -135,10 +139,33 @@ def _not_wrapped(shape: tuple[int, ...], axis: int, step: int) -> np.ndarray:
     return m
 
 
-def chroma_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Encoder: for JPEG-decoded pixels (h, w, 3) uint8, planes Cb, Cr (h, w) uint8 under which
-    :func:`green` and :func:`blue` give each pixel's G and B, and the mask (h, w) bool of pixels
-    where no pair was found (their G and B are coded). None when fewer than :data:`MIN_MATCHED` of
+def _nearest_pairs(rgb: np.ndarray, cb: np.ndarray, cr: np.ndarray, todo: np.ndarray) -> np.ndarray:
+    """For the pixels ``todo`` (h, w) bool, the nearest (Cb, Cr) to the given ones (within
+    :data:`SEARCH`, by city-block distance) under which :func:`green` and :func:`blue` reproduce the
+    pixel, written into ``cb`` and ``cr``; returns the pixels for which none was found."""
+    idx = np.flatnonzero(todo)
+    sub, cb0, cr0 = rgb.reshape(-1, 3)[idx], cb.reshape(-1)[idx], cr.reshape(-1)[idx]
+    found = np.zeros(len(idx), dtype=bool)
+    offsets = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
+                     key=lambda o: (abs(o[0]) + abs(o[1]), o))
+    for a, b in offsets:
+        left = np.flatnonzero(~found)
+        if not len(left):
+            break
+        tb, tr = np.clip(cb0[left] + a, 0, 255), np.clip(cr0[left] + b, 0, 255)
+        ok = _reproduces(sub[left], tb, tr)[0]
+        cb0[left[ok]], cr0[left[ok]], found[left[ok]] = tb[ok], tr[ok], True
+    cb.reshape(-1)[idx], cr.reshape(-1)[idx] = cb0, cr0
+    rest = todo.copy()
+    rest.reshape(-1)[idx[found]] = False
+    return rest
+
+
+def chroma_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Encoder: for JPEG-decoded pixels (h, w, 3) uint8, full-resolution planes Cb, Cr (h, w)
+    int64 under which :func:`green` and :func:`blue` give each pixel's G and B, the mask (h, w) of
+    pixels where no pair was found (their G and B are coded), and the pixels whose pair is certain
+    (nothing clamps: the decoder's own chroma there). None when fewer than :data:`MIN_MATCHED` of
     the unclamped pixels match a pair (not a JPEG decode of this kind) or a side exceeds WebP's."""
     h, w, _ = rgb.shape
     if h > MAX_SIDE or w > MAX_SIDE:
@@ -157,36 +184,177 @@ def chroma_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     good &= matched
     cb, cr = _fill(cb, good), _fill(cr, good)
     todo = needed & ~good
-    if todo.any():  # clamped G or B: the nearest pair (to the filled-in chroma) that still works
-        idx = np.flatnonzero(todo)
-        sub, cb0, cr0 = rgb.reshape(-1, 3)[idx], cb.reshape(-1)[idx], cr.reshape(-1)[idx]
-        found = np.zeros(len(idx), dtype=bool)
-        offsets = sorted(((a, b) for a in range(-SEARCH, SEARCH + 1) for b in range(-SEARCH, SEARCH + 1)),
-                         key=lambda o: (abs(o[0]) + abs(o[1]), o))
-        for a, b in offsets:
-            left = ~found
-            if not left.any():
-                break
-            tb, tr = np.clip(cb0[left] + a, 0, 255), np.clip(cr0[left] + b, 0, 255)
-            ok = _reproduces(sub[left], tb, tr)[0]
-            where = np.flatnonzero(left)[ok]
-            cb0[where], cr0[where], found[where] = tb[ok], tr[ok], True
-        cb.reshape(-1)[idx], cr.reshape(-1)[idx] = cb0, cr0
-        todo.reshape(-1)[idx[found]] = False
-    return cb.astype(np.uint8), cr.astype(np.uint8), todo
+    if todo.any():  # clamped G or B: the nearest pair to the filled-in chroma that still works
+        todo = _nearest_pairs(rgb, cb, cr, todo)
+    return cb, cr, todo, matched & unclamped
 
 
-def pack(cb: np.ndarray, cr: np.ndarray, mask: np.ndarray) -> bytes:
-    """The planes as one lossless WebP image (Cb, Cr, 255 x mask)."""
+def upsample(c: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The (h, w) plane that libjpeg's h2v2 "fancy" upsampling draws from a chroma plane ``c`` of
+    (ceil(h/2), ceil(w/2)) (``h2v2_fancy_upsample``): each output is (9 nearest + 3 + 3 + 1
+    farthest) / 16 of the nearest sample and its neighbours towards the output, edges replicated,
+    rounded with bias 8 at even columns and 7 at odd ones."""
+    c = np.asarray(c, dtype=np.int64)
+    rows = np.empty((2 * c.shape[0], c.shape[1]), dtype=np.int64)
+    rows[0::2] = 3 * c + np.concatenate([c[:1], c[:-1]], 0)   # the upper output row leans on the row above
+    rows[1::2] = 3 * c + np.concatenate([c[1:], c[-1:]], 0)
+    out = np.empty((rows.shape[0], 2 * rows.shape[1]), dtype=np.int64)
+    out[:, 0::2] = (3 * rows + np.concatenate([rows[:, :1], rows[:, :-1]], 1) + 8) >> 4
+    out[:, 1::2] = (3 * rows + np.concatenate([rows[:, 1:], rows[:, -1:]], 1) + 7) >> 4
+    return out[:h, :w]
+
+
+def _upsample_linear(c: np.ndarray) -> np.ndarray:
+    """:func:`upsample` without its rounding, at the padded size (2 ceil(h/2), 2 ceil(w/2))."""
+    rows = np.empty((2 * c.shape[0], c.shape[1]))
+    rows[0::2] = 3 * c + np.concatenate([c[:1], c[:-1]], 0)
+    rows[1::2] = 3 * c + np.concatenate([c[1:], c[-1:]], 0)
+    out = np.empty((rows.shape[0], 2 * rows.shape[1]))
+    out[:, 0::2] = (3 * rows + np.concatenate([rows[:, :1], rows[:, :-1]], 1)) / 16
+    out[:, 1::2] = (3 * rows + np.concatenate([rows[:, 1:], rows[:, -1:]], 1)) / 16
+    return out
+
+
+def _upsample_linear_adjoint(g: np.ndarray) -> np.ndarray:
+    """The adjoint of :func:`_upsample_linear`: (2 H, 2 W) -> (H, W)."""
+    even, odd = g[:, 0::2] / 16, g[:, 1::2] / 16
+    rows = 3 * (even + odd)
+    rows[:, :-1] += even[:, 1:]
+    rows[:, 0] += even[:, 0]
+    rows[:, 1:] += odd[:, :-1]
+    rows[:, -1] += odd[:, -1]
+    c = 3 * (rows[0::2] + rows[1::2])
+    c[:-1] += rows[2::2]
+    c[0] += rows[0]
+    c[1:] += rows[1:-1:2]
+    c[-1] += rows[-1]
+    return c
+
+
+def _block_sums(v: np.ndarray, hh: int, ww: int) -> np.ndarray:
+    """Per half-resolution sample (i, j), the sum of ``v`` (h, w) over the outputs it reaches in
+    :func:`upsample`: rows 2i-1..2i+2, columns 2j-1..2j+2."""
+    p = np.zeros((2 * hh + 2, 2 * ww + 2))
+    p[1:1 + v.shape[0], 1:1 + v.shape[1]] = v
+    s = p.cumsum(0).cumsum(1)
+    s = np.pad(s, ((1, 0), (1, 0)))
+    r, c = np.arange(hh) * 2, np.arange(ww) * 2
+    return s[r + 4][:, c + 4] - s[r][:, c + 4] - s[r + 4][:, c] + s[r][:, c]
+
+
+def fit_half(plane: np.ndarray, certain: np.ndarray, iterations: int = 30, sweeps: int = 3) -> np.ndarray:
+    """A half-resolution chroma plane whose :func:`upsample` matches ``plane`` (h, w) at the
+    ``certain`` pixels as often as it can: least squares on the filter without rounding
+    (conjugate gradients on the normal equations, weighted by ``certain``), rounded, then sweeps
+    over the four interleaved sub-grids of samples, each sample moved by -1, 0 or +1 to the value
+    with the fewest mismatches among the outputs it reaches."""
+    h, w = plane.shape
+    hh, ww = (h + 1) // 2, (w + 1) // 2
+    wt = np.zeros((2 * hh, 2 * ww))
+    wt[:h, :w] = certain
+    target = np.zeros((2 * hh, 2 * ww))
+    target[:h, :w] = plane
+    c = np.pad(plane.astype(np.float64), ((0, 2 * hh - h), (0, 2 * ww - w)), mode="edge").reshape(hh, 2, ww, 2).mean((1, 3))
+
+    def normal(v: np.ndarray) -> np.ndarray:
+        return _upsample_linear_adjoint(wt * _upsample_linear(v))
+
+    r = _upsample_linear_adjoint(wt * target) - normal(c)
+    p, rs = r.copy(), float((r * r).sum())
+    for _ in range(iterations):
+        if rs < 1e-9:
+            break
+        q = normal(p)
+        a = rs / max(float((p * q).sum()), 1e-12)
+        c += a * p
+        r -= a * q
+        rs, old = float((r * r).sum()), rs
+        p = r + (rs / old) * p
+    c = np.clip(np.round(c), 0, 255).astype(np.int64)
+    for _ in range(sweeps):
+        for di in range(2):
+            for dj in range(2):
+                grid = (slice(di, None, 2), slice(dj, None, 2))
+                cost = []
+                for move in (0, -1, 1):
+                    trial = c.copy()
+                    trial[grid] = np.clip(trial[grid] + move, 0, 255)
+                    cost.append(_block_sums((upsample(trial, h, w) != plane) & certain, hh, ww)[grid])
+                best = np.argmin(np.stack(cost), 0)  # ties keep the sample (move 0 comes first)
+                c[grid] = np.clip(c[grid] + np.array([0, -1, 1])[best], 0, 255)
+    return c
+
+
+def encode(rgb: np.ndarray) -> bytes | None:
+    """Encoder: the chroma planes of JPEG-decoded pixels (h, w, 3) uint8, serialized (:func:`decode`
+    reads them), or None (:func:`chroma_planes`). Two forms, the smaller kept: 1, the full-resolution
+    Cb, Cr and mask as one lossless WebP image; 2, Cb and Cr at half resolution (:func:`fit_half`),
+    which :func:`upsample` brings to full resolution, plus a full-resolution image of corrections
+    (added to the upsampled planes where they do not reproduce a pixel) and the mask."""
+    found = chroma_planes(rgb)
+    if found is None:
+        return None
+    cb, cr, marked, certain = found
+    h, w = marked.shape
+    full = b"\x01" + _webp(np.stack([cb, cr, marked * 255], -1))
+    if min(h, w) < 2:
+        return full
+    half = [fit_half(p, certain) for p in (cb, cr)]
+    up_b, up_r = upsample(half[0], h, w), upsample(half[1], h, w)
+    good, needed = _reproduces(rgb, up_b, up_r)
+    fix = needed & ~good & ~marked
+    if fix.any():  # the nearest pair to the upsampled chroma; failing that, chroma_planes' pair
+        sb, sr = up_b.copy(), up_r.copy()
+        rest = _nearest_pairs(rgb, sb, sr, fix)
+        sb[rest], sr[rest] = cb[rest], cr[rest]
+        up_b, up_r = np.where(fix, sb, up_b), np.where(fix, sr, up_r)
+    if np.abs(up_b - upsample(half[0], h, w)).max() > 127 or np.abs(up_r - upsample(half[1], h, w)).max() > 127:
+        return full
+    corrections = np.stack([up_b - upsample(half[0], h, w) + 128, up_r - upsample(half[1], h, w) + 128, marked * 255], -1)
+    small = _webp(np.stack([half[0], half[1], np.zeros_like(half[0])], -1))
+    second = b"\x02" + _LENGTH.pack(len(small)) + small + _webp(corrections)
+    return second if len(second) < len(full) else full
+
+
+def decode(data: bytes, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The planes Cb, Cr (int64) and mask (bool), each (h, w) = ``size``, that :func:`encode` wrote;
+    :class:`PlanesError` on bad data."""
+    h, w = size
+    if not data or data[0] not in (1, 2):
+        raise PlanesError("chroma planes: unknown form")
+    if data[0] == 1:
+        a = _unwebp(data[1:], (h, w))
+        return a[..., 0].astype(np.int64), a[..., 1].astype(np.int64), _mask(a[..., 2])
+    if len(data) < 1 + _LENGTH.size:
+        raise PlanesError("chroma planes: truncated")
+    n = _LENGTH.unpack_from(data, 1)[0]
+    if 1 + _LENGTH.size + n > len(data):
+        raise PlanesError("chroma planes: bad length")
+    small = _unwebp(data[1 + _LENGTH.size:1 + _LENGTH.size + n], ((h + 1) // 2, (w + 1) // 2))
+    corr = _unwebp(data[1 + _LENGTH.size + n:], (h, w)).astype(np.int64)
+    cb = upsample(small[..., 0], h, w) + corr[..., 0] - 128
+    cr = upsample(small[..., 1], h, w) + corr[..., 1] - 128
+    if cb.min() < 0 or cb.max() > 255 or cr.min() < 0 or cr.max() > 255:
+        raise PlanesError("chroma planes: corrections leave 0..255")
+    return cb, cr, _mask(corr[..., 2])
+
+
+def _mask(plane: np.ndarray) -> np.ndarray:
+    if not np.isin(plane, (0, 255)).all():
+        raise PlanesError("chroma planes: the mask holds values other than 0 and 255")
+    return plane == 255
+
+
+def _webp(img: np.ndarray) -> bytes:
+    """(h, w, 3) values in 0..255 as a lossless WebP image."""
     buf = io.BytesIO()
-    img = np.stack([cb, cr, mask.astype(np.uint8) * 255], -1)
     Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), "RGB").save(buf, format="WEBP", lossless=True,
                                                                            quality=100, method=4)
     return buf.getvalue()
 
 
-def unpack(data: bytes, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The inverse of :func:`pack` for a tile of ``size`` (h, w); :class:`PlanesError` on bad data."""
+def _unwebp(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`_webp` for an image of ``size`` (h, w)."""
     try:
         img = Image.open(io.BytesIO(data), formats=["WEBP"])
         img.load()
@@ -195,6 +363,4 @@ def unpack(data: bytes, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, 
     a = np.asarray(img.convert("RGB"))
     if a.shape[:2] != size:
         raise PlanesError(f"chroma planes are {a.shape[:2]}, the tile {size}")
-    if not np.isin(a[..., 2], (0, 255)).all():
-        raise PlanesError("chroma planes: the mask holds values other than 0 and 255")
-    return a[..., 0], a[..., 1], a[..., 2] == 255
+    return a

@@ -25,7 +25,7 @@ follow (R clamped, or a pixel the planes mark).
 
 Payload: ``[8 bytes: head fingerprint][u8 N][u32 crc32 of the tile's decoded pixels (h, w, C);
 Y: of y][u32 A][A bytes: the alpha plane as PNG, X with C = 4 only][format version 8, X only:
-u8 P; P = 1: u32 J, J bytes: the chroma planes as lossless WebP][format version 7: the
+u8 P; P = 1: u32 J, J bytes: the chroma planes (:func:`codec.jpeg_planes.encode`)][format version 7: the
 calibration block (:mod:`codec.calibration`)][range-coded sub-pixels]``. A wrong head,
 a wrong checksum or bad data raises :class:`~codec.rd_coder.DesyncError`. From version 7 the
 encoder runs the head's walk once, recording every coded (stage, channel), fits the chunk's
@@ -121,10 +121,10 @@ class LosslessTileCoder:
             parts["y"] = _Part(ChunkEncoder())
         planes = b""
         if version >= PLANES_VERSION and lossless and not max_error and not with_y and ch == 3:
-            found = jpeg_planes.chroma_planes(pixels)
-            if found is not None:
-                planes = jpeg_planes.pack(*found)
-                parts["x"].planes = _padded_planes(found, base_shape=tuple(render.pixels.shape[-2:]))
+            planes = jpeg_planes.encode(pixels) or b""
+            if planes:  # the walk reads the planes as the decoder will
+                parts["x"].planes = _padded_planes(jpeg_planes.decode(planes, (h, w)),
+                                                   base_shape=tuple(render.pixels.shape[-2:]))
         x = self._walk(render, (h, w), ch, q, parts, source)
         blocks = {k: _finish(p, version >= CALIBRATED_VERSION) for k, p in parts.items() if p.coder is not None}
         y_payload = x_payload = None
@@ -230,7 +230,7 @@ class LosslessTileCoder:
                 if channels != 3 or max_error:
                     raise DesyncError(f"{label}: chroma planes in a chunk that cannot have them")
                 try:
-                    planes = jpeg_planes.unpack(data, size)
+                    planes = jpeg_planes.decode(data, size)
                 except jpeg_planes.PlanesError as e:
                     raise DesyncError(f"{label}: {e}") from None
         if version >= CALIBRATED_VERSION:
