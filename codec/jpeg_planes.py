@@ -119,27 +119,21 @@ def _key(b_minus_r: np.ndarray, g_minus_r: np.ndarray) -> np.ndarray:
 def _fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """``values`` with each unknown entry replaced by the mean of its known 4-neighbours, growing
     inwards from the known ones (smooth planes compress well); 128 where nothing is known."""
-    v, k = values.astype(np.float64), known.copy()
+    v, k = np.where(known, values, 0).astype(np.float64), known.copy()
     if not k.any():
         return np.full(values.shape, 128, dtype=np.int64)
     while not k.all():
+        vk, kf = np.where(k, v, 0.0), k.astype(np.float64)
         total, count = np.zeros_like(v), np.zeros_like(v)
-        for axis, step in ((0, 1), (0, -1), (1, 1), (1, -1)):
-            total += np.roll(np.where(k, v, 0.0), step, axis) * _not_wrapped(v.shape, axis, step)
-            count += np.roll(k, step, axis) * _not_wrapped(v.shape, axis, step)
+        for into, src in (((slice(1, None),), (slice(None, -1),)), ((slice(None, -1),), (slice(1, None),)),
+                          ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                          ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
+            total[into] += vk[src]
+            count[into] += kf[src]
         grow = ~k & (count > 0)
         v[grow] = total[grow] / count[grow]
         k |= grow
     return np.round(v).astype(np.int64)
-
-
-def _not_wrapped(shape: tuple[int, ...], axis: int, step: int) -> np.ndarray:
-    """1 where np.roll(., step, axis) brought a real neighbour, 0 where it wrapped around."""
-    m = np.ones(shape)
-    edge = [slice(None)] * len(shape)
-    edge[axis] = slice(0, 1) if step > 0 else slice(-1, None)
-    m[tuple(edge)] = 0.0
-    return m
 
 
 def _nearest_pairs(rgb: np.ndarray, cb: np.ndarray, cr: np.ndarray, todo: np.ndarray) -> np.ndarray:
