@@ -1,5 +1,5 @@
 """Real lossless streams of a lossless head on Kodak images (or any): ``python -m ssvcodec.bench.lossless_head
-HEAD [--qualities 0,4,8] [--images kodim01.png,...,/path/photo.jpg] [--max-errors 1,2]``.
+HEAD [--qualities 0,4,8] [--images kodim01.png,...,/path/photo.jpg] [--max-errors 1,2] [--halve]``.
 
 HEAD: a ``models.train_lossless`` checkpoint (its EMA weights, exported to a temporary file) or
 head weights (``.safetensors``). For each image and lossy quality q: ``RDCodec.encode(...,
@@ -7,7 +7,9 @@ lossless=True)`` (the stream ``ssvcodec encode --lossless --quality q`` writes),
 into the lossy levels and the X chunks, whether it decodes bit for bit, and the encode and
 decode times in this process, beside WebP lossless of the same pixels (``bench.codecs``'
 settings); then the means. ``--max-errors``: near-lossless streams (``--max-error N``) beside
-JPEG-LS with the same bound (imagecodecs / CharLS, ``NEAR`` = N), both checked to stay within N. For watching a head train and choosing the lossy quality; the bench's
+JPEG-LS with the same bound (imagecodecs / CharLS, ``NEAR`` = N), both checked to stay within N.
+``--halve``: each image downscaled by 2 first, so JPEG files give photos that no JPEG decoder drew
+(no chroma planes: :mod:`codec.jpeg_planes`). For watching a head train and choosing the lossy quality; the bench's
 lossless table comes from ``bench.rd`` (curve ``ssvcodec-lossless``).
 """
 from __future__ import annotations
@@ -32,6 +34,14 @@ def webp_lossless_bpp(img: np.ndarray) -> float:
 
     codec = get_codec("webp-lossless")
     return 8 * len(codec.encode(img, codec.qualities[0])) / (img.shape[0] * img.shape[1])
+
+
+def load(path: Path, halve: bool) -> np.ndarray:
+    """The image's pixels as a decoder gives them, or (``halve``) downscaled by 2 with Lanczos."""
+    img = Image.open(path)
+    if halve:
+        img = img.convert("RGB").resize((img.size[0] // 2, img.size[1] // 2), Image.LANCZOS)
+    return np.asarray(img)
 
 
 def jpegls_near(img: np.ndarray, n: int) -> tuple[float, int]:
@@ -64,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default=None, help="the RD model (default: the shipped one)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-errors", default="", help="near-lossless bounds N to measure too (at the first quality)")
+    ap.add_argument("--halve", action="store_true",
+                    help="code each image downscaled by 2 (Lanczos): a JPEG's photos without its decoder's structure")
     args = ap.parse_args(argv)
 
     import torch
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for q in (float(v) for v in args.qualities.split(",")):
             rows = []
             for name in images:
-                img = np.asarray(Image.open(KODAK / name))
+                img = load(KODAK / name, args.halve)
                 t0 = time.perf_counter()
                 data = codec.encode(img, quality=q, lossless=True)
                 t1 = time.perf_counter()
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             ours, ls = [], []
             q = float(args.qualities.split(",")[0])
             for name in images:
-                img = np.asarray(Image.open(KODAK / name))
+                img = load(KODAK / name, args.halve)
                 px = img.shape[0] * img.shape[1]
                 data = codec.encode(img, quality=q, lossless=True, max_error=n)
                 err = int(np.abs(codec.decode(data).astype(np.int16) - img).max())
