@@ -43,7 +43,7 @@ def test_round_trip_levels_and_formats(work, capsys: pytest.CaptureFixture[str])
     assert run("truncate", str(d / "a.ssv"), "--levels", "1", "-o", str(d / "t.ssv")) == 0
     assert run("info", str(d / "a.ssv")) == 0
     out = capsys.readouterr().out
-    assert "format v7" in out and "chunk flags none" in out and "level 3" in out
+    assert "format v8" in out and "chunk flags none" in out and "level 3" in out
 
 
 def test_never_overwrites_without_force_nor_writes_over_the_input(work, capsys: pytest.CaptureFixture[str]) -> None:
