@@ -362,10 +362,14 @@ def _unwebp(data: bytes, size: tuple[int, int]) -> np.ndarray:
     """The inverse of :func:`_webp` for an image of ``size`` (h, w)."""
     try:
         img = Image.open(io.BytesIO(data), formats=["WEBP"])
+        if img.size[::-1] != tuple(size):  # before decoding: a forged size allocates nothing
+            raise PlanesError(f"chroma planes are {img.size[::-1]}, the tile {tuple(size)}")
         img.load()
+    except PlanesError:
+        raise
     except Exception as e:  # Pillow raises several kinds on bad data
         raise PlanesError(f"chroma planes do not decode ({e})") from None
     a = np.asarray(img.convert("RGB"))
-    if a.shape[:2] != size:
-        raise PlanesError(f"chroma planes are {a.shape[:2]}, the tile {size}")
+    if a.shape[:2] != tuple(size):
+        raise PlanesError(f"chroma planes are {a.shape[:2]}, the tile {tuple(size)}")
     return a

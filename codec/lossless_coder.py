@@ -466,7 +466,11 @@ def _png(plane: np.ndarray) -> bytes:
 def _unpng(data: bytes, size: tuple[int, int]) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(data))
+        if img.size[::-1] != tuple(size):  # before decoding: a forged size allocates nothing
+            raise DesyncError(f"lossless chunk: alpha plane is {img.size[::-1]}, the tile {tuple(size)}")
         img.load()
+    except DesyncError:
+        raise
     except Exception as e:  # Pillow raises several kinds on bad data
         raise DesyncError(f"lossless chunk: the alpha plane does not decode ({e})") from None
     plane = np.asarray(img.convert("L"))
