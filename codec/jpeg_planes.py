@@ -29,7 +29,7 @@ import io
 import struct
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 _SCALEBITS = 16
 _ONE_HALF = 1 << (_SCALEBITS - 1)
@@ -290,6 +290,8 @@ def encode(rgb: np.ndarray) -> bytes | None:
     to the upsampled planes where they do not reproduce a pixel) and the mask. Form 2 when the fit
     reproduces at least :data:`HALF_FIT` of the pixels whose chroma is certain (a 4:2:0 JPEG; the
     form is then the smaller by far), else the smaller of the two."""
+    if not features.check("webp"):  # a Pillow built without libwebp: code the pixels as before
+        return None
     found = chroma_planes(rgb)
     if found is None:
         return None
@@ -360,6 +362,8 @@ def _webp(img: np.ndarray) -> bytes:
 
 def _unwebp(data: bytes, size: tuple[int, int]) -> np.ndarray:
     """The inverse of :func:`_webp` for an image of ``size`` (h, w)."""
+    if not features.check("webp"):
+        raise PlanesError("this Pillow has no WebP support, which the stream's chroma planes need")
     try:
         img = Image.open(io.BytesIO(data), formats=["WEBP"])
         if img.size[::-1] != tuple(size):  # before decoding: a forged size allocates nothing
