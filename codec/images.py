@@ -135,6 +135,31 @@ class LevelImage:
     bytes_used: int         # header + every chunk of levels <= level
 
 
+class EmbeddedImageError(ValueError):
+    """An image a stream carries that is not of the tile's size (``shape``) or does not decode."""
+
+    def __init__(self, message: str, shape: tuple[int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.shape = shape
+
+
+def embedded_image(data: bytes, size: tuple[int, int], mode: str, formats: list[str] | None = None) -> np.ndarray:
+    """The pixels (h, w[, C]) in ``mode`` of an image a stream carries (a lossless chunk's alpha or
+    chroma planes), which must be ``size`` (h, w): checked before Pillow decodes it, so a forged
+    size allocates nothing. :class:`EmbeddedImageError` otherwise (``shape`` set: the wrong size)."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=formats)
+    except Exception as e:  # Pillow raises several kinds on bad data
+        raise EmbeddedImageError(str(e)) from None
+    if img.size[::-1] != tuple(size):
+        raise EmbeddedImageError("wrong size", img.size[::-1])
+    try:
+        img.load()
+        return np.asarray(img.convert(mode))
+    except Exception as e:
+        raise EmbeddedImageError(str(e)) from None
+
+
 def tiles(h: int, w: int, tile: int) -> list[tuple[int, int, int, int]]:
     """(row0, row1, col0, col1) of every tile in raster order; one box when ``tile`` is 0."""
     if not tile:

@@ -31,6 +31,8 @@ import struct
 import numpy as np
 from PIL import Image, features
 
+from .images import EmbeddedImageError, embedded_image
+
 _SCALEBITS = 16
 _ONE_HALF = 1 << (_SCALEBITS - 1)
 #: Fraction of a tile's unclamped pixels whose (B - R, G - R) must match a (Cb, Cr) pair for the
@@ -365,15 +367,8 @@ def _unwebp(data: bytes, size: tuple[int, int]) -> np.ndarray:
     if not features.check("webp"):
         raise PlanesError("this Pillow has no WebP support, which the stream's chroma planes need")
     try:
-        img = Image.open(io.BytesIO(data), formats=["WEBP"])
-        if img.size[::-1] != tuple(size):  # before decoding: a forged size allocates nothing
-            raise PlanesError(f"chroma planes are {img.size[::-1]}, the tile {tuple(size)}")
-        img.load()
-    except PlanesError:
-        raise
-    except Exception as e:  # Pillow raises several kinds on bad data
+        return embedded_image(data, size, "RGB", ["WEBP"])
+    except EmbeddedImageError as e:
+        if e.shape is not None:
+            raise PlanesError(f"chroma planes are {e.shape}, the tile {tuple(size)}") from None
         raise PlanesError(f"chroma planes do not decode ({e})") from None
-    a = np.asarray(img.convert("RGB"))
-    if a.shape[:2] != tuple(size):
-        raise PlanesError(f"chroma planes are {a.shape[:2]}, the tile {tuple(size)}")
-    return a

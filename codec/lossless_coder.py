@@ -50,6 +50,7 @@ from ..models.lossless import LosslessHead, to_phases
 from . import calibration, jpeg_planes
 from .bitstream import CALIBRATED_VERSION, FORMAT_VERSION, PLANES_VERSION
 from .entropy import ChunkDecoder, ChunkEncoder, EntropyDecodeError
+from .images import EmbeddedImageError, embedded_image
 from .rd_coder import DesyncError, LevelRender
 
 HEAD_FINGERPRINT_SIZE = 8
@@ -465,15 +466,8 @@ def _png(plane: np.ndarray) -> bytes:
 
 def _unpng(data: bytes, size: tuple[int, int]) -> np.ndarray:
     try:
-        img = Image.open(io.BytesIO(data))
-        if img.size[::-1] != tuple(size):  # before decoding: a forged size allocates nothing
-            raise DesyncError(f"lossless chunk: alpha plane is {img.size[::-1]}, the tile {tuple(size)}")
-        img.load()
-    except DesyncError:
-        raise
-    except Exception as e:  # Pillow raises several kinds on bad data
+        return embedded_image(data, size, "L")
+    except EmbeddedImageError as e:
+        if e.shape is not None:
+            raise DesyncError(f"lossless chunk: alpha plane is {e.shape}, the tile {tuple(size)}") from None
         raise DesyncError(f"lossless chunk: the alpha plane does not decode ({e})") from None
-    plane = np.asarray(img.convert("L"))
-    if plane.shape != size:
-        raise DesyncError(f"lossless chunk: alpha plane is {plane.shape}, the tile {size}")
-    return plane
